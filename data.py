@@ -1,0 +1,101 @@
+"""Data: the embedded digits set, ImageNet folders with canonical labels, seeded subsets, batches."""
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import UnidentifiedImageError
+from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data.dataloader import default_collate
+from torchvision.datasets import ImageFolder
+from tqdm import tqdm
+
+from configurator import ConfigError
+
+DIGITS_IMAGE_SIZE = 32  # MobileNetV2 downsamples 32x; 32x32 leaves a 1x1 map before the classifier
+DIGITS_TEST_SIZE = 497  # of 1797 images; a fixed split so cached models and figures stay comparable
+DIGITS_SPLIT_SEED = 0
+IMAGENET_WNIDS = (Path(__file__).parent / "imagenet_wnids.txt").read_text().split()
+WNID_INDEX = {wnid: index for index, wnid in enumerate(IMAGENET_WNIDS)}
+
+
+def digits_datasets():
+    """scikit-learn's 1797 handwritten digits as normalized 3x32x32 tensors: (train, test)."""
+    from sklearn.datasets import load_digits  # ships its data inside the package: works offline
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=DIGITS_IMAGE_SIZE, mode="bilinear", align_corners=False)
+    images = ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+    labels = torch.tensor(digits.target, dtype=torch.long)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
+    return TensorDataset(images[train], labels[train]), TensorDataset(images[test], labels[test])
+
+
+class ImageNetFolder(ImageFolder):
+    """ImageFolder whose labels are the canonical ImageNet indices of the wnid folders.
+
+    A split holding only some classes is still labelled right; an image that cannot be decoded
+    is skipped with a warning naming it.
+    """
+
+    def find_classes(self, directory):
+        classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+        unknown = [name for name in classes if name not in WNID_INDEX]
+        if unknown:
+            raise ConfigError(
+                f"data_dir: {directory} has class folders that are not ImageNet wnids "
+                f"({', '.join(unknown[:3])}); name them like n01440764")
+        return classes, {name: WNID_INDEX[name] for name in classes}
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except (OSError, UnidentifiedImageError) as error:
+            warnings.warn(f"skipping {self.samples[index][0]}: cannot decode image ({error})")
+            return None
+
+
+def imagenet_datasets(data_dir, transform):
+    """The train/ and val/ splits of an ImageNet-layout folder, as (train, val)."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ConfigError(f"data_dir: {root} does not exist; pass --data_dir=PATH/TO/IMAGENET")
+    splits = []
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise ConfigError(
+                f"data_dir: {root} has no {split}/ folder; expected {split}/<wnid>/*.JPEG")
+        try:
+            splits.append(ImageNetFolder(root / split, transform=transform))
+        except FileNotFoundError as error:  # ImageFolder's message for an empty split
+            raise ConfigError(f"data_dir: {root / split} holds no images ({error})") from None
+    return tuple(splits)
+
+
+def random_subset(dataset, size, seed):
+    """A seeded random subset of at most `size` items (the whole set, in order, when it is smaller)."""
+    if size >= len(dataset):
+        return dataset
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
+    return Subset(dataset, sorted(indices.tolist()))
+
+
+def _collate_decodable(samples):
+    samples = [sample for sample in samples if sample is not None]
+    return default_collate(samples) if samples else None
+
+
+def make_loader(dataset, batch_size, workers=0, shuffle=False, seed=0):
+    """A DataLoader that drops undecodable images (ImageNetFolder gives None for them)."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+        collate_fn=_collate_decodable, generator=torch.Generator().manual_seed(seed))
+
+
+def batches(loader, device, desc):
+    """Iterate (images, labels) on `device` with a progress bar, skipping batches left empty."""
+    for batch in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True):
+        if batch is not None:
+            yield batch[0].to(device), batch[1].to(device)

@@ -1,0 +1,20 @@
+"""Top-1 accuracy and throughput of a classifier over a loader."""
+import time
+
+import torch
+
+from data import batches
+
+
+@torch.no_grad()
+def evaluate(model, loader, desc="evaluation"):
+    """Return (top-1 accuracy in percent, images per second) of `model` on `loader`."""
+    device = next(model.parameters()).device
+    model.eval()
+    correct = total = 0
+    start = time.perf_counter()
+    for images, labels in batches(loader, device, desc):
+        correct += (model(images).argmax(dim=1) == labels).sum().item()
+        total += labels.numel()
+    seconds = time.perf_counter() - start
+    return 100.0 * correct / max(total, 1), total / seconds

@@ -1,0 +1,150 @@
+"""Quantize MobileNetV2 with Brevitas and export it as QONNX for FINN.
+
+Edit the flags below, or override any of them on the command line:
+    python finn_mobilenetv2.py --weight_bit_width=4 --bias_corr=True
+The run reads top to bottom: load model and data, (1) insert quantization nodes,
+(2) recover accuracy with post-training quantization, (3) export QONNX for FINN.
+"""
+import os
+import sys
+import time
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import torch
+
+from configurator import ConfigError, apply_overrides, flags_of
+
+# ---------------------------------------------------------------------------------------- flags
+# data and model
+data_dir = ""  # ImageNet folder with train/<wnid>/ and val/<wnid>/; "" runs the embedded digits demo
+weights = ""  # ImageNet: torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2) or a .pth file; "" = IMAGENET1K_V1
+calib_size = 1000  # calibration images: a seeded random subset of the training split
+val_size = 50000  # validation images: a seeded random subset of val/ (all of it when it is smaller)
+batch_size = 32  # images per batch, for calibration, PTQ and evaluation
+workers = 2  # DataLoader processes decoding ImageNet images (0 = in the main process)
+device = "cuda" if torch.cuda.is_available() else "cpu"  # where the model runs
+seed = 0  # seeds the calibration and validation subsets
+output = "quant_mobilenet_v2.onnx"  # the exported QONNX file
+cache_dir = os.path.join(os.path.expanduser("~"), ".cache", "finn_mobilenetv2")  # digits model cache
+digits_width = 1.0  # width multiplier of the digits model (smaller trains faster)
+digits_epochs = 15  # training epochs of the digits model, on its first run
+# 1. quantization nodes: bit widths (None = same as weight_bit_width)
+weight_bit_width = 8  # weights of every Conv and Linear
+act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network input)
+depthwise_bit_width = None  # weights of depthwise convs (groups != 1)
+first_conv_bit_width = None  # weights of the first conv, features.0.0
+last_linear_bit_width = None  # weights of the final Linear classifier
+# 2. post-training quantization (PTQ)
+act_eq = False  # activation equalization (SmoothQuant), on the float graph before quantizing
+act_eq_alpha = 0.5  # its migration strength, in [0, 1]
+act_eq_add_mul_node = False  # let it insert Mul nodes where scales cannot be folded
+bias_corr = False  # bias correction after calibration
+gptq = False  # GPTQ weight rounding (not with gpfq)
+gpfq = False  # GPFQ weight rounding (not with gptq)
+# 3. export and reporting
+verbose = False  # evaluate after every step; show tracebacks on errors
+FLAGS = flags_of(globals())
+# -----------------------------------------------------------------------------------------------
+
+from data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
+from evaluate import evaluate  # noqa: E402
+from export import export_finn_onnx  # noqa: E402
+from models import load_digits_model, load_imagenet_model  # noqa: E402
+import quant_utils as qu  # noqa: E402
+
+
+def make_args(argv=()):
+    """The flags above with `--name=value` overrides from `argv` applied."""
+    return SimpleNamespace(**apply_overrides(FLAGS, argv))
+
+
+def load_model_and_data(args):
+    """(float model, calibration loader, validation loader, data set description)."""
+    if args.data_dir:
+        model, transform = load_imagenet_model(args.weights)
+        train_set, val_set = imagenet_datasets(args.data_dir, transform)
+        name = "ImageNet"
+    else:
+        train_set, val_set = digits_datasets()
+        model = load_digits_model(train_set, args.cache_dir, args.digits_width, args.digits_epochs)
+        name = "digits (scikit-learn load_digits, 32x32)"
+    calib_set = random_subset(train_set, args.calib_size, args.seed)
+    val_set = random_subset(val_set, args.val_size, args.seed)
+    calib_loader = make_loader(calib_set, args.batch_size, args.workers if args.data_dir else 0)
+    val_loader = make_loader(val_set, args.batch_size, args.workers if args.data_dir else 0)
+    return model.to(args.device), calib_loader, val_loader, f"{name}, {len(val_set)} validation images"
+
+
+class Stages:
+    """Wall time of each step of the run; with verbose on, the accuracy after each step too."""
+
+    def __init__(self, args, val_loader):
+        self.args, self.val_loader, self.seconds = args, val_loader, {}
+
+    @contextmanager
+    def __call__(self, name, model=None):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        if self.args.verbose and model is not None:
+            print(f"  after {name}: top-1 {evaluate(model, self.val_loader, name)[0]:.2f}%")
+
+
+def main(args):
+    if args.gptq and args.gpfq:
+        raise ConfigError("gptq and gpfq are both on; choose one (--gptq=False or --gpfq=False)")
+    torch.manual_seed(args.seed)
+    float_model, calib_loader, val_loader, dataset = load_model_and_data(args)
+    stage = Stages(args, val_loader)
+    with stage("float evaluation"):
+        float_top1, float_ips = evaluate(float_model, val_loader, "float evaluation")
+    print(f"float model: top-1 {float_top1:.2f}% on {dataset}")
+    example = next(iter(calib_loader))[0][:1].to(args.device)
+
+    # 1. Insert quantization nodes
+    model = qu.preprocess_for_finn_quantize(float_model, example)
+    if args.act_eq:
+        with stage("act_eq", model):
+            qu.apply_act_equalization(calib_loader, model, args.act_eq_alpha, args.act_eq_add_mul_node)
+    maps = qu.bit_width_maps(
+        args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
+        args.first_conv_bit_width, args.last_linear_bit_width)
+    model = qu.quantize_finn(model, **maps).to(args.device)
+    with stage("calibration", model):
+        qu.calibrate(calib_loader, model)
+
+    # 2. Keep or recover accuracy with post-training quantization
+    if args.bias_corr:
+        with stage("bias_corr", model):
+            qu.apply_bias_correction(calib_loader, model)
+    if args.gptq:
+        with stage("gptq", model):
+            qu.apply_gptq(calib_loader, model)
+    if args.gpfq:
+        with stage("gpfq", model):
+            qu.apply_gpfq(calib_loader, model)
+    with stage("quantized evaluation"):
+        quant_top1, quant_ips = evaluate(model, val_loader, "quantized evaluation")
+    print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}")
+
+    # 3. Export QONNX for FINN
+    metadata = {name: getattr(args, name) for name in FLAGS if name not in ("cache_dir", "device")}
+    metadata.update(float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}", dataset=dataset)
+    with stage("export"):
+        export_finn_onnx(model, example, args.output, metadata)
+    print(f"exported {args.output}")
+    return SimpleNamespace(
+        float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_ips,
+        quant_images_per_s=quant_ips, seconds=stage.seconds, model=model, output=args.output,
+        calib_loader=calib_loader, val_loader=val_loader)
+
+
+if __name__ == "__main__":
+    verbose = "--verbose=True" in sys.argv[1:]
+    try:
+        main(make_args(sys.argv[1:]))
+    except ConfigError as error:
+        if verbose:
+            raise
+        sys.exit(f"error: {error}")

@@ -1,0 +1,112 @@
+"""MobileNetV2 from torchvision: ImageNet weights by name or file, or the digits model trained here."""
+import hashlib
+import urllib.error
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from tqdm import tqdm
+
+from configurator import ConfigError
+from files import atomic_path
+
+DEFAULT_IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+
+
+def _load_weights_file(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"weights: file {path} does not exist; pass a torchvision weights name "
+                          "(IMAGENET1K_V1) or the path of a MobileNetV2 state_dict")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
+        raise ConfigError(f"weights: {path} is not a PyTorch checkpoint ({type(error).__name__}); "
+                          "save one with torch.save(model.state_dict(), path)") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    model = mobilenet_v2()
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first_line = str(error).splitlines()[0]
+        raise ConfigError(f"weights: {path} does not fit torchvision's MobileNetV2 ({first_line})") from None
+    return model
+
+
+def load_imagenet_model(weights):
+    """(model, transform) for a torchvision weights name such as IMAGENET1K_V1, or a local file.
+
+    A local file is a MobileNetV2 state_dict, loaded with weights_only=True and preprocessed like
+    IMAGENET1K_V1. A name is downloaded once into torch hub's cache.
+    """
+    weights = weights or DEFAULT_IMAGENET_WEIGHTS
+    looks_like_path = Path(weights).suffix in (".pt", ".pth") or "/" in weights or Path(weights).exists()
+    if looks_like_path:
+        return _load_weights_file(weights), MobileNet_V2_Weights[DEFAULT_IMAGENET_WEIGHTS].transforms()
+    name = weights.removeprefix("MobileNet_V2_Weights.")
+    if name not in MobileNet_V2_Weights.__members__:
+        raise ConfigError(f"weights: torchvision knows no MobileNetV2 weights {weights!r}; use one of "
+                          f"{', '.join(MobileNet_V2_Weights.__members__)} or a .pth file path")
+    try:
+        return mobilenet_v2(weights=MobileNet_V2_Weights[name]), MobileNet_V2_Weights[name].transforms()
+    except (urllib.error.URLError, OSError) as error:
+        raise ConfigError(
+            f"weights: cannot download {name} ({error}); offline, copy "
+            f"{MobileNet_V2_Weights[name].url.rsplit('/', 1)[-1]} into {torch.hub.get_dir()}/checkpoints/ "
+            "or pass --weights=path/to/mobilenet_v2.pth") from None
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train_digits_model(train_set, width_mult, epochs, seed=0, batch_size=64):
+    """Train torchvision's mobilenet_v2(num_classes=10) from scratch on the digits (AdamW + OneCycle)."""
+    torch.manual_seed(seed)
+    model = mobilenet_v2(num_classes=10, width_mult=width_mult)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_size=batch_size, shuffle=True,
+        generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=3e-3, total_steps=epochs * len(loader))
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    for _ in tqdm(range(epochs), desc="training the digits model (first run only)"):
+        for images, labels in loader:
+            optimizer.zero_grad()
+            criterion(model(images), labels).backward()
+            optimizer.step()
+            scheduler.step()
+    return model.eval()
+
+
+def load_digits_model(train_set, cache_dir, width_mult=1.0, epochs=15):
+    """The digits MobileNetV2, trained on first use and cached in `cache_dir`.
+
+    The cache is trusted only if its checksum and configuration match; otherwise it is rebuilt.
+    """
+    config = {"arch": "mobilenet_v2", "num_classes": 10, "width_mult": width_mult,
+              "epochs": epochs, "seed": 0, "train_size": len(train_set)}
+    path = Path(cache_dir) / f"digits_mobilenet_v2_w{width_mult}_e{epochs}.pt"
+    checksum = path.with_suffix(".sha256")
+    model = mobilenet_v2(num_classes=10, width_mult=width_mult)
+    if path.exists():
+        try:
+            if not checksum.exists() or checksum.read_text().strip() != _sha256(path):
+                raise ValueError("checksum mismatch")
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached["config"] != config:
+                raise ValueError(f"configuration {cached['config']} differs")
+            model.load_state_dict(cached["state_dict"])
+            return model.eval()
+        except Exception as error:
+            print(f"cached digits model {path} is unusable ({error}); training it again")
+    model = train_digits_model(train_set, width_mult, epochs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({"config": config, "state_dict": model.state_dict()}, tmp)
+        with atomic_path(checksum) as tmp_sum:
+            tmp_sum.write_text(_sha256(tmp) + "\n")
+    return model

@@ -1,0 +1,177 @@
+"""Quantize MobileNetV2 for FINN with Brevitas, and recover accuracy with Brevitas' PTQ passes.
+
+Each function does one thing and can be used on its own:
+
+    model = preprocess_for_finn_quantize(float_model, example_images)
+    model = quantize_finn(model, **default_quantize_maps_finn())
+    calibrate(calib_loader, model)
+    apply_bias_correction(calib_loader, model)
+
+Brevitas has no FINN target (`brevitas.graph.target` holds only flexml), so the FINN maps are
+written here, on `brevitas.graph.quantize.quantize`. The choices follow what FINN's frontend
+ingests: float per-channel weight scales and per-tensor activation scales (FINN turns them into
+thresholds), BatchNorm kept as its own node, scales aligned before every Add.
+"""
+import inspect
+
+import brevitas.nn as qnn
+import torch
+from brevitas.fx import symbolic_trace
+from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
+from brevitas.graph.equalize import activation_equalization_mode
+from brevitas.graph.gpfq import gpfq_mode
+from brevitas.graph.gptq import gptq_mode
+from brevitas.graph.per_input import AdaptiveAvgPoolToAvgPool
+from brevitas.graph.quantize import preprocess_for_quantize, quantize
+from brevitas.graph.standardize import MeanMethodToAdaptiveAvgPool2d
+from brevitas.quant import (
+    Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int32Bias, Uint8ActPerTensorFloat)
+from torch import nn
+
+from data import batches
+
+
+def default_quantize_maps_finn():
+    """The FINN layer maps, 8-bit weights and activations; a fresh copy on every call.
+
+    Edit them before passing them to `quantize_finn`. Any kwarg may be a number, a lambda of the
+    module, or a lambda of the module and its name, for example
+    `maps["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] = lambda module: 8 if module.groups != 1 else 4`.
+    """
+    def weight_layer(quant_class):
+        return (quant_class, {
+            "weight_quant": Int8WeightPerChannelFloat,
+            "weight_bit_width": 8,
+            "bias_quant": Int32Bias,
+            "return_quant_tensor": True})
+
+    return {
+        "quant_identity_map": {
+            "signed": (qnn.QuantIdentity, {
+                "act_quant": Int8ActPerTensorFloat, "bit_width": 8, "return_quant_tensor": True}),
+            "unsigned": (qnn.QuantIdentity, {
+                "act_quant": Uint8ActPerTensorFloat, "bit_width": 8, "return_quant_tensor": True})},
+        "compute_layer_map": {
+            nn.AvgPool2d: None,  # left in float; the Linear after it requantizes its input
+            nn.Conv2d: weight_layer(qnn.QuantConv2d),
+            nn.Linear: weight_layer(qnn.QuantLinear)},
+        "quant_act_map": {
+            nn.ReLU: (qnn.QuantReLU, {
+                "act_quant": Uint8ActPerTensorFloat, "bit_width": 8, "return_quant_tensor": True})},
+        "unsigned_act_tuple": (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)}
+
+
+def bit_width_maps(
+        weight_bit_width=8, act_bit_width=8, depthwise_bit_width=None,
+        first_conv_bit_width=None, last_linear_bit_width=None, first_conv_name="features.0.0"):
+    """The default FINN maps with the given bit widths; None overrides mean `weight_bit_width`."""
+    depthwise = depthwise_bit_width or weight_bit_width
+    first_conv = first_conv_bit_width or weight_bit_width
+    maps = default_quantize_maps_finn()
+    maps["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] = (
+        lambda module, name: first_conv if name == first_conv_name else
+        depthwise if module.groups != 1 else weight_bit_width)
+    maps["compute_layer_map"][nn.Linear][1]["weight_bit_width"] = (
+        last_linear_bit_width or weight_bit_width)
+    for _, kwargs in (*maps["quant_identity_map"].values(), *maps["quant_act_map"].values()):
+        kwargs["bit_width"] = act_bit_width
+    return maps
+
+
+def preprocess_for_finn_quantize(model, x):
+    """Trace `model` with Brevitas' tracer and standardize its graph, keeping BatchNorm.
+
+    `x` is an example input: it sizes the AvgPool2d that replaces the global average pool.
+    Brevitas' tracer is required, not torch.fx's: Brevitas' graph rewrites silently do nothing on
+    a torch.fx graph and the residual handler then spins for tens of minutes.
+    """
+    model = symbolic_trace(model.eval())
+    model = MeanMethodToAdaptiveAvgPool2d().apply(model)
+    model = AdaptiveAvgPoolToAvgPool().apply(model, x)
+    return preprocess_for_quantize(model, trace_model=False, merge_bn=False)
+
+
+def _check_kwarg_lambdas(layer_map, map_name):
+    for layer, entry in layer_map.items():
+        for key, value in (entry[1] if entry else {}).items():
+            if inspect.isfunction(value) and len(inspect.signature(value).parameters) not in (1, 2):
+                raise ValueError(
+                    f"{map_name}[{layer.__name__}] kwarg {key!r}: a lambda must take (module) or "
+                    f"(module, name), this one takes {len(inspect.signature(value).parameters)} "
+                    "arguments")
+
+
+def quantize_finn(
+        model, quant_identity_map=None, compute_layer_map=None, quant_act_map=None,
+        unsigned_act_tuple=None):
+    """Insert FINN-compatible quantization nodes into a preprocessed graph model.
+
+    A map left as None takes its value from `default_quantize_maps_finn()`.
+    """
+    defaults = default_quantize_maps_finn()
+    compute_layer_map = compute_layer_map if compute_layer_map is not None else defaults["compute_layer_map"]
+    quant_act_map = quant_act_map if quant_act_map is not None else defaults["quant_act_map"]
+    _check_kwarg_lambdas(compute_layer_map, "compute_layer_map")
+    _check_kwarg_lambdas(quant_act_map, "quant_act_map")
+    return quantize(
+        model,
+        quant_identity_map=quant_identity_map or defaults["quant_identity_map"],
+        compute_layer_map=compute_layer_map,
+        quant_act_map=quant_act_map,
+        unsigned_act_tuple=unsigned_act_tuple or defaults["unsigned_act_tuple"],
+        requantize_layer_handler_output=True)
+
+
+def _run(loader, model, desc):
+    """One pass of `loader` through `model`, for the side effects of a Brevitas context."""
+    device = next(model.parameters()).device
+    for images, _ in batches(loader, device, desc):
+        model(images)
+
+
+@torch.no_grad()
+def calibrate(loader, model):
+    """Collect activation statistics to set every activation scale."""
+    with calibration_mode(model):
+        _run(loader, model, "calibration")
+
+
+@torch.no_grad()
+def apply_act_equalization(loader, model, alpha=0.5, add_mul_node=False):
+    """SmoothQuant-style activation equalization on the float graph model, before quantize_finn.
+
+    With add_mul_node=False the scales are folded into the neighbouring layers (no new node);
+    with True a Mul node is inserted where they cannot be folded.
+    """
+    with activation_equalization_mode(model, alpha, add_mul_node=add_mul_node, layerwise=False):
+        _run(loader, model, "act. equalization")
+    return model
+
+
+@torch.no_grad()
+def apply_bias_correction(loader, model):
+    """Correct each layer's bias for the mean error that quantization adds to its output."""
+    with bias_correction_mode(model):
+        _run(loader, model, "bias correction")
+
+
+def _apply_gpxq(loader, model, mode, desc):
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        # GPxQ needs initialized weight quantizers: one quantized forward pass does it.
+        images, _ = next(batches(loader, device, f"{desc} warm-up"))
+        model(images)
+        with mode(model) as gpxq:
+            for layer in range(gpxq.num_layers):
+                _run(loader, gpxq.model, f"{desc} layer {layer + 1}/{gpxq.num_layers}")
+                gpxq.update()
+
+
+def apply_gptq(loader, model):
+    """GPTQ: quantize weights layer by layer, correcting each for the error of the previous ones."""
+    _apply_gpxq(loader, model, gptq_mode, "GPTQ")
+
+
+def apply_gpfq(loader, model):
+    """GPFQ: greedy path-following weight quantization, against the float layer's output."""
+    _apply_gpxq(loader, model, gpfq_mode, "GPFQ")

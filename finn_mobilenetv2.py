@@ -50,8 +50,9 @@ FLAGS = flags_of(globals())
 from data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 from export import export_finn_onnx  # noqa: E402
-from models import load_digits_model, load_imagenet_model  # noqa: E402
+from models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
 import quant_utils as qu  # noqa: E402
+from validate import validate_args  # noqa: E402
 
 
 def make_args(argv=()):
@@ -62,8 +63,8 @@ def make_args(argv=()):
 def load_model_and_data(args):
     """(float model, calibration loader, validation loader, data set description)."""
     if args.data_dir:
-        model, transform = load_imagenet_model(args.weights)
-        train_set, val_set = imagenet_datasets(args.data_dir, transform)
+        train_set, val_set = imagenet_datasets(args.data_dir, imagenet_transform(args.weights))
+        model = load_imagenet_model(args.weights)
         name = "ImageNet"
     else:
         train_set, val_set = digits_datasets()
@@ -92,8 +93,7 @@ class Stages:
 
 
 def main(args):
-    if args.gptq and args.gpfq:
-        raise ConfigError("gptq and gpfq are both on; choose one (--gptq=False or --gpfq=False)")
+    validate_args(args)
     torch.manual_seed(args.seed)
     float_model, calib_loader, val_loader, dataset = load_model_and_data(args)
     stage = Stages(args, val_loader)
@@ -140,11 +140,25 @@ def main(args):
         calib_loader=calib_loader, val_loader=val_loader)
 
 
-if __name__ == "__main__":
-    verbose = "--verbose=True" in sys.argv[1:]
+def cli(argv):
+    """Run the demo from command-line arguments and return its exit status.
+
+    Bad input ends the run with a one-line message (a traceback only with --verbose=True);
+    Ctrl-C ends it cleanly. Either way the output file is left as it was.
+    """
     try:
-        main(make_args(sys.argv[1:]))
+        main(make_args(argv))
     except ConfigError as error:
-        if verbose:
+        if "--verbose=True" in argv:
             raise
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run stopped cleanly; no output file was written or changed",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

@@ -17,12 +17,12 @@ DEFAULT_IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 def _load_weights_file(path):
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"weights: file {path} does not exist; pass a torchvision weights name "
+        raise ConfigError(f"--weights: file {path} does not exist; pass a torchvision weights name "
                           "(IMAGENET1K_V1) or the path of a MobileNetV2 state_dict")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        raise ConfigError(f"weights: {path} is not a PyTorch checkpoint ({type(error).__name__}); "
+        raise ConfigError(f"--weights: {path} is not a PyTorch checkpoint ({type(error).__name__}); "
                           "save one with torch.save(model.state_dict(), path)") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     model = mobilenet_v2()
@@ -30,30 +30,43 @@ def _load_weights_file(path):
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
         first_line = str(error).splitlines()[0]
-        raise ConfigError(f"weights: {path} does not fit torchvision's MobileNetV2 ({first_line})") from None
+        raise ConfigError(f"--weights: {path} does not fit torchvision's MobileNetV2 ({first_line})") from None
     return model
 
 
-def load_imagenet_model(weights):
-    """(model, transform) for a torchvision weights name such as IMAGENET1K_V1, or a local file.
-
-    A local file is a MobileNetV2 state_dict, loaded with weights_only=True and preprocessed like
-    IMAGENET1K_V1. A name is downloaded once into torch hub's cache.
-    """
+def resolve_weights(weights):
+    """A weights flag as (path, None) for a local file or (None, MobileNet_V2_Weights) for a name."""
     weights = weights or DEFAULT_IMAGENET_WEIGHTS
-    looks_like_path = Path(weights).suffix in (".pt", ".pth") or "/" in weights or Path(weights).exists()
-    if looks_like_path:
-        return _load_weights_file(weights), MobileNet_V2_Weights[DEFAULT_IMAGENET_WEIGHTS].transforms()
+    if weights.endswith((".pt", ".pth")) or "/" in weights or "\\" in weights or Path(weights).exists():
+        return Path(weights), None
     name = weights.removeprefix("MobileNet_V2_Weights.")
     if name not in MobileNet_V2_Weights.__members__:
-        raise ConfigError(f"weights: torchvision knows no MobileNetV2 weights {weights!r}; use one of "
-                          f"{', '.join(MobileNet_V2_Weights.__members__)} or a .pth file path")
+        raise ConfigError(f"--weights={weights!r}: torchvision knows no such MobileNetV2 weights; use "
+                          f"{' or '.join(MobileNet_V2_Weights.__members__)}, or a .pth file path")
+    return None, MobileNet_V2_Weights[name]
+
+
+def imagenet_transform(weights):
+    """The preprocessing of the chosen weights (IMAGENET1K_V1's for a local file); no download."""
+    _, named = resolve_weights(weights)
+    return (named or MobileNet_V2_Weights[DEFAULT_IMAGENET_WEIGHTS]).transforms()
+
+
+def load_imagenet_model(weights):
+    """MobileNetV2 from a torchvision weights name such as IMAGENET1K_V1, or from a local file.
+
+    A local file is a MobileNetV2 state_dict, loaded with weights_only=True. A name is downloaded
+    once into torch hub's cache.
+    """
+    path, named = resolve_weights(weights)
+    if path is not None:
+        return _load_weights_file(path)
     try:
-        return mobilenet_v2(weights=MobileNet_V2_Weights[name]), MobileNet_V2_Weights[name].transforms()
+        return mobilenet_v2(weights=named)
     except (urllib.error.URLError, OSError) as error:
         raise ConfigError(
-            f"weights: cannot download {name} ({error}); offline, copy "
-            f"{MobileNet_V2_Weights[name].url.rsplit('/', 1)[-1]} into {torch.hub.get_dir()}/checkpoints/ "
+            f"--weights={named.name}: cannot download it ({error}); offline, copy "
+            f"{named.url.rsplit('/', 1)[-1]} into {torch.hub.get_dir()}/checkpoints/ "
             "or pass --weights=path/to/mobilenet_v2.pth") from None
 
 

@@ -1,0 +1,30 @@
+# `make demo` and `make test` set everything up on first use, in a virtual environment.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test benchmark clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+# FINN's frontend (finn-plus): its own pins conflict with this stack, so it goes in without
+# its dependencies, plus the few modules its frontend needs (requirements-finn.txt).
+$(VENV)/.finn: $(VENV)/.installed requirements-finn.txt
+	$(PY) -m pip install --no-deps finn-plus==1.6.1
+	$(PY) -m pip install -r requirements-finn.txt
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) finn_mobilenetv2.py $(ARGS)
+
+test: $(VENV)/.finn
+	$(PY) -m pytest tests -q
+
+benchmark: $(VENV)/.installed
+	$(PY) benchmark.py $(ARGS)
+
+clean:
+	rm -rf $(VENV)

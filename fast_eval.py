@@ -1,0 +1,79 @@
+"""Evaluate a quantized model fast: export it as QCDQ ONNX and run it with onnxruntime.
+
+Brevitas' fake-quantized model runs slower than the float model in eager PyTorch (every
+quantizer is extra work). The same model exported as QuantizeLinear/DequantizeLinear (QCDQ)
+runs in onnxruntime's fused kernels instead. This is a way to measure the quantized model,
+not the FINN artefact: the QONNX export for FINN is unchanged.
+
+    result = fast_evaluate(model, val_loader)
+    result.top1, result.images_per_s, result.agreement
+"""
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from brevitas.export import export_onnx_qcdq
+
+from data import batches
+
+
+def export_qcdq(model, example, path):
+    """Write `model` to `path` as QCDQ ONNX (opset 17, input x, dynamic batch size)."""
+    model.eval()
+    export_onnx_qcdq(model, example, str(path), opset_version=17, dynamo=False,
+                     input_names=["x"], output_names=["logits"],
+                     dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def ort_session(path, threads=None):
+    """An onnxruntime CPU session with as many intra-op threads as PyTorch uses (or `threads`)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session, loader, desc="onnxruntime evaluation"):
+    """(predicted classes, labels, images per second) of an onnxruntime session over `loader`."""
+    predictions, labels = [], []
+    start = time.perf_counter()
+    for images, targets in batches(loader, "cpu", desc):
+        logits = session.run(None, {"x": images.numpy()})[0]
+        predictions.append(torch.from_numpy(np.argmax(logits, axis=1)))
+        labels.append(targets)
+    seconds = time.perf_counter() - start
+    predictions, labels = torch.cat(predictions), torch.cat(labels)
+    return predictions, labels, len(labels) / seconds
+
+
+@torch.no_grad()
+def torch_predictions(model, loader, desc="Brevitas predictions"):
+    """Predicted classes of a PyTorch model over `loader`."""
+    device = next(model.parameters()).device
+    model.eval()
+    return torch.cat([model(images).argmax(dim=1).cpu() for images, _ in batches(loader, device, desc)])
+
+
+def fast_evaluate(model, loader, threads=None):
+    """Top-1 (%), images/s and top-1 agreement (%) with `model` of its QCDQ export in onnxruntime.
+
+    The export goes to a temporary file; images/s is timed like `evaluate.evaluate` times the
+    PyTorch model (the loop over the loader, data loading included), without the export.
+    """
+    device = next(model.parameters()).device
+    example = next(iter(loader))[0][:1].to(device)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        path = export_qcdq(model, example, Path(folder) / "model_qcdq.onnx")
+        export_seconds = time.perf_counter() - start
+        predictions, labels, images_per_s = run_session(ort_session(path, threads), loader)
+    reference = torch_predictions(model, loader)
+    return SimpleNamespace(
+        top1=100.0 * (predictions == labels).float().mean().item(),
+        images_per_s=images_per_s,
+        agreement=100.0 * (predictions == reference).float().mean().item(),
+        export_seconds=export_seconds)

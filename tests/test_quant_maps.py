@@ -1,0 +1,102 @@
+"""The layer maps users edit: fresh copies, the README's three snippets, lambda arity."""
+import re
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import mobilenet_v2
+
+from conftest import ROOT
+from quant_utils import (
+    bit_width_maps, default_quantize_maps_finn, preprocess_for_finn_quantize, quantize_finn)
+
+
+def weight_bit_widths(model):
+    """{layer name: weight bit width} of every quantized Conv and Linear."""
+    return {name: int(module.weight_quant.bit_width()) for name, module in model.named_modules()
+            if hasattr(module, "weight_quant") and module.weight_quant.is_quant_enabled}
+
+
+def quantized(maps):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    return quantize_finn(preprocess_for_finn_quantize(mobilenet_v2(num_classes=10), x), **maps)
+
+
+def readme_snippets():
+    """The python code blocks of README.md that edit the maps, in order."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return [block for block in blocks if 'maps["compute_layer_map"]' in block]
+
+
+def run_snippet(code):
+    namespace = {"nn": nn, "maps": default_quantize_maps_finn()}
+    exec(code, namespace)
+    return weight_bit_widths(quantized(namespace["maps"]))
+
+
+def test_default_maps_are_a_fresh_copy_each_call():
+    first = default_quantize_maps_finn()
+    first["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] = 2
+    first["quant_act_map"][nn.ReLU][1]["bit_width"] = 2
+    first["quant_identity_map"]["signed"][1]["bit_width"] = 2
+    second = default_quantize_maps_finn()
+    assert second["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] == 8
+    assert second["quant_act_map"][nn.ReLU][1]["bit_width"] == 8
+    assert second["quant_identity_map"]["signed"][1]["bit_width"] == 8
+
+
+def test_default_maps_quantize_every_conv_and_linear_at_8_bits():
+    widths = weight_bit_widths(quantized(default_quantize_maps_finn()))
+    assert len(widths) == 53  # 52 convs and the classifier
+    assert set(widths.values()) == {8}
+
+
+def test_readme_has_the_three_snippets():
+    assert len(readme_snippets()) == 3
+
+
+def test_snippet_1_sets_every_conv_to_4_bits_and_keeps_the_linear_at_8():
+    widths = run_snippet(readme_snippets()[0])
+    assert widths.pop("classifier.1") == 8
+    assert set(widths.values()) == {4}
+
+
+def test_snippet_2_keeps_depthwise_convs_at_8_bits_and_pointwise_at_4():
+    widths = run_snippet(readme_snippets()[1])
+    model = mobilenet_v2(num_classes=10)
+    groups = {name: module.groups for name, module in model.named_modules()
+              if isinstance(module, nn.Conv2d)}
+    assert widths["features.0.0"] == 4  # a full conv, not depthwise
+    for name, depthwise_groups in groups.items():
+        assert widths[name] == (8 if depthwise_groups != 1 else 4), name
+
+
+def test_snippet_3_keeps_first_conv_and_depthwise_at_8_bits_and_pointwise_at_4():
+    widths = run_snippet(readme_snippets()[2])
+    assert widths["features.0.0"] == 8
+    assert widths["features.1.conv.0.0"] == 8  # depthwise
+    assert widths["features.1.conv.1"] == 4  # pointwise projection
+    assert widths["features.18.0"] == 4  # last pointwise conv
+    assert sum(width == 4 for width in widths.values()) == 34
+
+
+def test_bit_width_flags_match_snippet_3():
+    flags = weight_bit_widths(quantized(bit_width_maps(4, 8, depthwise_bit_width=8,
+                                                        first_conv_bit_width=8,
+                                                        last_linear_bit_width=8)))
+    assert flags == run_snippet(readme_snippets()[2])
+
+
+def test_activation_bit_width_reaches_relu_and_identity_quantizers():
+    model = quantized(bit_width_maps(act_bit_width=4))
+    act_widths = {int(module.act_quant.bit_width()) for module in model.modules()
+                  if hasattr(module, "act_quant") and module.act_quant.is_quant_enabled}
+    assert act_widths == {4}
+
+
+def test_lambda_with_three_arguments_is_refused_naming_the_key():
+    maps = default_quantize_maps_finn()
+    maps["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] = lambda module, name, extra: 4
+    with pytest.raises(ValueError, match="compute_layer_map.*Conv2d.*'weight_bit_width'.*3 arguments"):
+        quantized(maps)

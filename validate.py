@@ -1,0 +1,57 @@
+"""Check the demo's flags before any heavy work, so a typo costs seconds, not an hour.
+
+Each problem raises ConfigError with one line naming the flag and the fix. Checks that need the
+data or the weights file (wnid folders, decodable checkpoint) happen where those are first read,
+still before calibration starts.
+"""
+import torch
+
+from configurator import ConfigError
+from files import check_writable
+from models import resolve_weights
+
+MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
+
+
+def _check_bit_width(name, value, optional=False):
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= MAX_BIT_WIDTH:
+        raise ConfigError(f"--{name}={value!r}: a bit width must be an integer from 2 to "
+                          f"{MAX_BIT_WIDTH}{' (or None)' if optional else ''}")
+
+
+def _check_positive(name, value):
+    if value <= 0:
+        raise ConfigError(f"--{name}={value!r}: must be positive")
+
+
+def _check_device(device):
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device={device!r}: not a device; use cpu or cuda") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device={device}: no CUDA GPU is available here; use --device=cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device={device!r}: the demo runs on cpu or cuda")
+
+
+def validate_args(args):
+    """Raise ConfigError on the first flag that cannot work."""
+    if args.gptq and args.gpfq:
+        raise ConfigError("--gptq and --gpfq are both on; choose one (set the other to False)")
+    _check_bit_width("weight_bit_width", args.weight_bit_width)
+    _check_bit_width("act_bit_width", args.act_bit_width)
+    for name in ("depthwise_bit_width", "first_conv_bit_width", "last_linear_bit_width"):
+        _check_bit_width(name, getattr(args, name), optional=True)
+    if not 0.0 <= args.act_eq_alpha <= 1.0:
+        raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
+    for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width"):
+        _check_positive(name, getattr(args, name))
+    if args.workers < 0:
+        raise ConfigError(f"--workers={args.workers}: must be 0 or more")
+    _check_device(args.device)
+    if args.data_dir:
+        resolve_weights(args.weights)
+    check_writable(args.output, "--output")

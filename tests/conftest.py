@@ -35,3 +35,29 @@ def run_demo(cache_dir):
 def w8a8(run_demo, tmp_path_factory):
     """The demo's default run (8-bit weights and activations), exported once for the session."""
     return run_demo(tmp_path_factory.mktemp("w8a8") / "quant_mobilenet_v2.onnx")
+
+
+def make_imagenet_folder(root, train_wnids, val_wnids, per_class=2, size=48):
+    """A tiny ImageNet-layout folder of random JPEGs: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, wnids in (("train", train_wnids), ("val", val_wnids)):
+        for wnid in wnids:
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{index}.JPEG")
+    return root
+
+
+@pytest.fixture(scope="session")
+def imagenet_weights(tmp_path_factory):
+    """A local MobileNetV2 ImageNet-shaped state_dict file (random weights: no download here)."""
+    import torch
+    from torchvision.models import mobilenet_v2
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2.pth"
+    torch.save(mobilenet_v2().state_dict(), path)
+    return path

@@ -1,0 +1,61 @@
+"""ImageNet mode on small generated folders: canonical labels, seeded subsets, local weights."""
+
+import onnx
+import pytest
+import torch
+
+from conftest import make_imagenet_folder
+from data import ImageNetFolder, random_subset
+from models import imagenet_transform
+
+TENCH, GOLDFISH, TABBY = "n01440764", "n01443537", "n02123045"
+
+
+def imagenet_args(data_dir, weights, output):
+    return [f"--data_dir={data_dir}", f"--weights={weights}", f"--output={output}",
+            "--calib_size=4", "--val_size=4", "--batch_size=2", "--workers=0"]
+
+
+def test_val_with_only_some_classes_is_labelled_with_canonical_indices(tmp_path):
+    root = make_imagenet_folder(tmp_path, [TENCH, GOLDFISH, TABBY], [GOLDFISH, TABBY])
+    val = ImageNetFolder(root / "val")
+    assert sorted(set(val.targets)) == [1, 281]
+    assert [target for _, target in val.samples] == [1, 1, 281, 281]
+
+
+def test_subsets_are_seeded_and_sized(tmp_path):
+    root = make_imagenet_folder(tmp_path, [TENCH, GOLDFISH, TABBY], [TABBY], per_class=4)
+    train = ImageNetFolder(root / "train")
+    first, again, other = (random_subset(train, 5, seed) for seed in (0, 0, 1))
+    assert len(first) == 5
+    assert first.indices == again.indices
+    assert first.indices != other.indices
+    assert random_subset(train, 100, 0) is train  # larger than the split: all of it
+
+
+def test_imagenet_mode_runs_to_an_export_with_local_weights(tmp_path, imagenet_weights):
+    import finn_mobilenetv2 as demo
+    root = make_imagenet_folder(tmp_path / "imagenet", [TENCH, GOLDFISH], [GOLDFISH])
+    output = tmp_path / "imagenet.onnx"
+    result = demo.main(demo.make_args(imagenet_args(root, imagenet_weights, output)))
+    graph = onnx.load(str(output))
+    assert [dim.dim_value for dim in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]
+    assert dict((p.key, p.value) for p in graph.metadata_props)["dataset"].startswith("ImageNet")
+    assert 0.0 <= result.quant_top1 <= 100.0
+    assert len(result.val_loader.dataset) == 2  # val/ has 2 images, fewer than val_size
+
+
+def test_weights_transforms_follow_the_chosen_weights():
+    assert imagenet_transform("IMAGENET1K_V2").resize_size == [232]
+    assert imagenet_transform("IMAGENET1K_V1").resize_size == [256]
+
+
+def test_undecodable_image_is_skipped_with_a_warning_naming_it(tmp_path):
+    root = make_imagenet_folder(tmp_path, [TENCH], [TENCH])
+    broken = root / "val" / TENCH / "broken.JPEG"
+    broken.write_bytes(b"not a jpeg")
+    val = ImageNetFolder(root / "val", transform=imagenet_transform(""))
+    with pytest.warns(UserWarning, match="broken.JPEG"):
+        samples = [val[index] for index in range(len(val))]
+    assert sum(sample is None for sample in samples) == 1
+    assert all(isinstance(sample[0], torch.Tensor) for sample in samples if sample is not None)

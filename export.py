@@ -1,4 +1,6 @@
 """Export the quantized model to QONNX for FINN, with the run's description in its metadata."""
+from importlib.metadata import version
+
 import onnx
 from brevitas.export import export_qonnx
 
@@ -18,3 +20,9 @@ def export_finn_onnx(model, example, path, metadata):
         onnx.helper.set_model_props(graph, {key: str(value) for key, value in metadata.items()})
         onnx.save(graph, str(tmp))
     return path
+
+
+def run_metadata(flags, **results):
+    """The description a file carries: the run's flags, its results and the stack's versions."""
+    versions = {f"{package}_version": version(package) for package in ("torch", "brevitas", "qonnx")}
+    return {**flags, **results, **versions}

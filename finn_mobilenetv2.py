@@ -49,7 +49,7 @@ FLAGS = flags_of(globals())
 
 from data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from evaluate import evaluate  # noqa: E402
-from export import export_finn_onnx  # noqa: E402
+from export import export_finn_onnx, run_metadata  # noqa: E402
 from models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
 import quant_utils as qu  # noqa: E402
 from validate import validate_args  # noqa: E402
@@ -129,8 +129,9 @@ def main(args):
     print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}")
 
     # 3. Export QONNX for FINN
-    metadata = {name: getattr(args, name) for name in FLAGS if name not in ("cache_dir", "device")}
-    metadata.update(float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}", dataset=dataset)
+    metadata = run_metadata(
+        {name: getattr(args, name) for name in FLAGS if name != "cache_dir"},
+        float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}", dataset=dataset)
     with stage("export"):
         export_finn_onnx(model, example, args.output, metadata)
     print(f"exported {args.output}")

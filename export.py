@@ -3,6 +3,7 @@ from importlib.metadata import version
 
 import onnx
 from brevitas.export import export_qonnx
+from qonnx.core.modelwrapper import ModelWrapper
 
 from files import atomic_path
 
@@ -16,10 +17,27 @@ def export_finn_onnx(model, example, path, metadata):
     with atomic_path(path) as tmp:
         export_qonnx(model, args=example, export_path=str(tmp), opset_version=17, input_names=["x"],
                      dynamo=False, keep_initializers_as_inputs=False)
-        graph = onnx.load(str(tmp))
+        graph = _bias_zero_points_as_vectors(onnx.load(str(tmp)))
         onnx.helper.set_model_props(graph, {key: str(value) for key, value in metadata.items()})
         onnx.save(graph, str(tmp))
     return path
+
+
+def _bias_zero_points_as_vectors(graph):
+    """Give each Conv bias Quant a zero point of shape (1,) instead of Brevitas' 0-d scalar.
+
+    Same value, same meaning; but qonnx 1.0's ExtractBiasFromConv, the first step of FINN's
+    ConvertQONNXtoFINN, fails on the 0-d one with "cannot reshape array of size 1" (fixed upstream
+    in fastmachinelearning/qonnx pull request 238). Convs get a bias from bias correction.
+    """
+    model = ModelWrapper(graph)
+    for conv in model.get_nodes_by_op_type("Conv"):
+        quant = model.find_producer(conv.input[2]) if len(conv.input) > 2 else None
+        if quant is not None and quant.op_type == "Quant":
+            zero_point = model.get_initializer(quant.input[2])
+            if zero_point is not None and zero_point.ndim == 0:
+                model.set_initializer(quant.input[2], zero_point.reshape(1))
+    return model.model
 
 
 def run_metadata(flags, **results):

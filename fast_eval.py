@@ -25,7 +25,7 @@ def export_qcdq(model, example, path):
     """Write `model` to `path` as QCDQ ONNX (opset 17, input x, dynamic batch size)."""
     model.eval()
     export_onnx_qcdq(model, example, str(path), opset_version=17, dynamo=False,
-                     input_names=["x"], output_names=["logits"],
+                     keep_initializers_as_inputs=False, input_names=["x"], output_names=["logits"],
                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
     return path
 
@@ -34,6 +34,7 @@ def ort_session(path, threads=None):
     """An onnxruntime CPU session with as many intra-op threads as PyTorch uses (or `threads`)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3  # errors only
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -42,12 +42,19 @@ act_eq_add_mul_node = False  # let it insert Mul nodes where scales cannot be fo
 bias_corr = False  # bias correction after calibration
 gptq = False  # GPTQ weight rounding (not with gpfq)
 gpfq = False  # GPFQ weight rounding (not with gptq)
-# 3. export and reporting
+qronos = False  # Qronos weight rounding (not with gptq or gpfq)
+bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
+# 3. export and checks
+check_export = True  # check the exported graph and run it against the Brevitas model on a few images
+check_finn = True  # also run FINN's frontend on it when finn is installed (a few minutes)
+check_images = 2  # validation images the checks execute (about 2 s each at 32x32, far more at 224x224)
+netron = False  # after the run, serve the exported model in Netron on localhost (pip install netron)
 verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 from data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
+from check_export import check_export as check_exported_file, format_metadata  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 from export import export_finn_onnx, run_metadata  # noqa: E402
 from models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
@@ -124,6 +131,12 @@ def main(args):
     if args.gpfq:
         with stage("gpfq", model):
             qu.apply_gpfq(calib_loader, model)
+    if args.qronos:
+        with stage("qronos", model):
+            qu.apply_qronos(calib_loader, model)
+    if args.bn_corr:  # last: BatchNorm statistics of the final weights
+        with stage("bn_corr", model):
+            qu.apply_bn_correction(calib_loader, model)
     with stage("quantized evaluation"):
         quant_top1, quant_ips = evaluate(model, val_loader, "quantized evaluation")
     print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}")
@@ -135,10 +148,31 @@ def main(args):
     with stage("export"):
         export_finn_onnx(model, example, args.output, metadata)
     print(f"exported {args.output}")
-    return SimpleNamespace(
+    report = None
+    if args.check_export:
+        with stage("export checks"):
+            images = next(iter(val_loader))[0][:args.check_images]
+            report = check_exported_file(args.output, images, brevitas_model=model,
+                                         finn=args.check_finn)
+        print(format_metadata(report.metadata))
+        print(report)
+    if args.netron:
+        serve_in_netron(args.output)
+    return SimpleNamespace(report=report,
         float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_ips,
         quant_images_per_s=quant_ips, seconds=stage.seconds, model=model, output=args.output,
         calib_loader=calib_loader, val_loader=val_loader)
+
+
+def serve_in_netron(path):
+    """Serve the exported graph in Netron on localhost (and open a browser tab) until Ctrl-C."""
+    import netron
+    host, port = netron.start(str(path), browse=True)
+    print(f"Netron serves {path} at http://{host}:{port} (Ctrl-C to stop)")
+    try:
+        netron.wait()
+    except KeyboardInterrupt:
+        netron.stop()
 
 
 def cli(argv):
@@ -148,7 +182,7 @@ def cli(argv):
     Ctrl-C ends it cleanly. Either way the output file is left as it was.
     """
     try:
-        main(make_args(argv))
+        result = main(make_args(argv))
     except ConfigError as error:
         if "--verbose=True" in argv:
             raise
@@ -158,7 +192,7 @@ def cli(argv):
         print("interrupted: the run stopped cleanly; no output file was written or changed",
               file=sys.stderr)
         return 130
-    return 0
+    return 1 if result.report is not None and not result.report.ok else 0
 
 
 if __name__ == "__main__":

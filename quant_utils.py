@@ -13,15 +13,17 @@ ingests: float per-channel weight scales and per-tensor activation scales (FINN 
 thresholds), BatchNorm kept as its own node, scales aligned before every Add.
 """
 import inspect
+from functools import partial
 
 import brevitas.nn as qnn
 import torch
 from brevitas.fx import symbolic_trace
-from brevitas.graph.calibrate import bias_correction_mode, calibration_mode
+from brevitas.graph.calibrate import bias_correction_mode, calibration_mode, norm_correction_mode
 from brevitas.graph.equalize import activation_equalization_mode
 from brevitas.graph.gpfq import gpfq_mode
 from brevitas.graph.gptq import gptq_mode
 from brevitas.graph.per_input import AdaptiveAvgPoolToAvgPool
+from brevitas.graph.qronos import Qronos
 from brevitas.graph.quantize import preprocess_for_quantize, quantize
 from brevitas.graph.standardize import MeanMethodToAdaptiveAvgPool2d
 from brevitas.quant import (
@@ -175,3 +177,30 @@ def apply_gptq(loader, model):
 def apply_gpfq(loader, model):
     """GPFQ: greedy path-following weight quantization, against the float layer's output."""
     _apply_gpxq(loader, model, gpfq_mode, "GPFQ")
+
+
+def apply_qronos(loader, model, alpha=1e-6):
+    """Qronos: round weights layer by layer against the float layer's output, correcting both the
+    rounding error so far and the error the quantized layers before feed in (brevitas.graph.qronos).
+
+    Like GPTQ and GPFQ it sets the final weights: use one of the three.
+    """
+    qronos_mode = partial(gpfq_mode, act_order=True, algorithm_impl=partial(Qronos, alpha=alpha))
+    _apply_gpxq(loader, model, qronos_mode, "Qronos")
+
+
+@torch.no_grad()
+def apply_bn_correction(loader, model):
+    """Re-estimate BatchNorm statistics on the quantized model's own activations (Brevitas'
+    norm_correction_mode). BatchNorm stays its own node: FINN folds it into thresholds as before.
+    """
+    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
+    before = [(norm.running_mean.clone(), norm.running_var.clone()) for norm in norms]
+    with norm_correction_mode(model):
+        _run(loader, model, "BN correction")
+    # A channel whose input is always zero (a dead ReLU upstream) gets variance 0 and NaN
+    # statistics from norm_correction_mode: keep its original statistics.
+    for norm, (mean, var) in zip(norms, before):
+        bad = ~(torch.isfinite(norm.running_mean) & torch.isfinite(norm.running_var))
+        norm.running_mean[bad], norm.running_var[bad] = mean[bad], var[bad]
+    model.eval()  # norm_correction_mode leaves BatchNorm in training mode

@@ -4,6 +4,8 @@ Each problem raises ConfigError with one line naming the flag and the fix. Check
 data or the weights file (wnid folders, decodable checkpoint) happen where those are first read,
 still before calibration starts.
 """
+import importlib.util
+
 import torch
 
 from configurator import ConfigError
@@ -47,7 +49,8 @@ def validate_args(args):
         _check_bit_width(name, getattr(args, name), optional=True)
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
-    for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width"):
+    for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",
+                 "check_images"):
         _check_positive(name, getattr(args, name))
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: must be 0 or more")
@@ -55,3 +58,5 @@ def validate_args(args):
     if args.data_dir:
         resolve_weights(args.weights)
     check_writable(args.output, "--output")
+    if args.netron and importlib.util.find_spec("netron") is None:
+        raise ConfigError("--netron=True needs the netron package: pip install netron")

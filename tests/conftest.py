@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 import finn_mobilenetv2 as demo  # noqa: E402
 
 SMALL = ["--digits_width=0.5", "--digits_epochs=8", "--calib_size=256", "--val_size=200",
-         "--batch_size=64"]
+         "--batch_size=64", "--check_export=False"]  # tests that check exports ask for it
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +35,13 @@ def run_demo(cache_dir):
 def w8a8(run_demo, tmp_path_factory):
     """The demo's default run (8-bit weights and activations), exported once for the session."""
     return run_demo(tmp_path_factory.mktemp("w8a8") / "quant_mobilenet_v2.onnx")
+
+
+@pytest.fixture(scope="session")
+def bias_corrected(run_demo, tmp_path_factory):
+    """The default run with bias correction: its Convs carry quantized biases, FINN's harder case."""
+    return run_demo(tmp_path_factory.mktemp("bias_corr") / "quant_mobilenet_v2.onnx",
+                    "--bias_corr=True")
 
 
 def make_imagenet_folder(root, train_wnids, val_wnids, per_class=2, size=48):

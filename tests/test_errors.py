@@ -138,3 +138,11 @@ def test_failure_during_export_leaves_the_previous_file_and_no_partial_file(
     assert demo.cli([f"--cache_dir={cache_dir}", *SMALL, f"--output={output}"]) == 130
     assert output.read_bytes() == PREVIOUS
     assert sorted(path.name for path in output.parent.iterdir()) == [output.name]
+
+
+def test_netron_without_the_package_is_refused(capsys, output, monkeypatch):
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "netron" else real_find_spec(name, *args))
+    assert_refused(capsys, output, ["--netron=True"], "--netron=True", "pip install netron")

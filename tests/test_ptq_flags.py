@@ -15,7 +15,12 @@ def test_default_run_keeps_accuracy_of_the_trained_model(w8a8):
     assert abs(w8a8.quant_top1 - w8a8.float_top1) <= 2.0
 
 
-@pytest.mark.parametrize("flag", ["--act_eq=True", "--bias_corr=True", "--gptq=True", "--gpfq=True"])
+def test_bias_correction_runs_to_an_export(bias_corrected):
+    assert "bias_corr" in bias_corrected.seconds
+    assert abs(bias_corrected.quant_top1 - bias_corrected.float_top1) <= 2.0
+
+
+@pytest.mark.parametrize("flag", ["--act_eq=True", "--gptq=True", "--gpfq=True"])
 def test_each_ptq_flag_runs_to_an_export(run_demo, tmp_path, flag):
     result = run_demo(tmp_path / "model.onnx", flag, *QUICK_PTQ)
     assert (tmp_path / "model.onnx").stat().st_size > 100_000

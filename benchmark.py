@@ -1,0 +1,427 @@
+"""Benchmark the demo over a grid of bit widths x PTQ passes; write RESULTS.md, a CSV and a plot.
+
+    python benchmark.py                                 # digits, the whole grid
+    python benchmark.py --bits=W8A8,PW3 --ptq=none,gpfq  # part of the grid
+    python benchmark.py --data_dir=/data/imagenet --val_size=10000   # demo flags pass through
+
+Every row is one run of the demo's own `main()`, with the row's flags on top of the pass-through
+flags. Next to the demo's eager PyTorch figures, each row also runs the quantized model exported
+as QCDQ in onnxruntime (fast_eval.py). A speed section then times float, Brevitas and onnxruntime
+evaluation side by side, repeated, on the digits data and on 224x224 inputs.
+
+Finished rows are kept in the CSV, rewritten whole after every row: an interrupted run picks up
+where it stopped, and only rows whose flags changed are measured again. Delete the CSV to start over.
+"""
+import csv
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import torch
+from tqdm import tqdm
+
+from configurator import ConfigError, apply_overrides, flags_of
+
+# ---------------------------------------------------------------------------------------- flags
+out_dir = "."  # where RESULTS.md, benchmark.csv, benchmark.png and speed.csv go
+bits = "all"  # bit-width settings to run, comma-separated names of BIT_SETTINGS below
+ptq = "all"  # PTQ settings to run, comma-separated names of PTQ_SETTINGS below
+calib_size = 500  # calibration images of every row; GPxQ re-runs the model per layer per image
+fast_eval = True  # also evaluate each row's quantized model as QCDQ in onnxruntime
+speed = True  # write the speed section (float vs Brevitas vs onnxruntime, repeated)
+speed_repeats = 5  # timed passes per path in the speed section; the table shows the median
+speed_224_images = 64  # random 224x224 images per timed pass
+speed_bits = "W8A8,PW4A4"  # bit-width settings timed in the speed section
+FLAGS = flags_of(globals())
+# -----------------------------------------------------------------------------------------------
+
+import finn_mobilenetv2 as demo  # noqa: E402
+from fast_eval import export_qcdq, fast_evaluate, ort_session  # noqa: E402
+from files import atomic_path  # noqa: E402
+
+# Bit widths: weights of the pointwise (1x1) convs, and of depthwise / first conv where they
+# differ. The classifier follows --weight_bit_width. Depthwise and first convs stay at 8 bits in
+# the low-bit settings: they hold few weights (little FINN area to save) and lose the most.
+BIT_SETTINGS = {
+    "W8A8": [],
+    "PW4": ["--weight_bit_width=4", "--depthwise_bit_width=8", "--first_conv_bit_width=8"],
+    "W4": ["--weight_bit_width=4"],
+    "PW3": ["--weight_bit_width=3", "--depthwise_bit_width=8", "--first_conv_bit_width=8"],
+    "PW4A4": ["--weight_bit_width=4", "--depthwise_bit_width=8", "--first_conv_bit_width=8",
+              "--act_bit_width=4"],
+}
+BIT_DESCRIPTIONS = {
+    "W8A8": "8-bit weights and activations (the demo's default)",
+    "PW4": "pointwise convs and classifier 4-bit, depthwise and first conv 8-bit, activations 8-bit",
+    "W4": "every conv and the classifier 4-bit, activations 8-bit",
+    "PW3": "pointwise convs and classifier 3-bit, depthwise and first conv 8-bit, activations 8-bit",
+    "PW4A4": "pointwise convs and classifier 4-bit, depthwise and first conv 8-bit, activations 4-bit",
+}
+PTQ_SETTINGS = {
+    "none": [],
+    "bias_corr": ["--bias_corr=True"],
+    "act_eq+bias_corr": ["--act_eq=True", "--bias_corr=True"],
+    "gptq": ["--gptq=True"],
+    "gpfq": ["--gpfq=True"],
+    "act_eq+bias_corr+gpfq": ["--act_eq=True", "--bias_corr=True", "--gpfq=True"],
+    "qronos": ["--qronos=True"],
+    "magr+gpfq": ["--magr=True", "--gpfq=True"],
+    "bn_corr+bias_corr": ["--bn_corr=True", "--bias_corr=True"],
+}
+CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
+
+
+def make_args(argv=()):
+    """(benchmark flags, demo flags passed through) from `--name=value` arguments."""
+    own = [arg for arg in argv if arg[2:].split("=", 1)[0] in FLAGS]
+    passed = [arg for arg in argv if arg not in own]
+    for arg in passed:
+        if arg[2:].split("=", 1)[0] == "output":
+            raise ConfigError("--output: the benchmark exports each row to a temporary file")
+    demo.make_args(passed)  # refuse unknown flags and wrong types now, not an hour in
+    args = apply_overrides(FLAGS, own)
+    args["bits"] = _choose(args["bits"], BIT_SETTINGS, "bits")
+    args["ptq"] = _choose(args["ptq"], PTQ_SETTINGS, "ptq")
+    args["speed_bits"] = _choose(args["speed_bits"], BIT_SETTINGS, "speed_bits")
+    return args, passed
+
+
+def _choose(names, settings, flag):
+    chosen = list(settings) if names == "all" else [name for name in names.split(",") if name]
+    unknown = [name for name in chosen if name not in settings]
+    if unknown:
+        raise ConfigError(f"--{flag}: unknown {', '.join(unknown)}; choose from {', '.join(settings)}")
+    return chosen
+
+
+# ------------------------------------------------------------------------------- resumable CSV
+def read_rows(path):
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def write_rows(path, rows):
+    """Write `rows` (dicts) whole or not at all; columns are the union of the rows' keys."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def resumable(path, keys, measure, desc):
+    """(rows, failures) for `keys` (dicts of str), measuring only the rows the CSV lacks.
+
+    `measure(key)` returns the row's figures; the CSV at `path` is rewritten after each new row.
+    A row that raises is reported and left out, so the next run tries it again. Rows of other
+    keys (another grid, other flags) stay in the file and out of the result.
+    """
+    saved = read_rows(path)
+    names = list(keys[0]) if keys else []
+    done = {tuple(row.get(name) for name in names): row for row in saved}
+    rows, failures = [], []
+    for key in tqdm(keys, desc=desc, dynamic_ncols=True):
+        ident = tuple(key.values())
+        if ident not in done:
+            try:
+                row = {**key, **measure(key)}
+            except Exception as error:  # one broken configuration must not end an hour-long grid
+                failures.append((key, f"{type(error).__name__}: {error}".splitlines()[0]))
+                tqdm.write(f"row {key} failed: {failures[-1][1]}")
+                continue
+            saved.append(row)
+            done[ident] = row
+            write_rows(path, saved)
+        rows.append(done[ident])
+    return rows, failures
+
+
+# ----------------------------------------------------------------------------------- grid rows
+def run_row(key, passed):
+    """One demo run with the row's flags: its accuracy, speed and stage times as strings."""
+    flags = [*passed, *BIT_SETTINGS[key["bits"]], *PTQ_SETTINGS[key["ptq"]]]
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        result = demo.main(demo.make_args([*flags, f"--output={Path(folder) / 'model.onnx'}"]))
+        wall = time.perf_counter() - start
+    row = {
+        "data": "ImageNet" if "--data_dir=" in " ".join(flags) else "digits",
+        "val_images": str(len(result.val_loader.dataset)),
+        "float_top1": f"{result.float_top1:.2f}",
+        "quant_top1": f"{result.quant_top1:.2f}",
+        "drop": f"{result.float_top1 - result.quant_top1:.2f}",
+        "float_ips_eager": f"{result.float_images_per_s:.1f}",
+        "quant_ips_brevitas": f"{result.quant_images_per_s:.1f}",
+    }
+    if key["fast_eval"] == "True":
+        fast = fast_evaluate(result.model, result.val_loader)
+        row.update({
+            "quant_top1_ort": f"{fast.top1:.2f}",
+            "ort_agreement": f"{fast.agreement:.2f}",
+            "quant_ips_ort": f"{fast.images_per_s:.1f}",
+            "ort_vs_float": f"{fast.images_per_s / result.float_images_per_s:.2f}",
+            "s_qcdq_export": f"{fast.export_seconds:.1f}"})
+    row.update({f"s_{name.replace(' ', '_')}": f"{seconds:.1f}"
+                for name, seconds in result.seconds.items()})
+    row["s_demo_total"] = f"{wall:.1f}"
+    return row
+
+
+# ------------------------------------------------------------------------------- speed section
+def images_per_s(run, batches, repeats):
+    """Median images/s of `run` over `batches`, timing `repeats` whole passes."""
+    count = sum(len(images) for images in batches)
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for images in batches:
+            run(images)
+        timings.append(count / (time.perf_counter() - start))
+    return median(timings)
+
+
+@torch.no_grad()
+def time_paths(float_model, quant_model, batches, repeats):
+    """Median images/s of the float model, the Brevitas model (both eager) and its QCDQ export."""
+    float_model.eval()
+    quant_model.eval()
+    with tempfile.TemporaryDirectory() as folder:
+        session = ort_session(export_qcdq(quant_model, batches[0][:1], Path(folder) / "m.onnx"))
+        paths = {
+            "float_eager": float_model,
+            "brevitas_eager": quant_model,
+            "ort_qcdq": lambda images: session.run(None, {"x": images.numpy()}),
+        }
+        for run in paths.values():  # warm-up: first calls allocate and pick kernels
+            run(batches[0])
+        # Interleave the repeats so that any load on the machine hits every path alike.
+        timings = {name: [] for name in paths}
+        for _ in range(repeats):
+            for name, run in paths.items():
+                timings[name].append(images_per_s(run, batches, 1))
+    return {name: median(values) for name, values in timings.items()}
+
+
+def speed_row(key, passed, repeats, images_224):
+    """The speed of one bit-width setting: on the demo's validation data, or 224x224 random."""
+    bit_flags = BIT_SETTINGS[key["bits"]]
+    if key["input"] == "demo data":
+        with tempfile.TemporaryDirectory() as folder:
+            args = demo.make_args([*passed, *bit_flags, f"--output={Path(folder) / 'm.onnx'}"])
+            quant_model = demo.main(args).model
+        float_model, _, val_loader, _ = demo.load_model_and_data(args)  # a fresh float model
+        batches = [batch[0] for batch in val_loader if batch is not None]
+    else:
+        float_model, quant_model, batches = random_224_models(bit_flags, images_224)
+    speeds = time_paths(float_model, quant_model, batches, repeats)
+    row = {f"ips_{name}": f"{value:.1f}" for name, value in speeds.items()}
+    row["brevitas_vs_float"] = f"{speeds['brevitas_eager'] / speeds['float_eager']:.2f}"
+    row["ort_vs_float"] = f"{speeds['ort_qcdq'] / speeds['float_eager']:.2f}"
+    return row
+
+
+def random_224_models(bit_flags, num_images, batch_size=32):
+    """A seeded random MobileNetV2 (1000 classes), float and quantized, and random 224x224 batches.
+
+    For timing only: random weights give meaningless (often all-zero) quantized outputs.
+    """
+    import quant_utils as qu
+    from torchvision.models import mobilenet_v2
+    args = demo.make_args(bit_flags)
+    torch.manual_seed(0)
+    float_model = mobilenet_v2(num_classes=1000).eval()
+    batches = list(torch.randn(num_images, 3, 224, 224).split(batch_size))
+    model = qu.preprocess_for_finn_quantize(float_model, batches[0][:1])
+    maps = qu.bit_width_maps(args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
+                             args.first_conv_bit_width, args.last_linear_bit_width)
+    model = qu.quantize_finn(model, **maps)
+    qu.calibrate([(images, None) for images in batches[:1]], model)
+    return float_model, model.eval(), batches
+
+
+# ------------------------------------------------------------------------------------- reports
+def plot(rows, path):
+    """Quantized top-1 per PTQ setting, one group of bars per bit-width setting."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    bit_names = list(dict.fromkeys(row["bits"] for row in rows))
+    ptq_names = list(dict.fromkeys(row["ptq"] for row in rows))
+    by_key = {(row["bits"], row["ptq"]): float(row["quant_top1"]) for row in rows}
+    width = 0.8 / len(ptq_names)
+    figure, axes = plt.subplots(figsize=(max(6, 1.8 * len(bit_names) + 2), 4.5))
+    colors = plt.cm.tab10.colors
+    for index, name in enumerate(ptq_names):
+        xs = [position + (index - (len(ptq_names) - 1) / 2) * width
+              for position, bits_name in enumerate(bit_names) if (bits_name, name) in by_key]
+        ys = [by_key[bits_name, name] for bits_name in bit_names if (bits_name, name) in by_key]
+        axes.bar(xs, ys, width, label=name, color=colors[index % len(colors)])
+    float_top1 = median(float(row["float_top1"]) for row in rows)
+    axes.axhline(float_top1, color="black", linestyle="--", linewidth=1,
+                 label=f"float ({float_top1:.2f}%)")
+    lowest = min(by_key.values())
+    axes.set_ylim(max(0.0, min(lowest, float_top1) - 2.0), min(100.0, float_top1 + 1.5))
+    axes.set_xticks(range(len(bit_names)), bit_names)
+    axes.set_xlabel("bit-width setting")
+    axes.set_ylabel("quantized top-1 (%), Brevitas model")
+    axes.set_title("MobileNetV2 PTQ for FINN: accuracy per configuration")
+    axes.legend(fontsize=7, ncol=2, loc="lower left")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def stage_times(row):
+    skipped = ("s_demo_total",)
+    return ", ".join(f"{name[2:].replace('_', ' ')} {value}" for name, value in row.items()
+                     if name.startswith("s_") and name not in skipped and value)
+
+
+def grid_table(rows):
+    header = ["bits", "PTQ", "float top-1 % (eager)", "quant top-1 % (Brevitas)", "drop (points)",
+              "quant top-1 % (ORT QCDQ)", "ORT top-1 agreement %", "float img/s (eager)",
+              "quant img/s (Brevitas eager)", "quant img/s (ORT QCDQ)", "ORT / float",
+              "stage wall times (s)", "demo total (s)"]
+    cells = [[row["bits"], row["ptq"], row["float_top1"], row["quant_top1"], row["drop"],
+              row.get("quant_top1_ort", "-"), row.get("ort_agreement", "-"),
+              row["float_ips_eager"], row["quant_ips_brevitas"], row.get("quant_ips_ort", "-"),
+              row.get("ort_vs_float", "-"), stage_times(row), row["s_demo_total"]] for row in rows]
+    return markdown_table(header, cells)
+
+
+def best_table(rows):
+    """The best PTQ setting of each bit-width setting (by the Brevitas model's top-1)."""
+    cells = []
+    for bits_name in dict.fromkeys(row["bits"] for row in rows):
+        group = [row for row in rows if row["bits"] == bits_name]
+        best = max(group, key=lambda row: float(row["quant_top1"]))
+        plain = next((row for row in group if row["ptq"] == "none"), None)
+        cells.append([bits_name, BIT_DESCRIPTIONS[bits_name], plain["drop"] if plain else "-",
+                      best["ptq"], best["quant_top1"], best["drop"]])
+    return markdown_table(["bits", "setting", "drop without PTQ", "best PTQ", "its top-1 %",
+                           "its drop (points)"], cells)
+
+
+def speed_table(rows):
+    header = ["input", "bits", "float img/s (eager)", "Brevitas img/s (eager)",
+              "ORT QCDQ img/s", "Brevitas / float", "ORT / float"]
+    cells = [[row["input"], row["bits"], row["ips_float_eager"], row["ips_brevitas_eager"],
+              row["ips_ort_qcdq"], row["brevitas_vs_float"], row["ort_vs_float"]] for row in rows]
+    return markdown_table(header, cells)
+
+
+def write_report(path, rows, speed_rows, failures, args, command):
+    agreement = [float(row["ort_agreement"]) for row in rows if row.get("ort_agreement")]
+    ratios = [float(row["ort_vs_float"]) for row in rows if row.get("ort_vs_float")]
+    lines = [
+        "# Benchmark: MobileNetV2 PTQ for FINN",
+        "",
+        f"Made by `{command}` with benchmark.py at the committed code "
+        f"({platform.machine()}, {torch.get_num_threads()} PyTorch threads, torch {torch.__version__}, "
+        f"brevitas {_version('brevitas')}, onnxruntime {_version('onnxruntime')}).",
+        "",
+        f"Data: {_data_text(rows)}. Every row "
+        f"is one run of `finn_mobilenetv2.main()` with calib_size={args['calib_size']} and the "
+        "row's flags; images/s of float and quantized model come from the same run "
+        "(the demo's `evaluate`, eager PyTorch, data loading included).",
+        "",
+        "Which path produced each figure: *eager* = the float torchvision model in PyTorch; "
+        "*Brevitas* = the fake-quantized Brevitas model in PyTorch (the demo's own figure); "
+        "*ORT QCDQ* = the same quantized model exported with `brevitas.export.export_onnx_qcdq` "
+        "and run in onnxruntime (fast_eval.py), with its top-1 agreement with the Brevitas model.",
+        "",
+        "## Bit-width settings", "",
+        *[f"- **{name}**: {BIT_DESCRIPTIONS[name]} (`{' '.join(flags) or 'no flags'}`)"
+          for name, flags in BIT_SETTINGS.items() if name in args["bits"]],
+        "",
+        "## PTQ settings", "",
+        *[f"- **{name}**: `{' '.join(flags) or 'no flags'}`"
+          for name, flags in PTQ_SETTINGS.items() if name in args["ptq"]],
+        "",
+        "## Best PTQ per bit-width setting", "",
+        best_table(rows),
+        "",
+        "## All rows", "",
+        grid_table(rows),
+        "",
+    ]
+    if agreement:
+        lines += [f"ORT QCDQ vs Brevitas top-1 agreement: min {min(agreement):.2f}%, median "
+                  f"{median(agreement):.2f}% over {len(agreement)} rows. ORT / float images/s: "
+                  f"median {median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x), "
+                  "each ratio from one run.", ""]
+    lines += [f"![accuracy per configuration]({PLOT_NAME})", ""]
+    if speed_rows:
+        lines += [
+            "## Speed", "",
+            f"Median of {args['speed_repeats']} interleaved timed passes per path, all three paths "
+            "in one process with the same threads. *digits*: the demo's validation loader "
+            "(32x32, trained digits model). *224x224*: a seeded random-weight MobileNetV2 "
+            f"(1000 classes) on {args['speed_224_images']} random 224x224 images, batch 32: "
+            "images/s only, its outputs are meaningless.", "",
+            speed_table(speed_rows), ""]
+    if failures:
+        lines += ["## Failed rows (not in the tables; the next run tries them again)", "",
+                  *[f"- {key}: {message}" for key, message in failures], ""]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+def _data_text(rows):
+    if not rows:
+        return "none"
+    if rows[0]["data"] == "digits":
+        return (f"the embedded digits (scikit-learn load_digits at 32x32, the demo's split), "
+                f"{rows[0]['val_images']} test images")
+    return f"ImageNet, {rows[0]['val_images']} validation images"
+
+
+def _version(package):
+    from importlib.metadata import version
+    return version(package)
+
+
+def main(args, passed, command="python benchmark.py"):
+    out = Path(args["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    passed = [*passed, f"--calib_size={args['calib_size']}"]
+    # The rows' identity for resuming: every pass-through flag but where the model is cached.
+    flags_text = " ".join(arg for arg in passed if not arg.startswith("--cache_dir="))
+    keys = [{"bits": bits_name, "ptq": ptq_name, "flags": flags_text, "fast_eval": str(args["fast_eval"])}
+            for bits_name in args["bits"] for ptq_name in args["ptq"]]
+    rows, failures = resumable(out / CSV_NAME, keys, lambda key: run_row(key, passed), "benchmark grid")
+    speed_rows = []
+    if args["speed"]:
+        speed_keys = [{"input": "demo data", "bits": name, "flags": flags_text}
+                      for name in args["speed_bits"]]
+        speed_keys += [{"input": "224x224", "bits": name, "flags": f"{args['speed_224_images']} images"}
+                       for name in args["speed_bits"]]
+        speed_rows, speed_failures = resumable(
+            out / SPEED_CSV_NAME, speed_keys,
+            lambda key: speed_row(key, passed, args["speed_repeats"], args["speed_224_images"]),
+            "speed")
+        failures += speed_failures
+    if rows:
+        plot(rows, out / PLOT_NAME)
+    write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command)
+    return rows, speed_rows
+
+
+if __name__ == "__main__":
+    try:
+        main(*make_args(sys.argv[1:]), command=" ".join(["python benchmark.py", *sys.argv[1:]]))
+    except ConfigError as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,402 @@
+"""Check an exported QONNX file before handing it to FINN: structure, equivalence, FINN's frontend.
+
+    python check_export.py quant_mobilenet_v2.onnx [--images N] [--no-finn]
+
+or from Python (the demo does this behind a flag):
+
+    report = check_export(path, images, brevitas_model=model)
+    print(report); assert report.ok
+
+Structure: FINN needs a Quant node on every weight and every activation input of Conv/Gemm/MatMul
+(it turns them into integer weights and thresholds), identical scales on the inputs of each Add
+or Concat (it adds integers, with no rescaling), and BatchNorm kept as its own node (it folds it
+into thresholds itself). Numbers: the QONNX graph, executed node by node by qonnx, must give the
+Brevitas model's logits; and FINN's own conversion and streamlining must give the QONNX graph's.
+A check that cannot run here says why and counts as skipped, not failed.
+"""
+import argparse
+import itertools
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.util.cleanup import cleanup_model
+
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")  # the layers FINN maps to integer MACs
+JOIN_OPS = ("Add", "Concat")  # where two quantized streams meet and FINN adds/stacks integers
+QUANT_OPS = ("Quant", "IntQuant", "BipolarQuant")  # qonnx's quantizers; input 1 is the scale
+# Nodes that move values without computing new ones: a Quant before them still describes their
+# output exactly. Averaging (GlobalAveragePool, AveragePool) is not among them: a mean of
+# integers leaves the grid, so a layer after it needs a Quant of its own.
+VALUE_PRESERVING_OPS = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity",
+                        "MaxPool")
+DEFAULT_IMAGES = 3  # qonnx runs the graph node by node: about 2 s per 32x32 image on 2 cores
+# QONNX graph vs Brevitas: the same fake-quantized float32 arithmetic, so they agree exactly on
+# the CPU (measured: 0 difference on 16 images of the full digits model and 3 of the test model).
+# The room is for one rounding flip (an output step is about 1% of the largest logit) when
+# Brevitas runs on a GPU that sums in another order; a wrong scale or node moves logits by tens
+# of percent.
+EQUIVALENCE_TOLERANCE = 0.02  # max |QONNX - Brevitas| / max |Brevitas logit|
+# FINN's graphs vs the QONNX graph: ConvertQONNXtoFINN turns activation Quants into float32
+# thresholds and Streamline reorders scalar Muls and Adds, so values at a rounding boundary
+# flip by a step and carry through the layers. Measured: up to 4 output steps, 4.4% of the
+# largest logit (width-0.5 test model, 3 images), 2 steps, 1.8% (full digits model, 6 images);
+# top-1 always agreed.
+FINN_TOLERANCE = 0.10  # max |FINN - QONNX| / max |QONNX logit|
+FINN_INSTALL_HINT = ("install the FINN frontend with `pip install --no-deps finn-plus==1.6.1 && "
+                     "pip install -r requirements-finn.txt` (why: see requirements-finn.txt)")
+
+
+@dataclass
+class CheckResult:
+    """One check's outcome: status is "pass", "fail" or "skipped"; offenders name the breaking nodes."""
+    name: str
+    status: str
+    summary: str
+    offenders: list = field(default_factory=list)
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def passed(self):
+        return self.status == "pass"
+
+    @property
+    def failed(self):
+        return self.status == "fail"
+
+    def __str__(self):
+        lines = [f"  {self.status[:4].upper():4} {self.name:12} {self.summary}"]
+        lines += [f"{'':20}{offender}" for offender in self.offenders[:5]]
+        if len(self.offenders) > 5:
+            lines.append(f"{'':20}... and {len(self.offenders) - 5} more")
+        return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """All checks of one file, by name; `ok` unless a check failed (skipped ones do not count)."""
+    path: str
+    checks: dict
+    metadata: dict
+
+    @property
+    def ok(self):
+        return not any(check.failed for check in self.checks.values())
+
+    def __getitem__(self, name):
+        return self.checks[name]
+
+    def __str__(self):
+        failed = [name for name, check in self.checks.items() if check.failed]
+        verdict = "OK" if self.ok else f"FAILED ({', '.join(failed)})"
+        return "\n".join([f"check_export {self.path}", *map(str, self.checks.values()),
+                          f"  result: {verdict}"])
+
+
+def _check(name, offenders, total, nodes, prop):
+    """Pass when all `total` nodes have the property, else fail naming the offenders."""
+    if offenders:
+        return CheckResult(name, "fail", f"{len(offenders)} of {total} {nodes} lack {prop}",
+                           offenders)
+    return CheckResult(name, "pass", f"all {total} {nodes} have {prop}")
+
+
+# ------------------------------------------------------------------------------------ structure
+def quant_source(model, tensor):
+    """The Quant node whose output reaches `tensor` with its values unchanged, or None."""
+    producer = model.find_producer(tensor)
+    while producer is not None and producer.op_type in VALUE_PRESERVING_OPS:
+        producer = model.find_producer(producer.input[0])
+    return producer if producer is not None and producer.op_type in QUANT_OPS else None
+
+
+def _compute_nodes(model):
+    return [node for node in model.graph.node if node.op_type in COMPUTE_OPS]
+
+
+def check_weight_quant(model):
+    """Every Conv/Gemm/MatMul's weights (input 1) come from a Quant: FINN folds it into integers."""
+    nodes = _compute_nodes(model)
+    offenders = [f"{node.name} ({node.op_type}): weight {node.input[1]} is not quantized"
+                 for node in nodes if quant_source(model, node.input[1]) is None]
+    return _check("weight_quant", offenders, len(nodes), "Conv/Gemm/MatMul nodes",
+                  "a Quant on their weights")
+
+
+def check_input_quant(model):
+    """Every Conv/Gemm/MatMul's activation input (input 0) comes from a Quant: FINN needs integers in."""
+    nodes = _compute_nodes(model)
+    offenders = []
+    for node in nodes:
+        if quant_source(model, node.input[0]) is None:
+            producer = model.find_producer(node.input[0])
+            source = producer.op_type if producer is not None else "the graph input"
+            offenders.append(f"{node.name} ({node.op_type}): input comes from {source}, not a Quant")
+    return _check("input_quant", offenders, len(nodes), "Conv/Gemm/MatMul nodes",
+                  "a Quant on their input")
+
+
+def _join_offence(model, node):
+    """Why the quantized streams joined by `node` do not share one scale, or None if they do."""
+    dynamic = [name for name in node.input if model.get_initializer(name) is None]
+    scales = []
+    for name in dynamic:
+        quant = quant_source(model, name)
+        if quant is None:
+            return f"{node.name} ({node.op_type}): input {name} does not come from a Quant"
+        scale = model.get_initializer(quant.input[1])
+        if scale is None:
+            return f"{node.name} ({node.op_type}): the scale of {quant.name} is not a constant"
+        scales.append((quant.name, np.asarray(scale)))
+    first_name, first = scales[0]
+    for quant_name, scale in scales[1:]:
+        # Exact: Brevitas aligns by sharing one quantizer, so aligned scales are bit-identical.
+        if first.shape != scale.shape or not np.array_equal(first, scale):
+            return (f"{node.name} ({node.op_type}): scale {np.ravel(first)[:3]} of {first_name} "
+                    f"!= {np.ravel(scale)[:3]} of {quant_name}")
+    return None
+
+
+def check_add_scales(model):
+    """The Quants feeding each Add/Concat of two or more streams have identical scales.
+
+    An Add with a constant operand (a bias) joins nothing and is left out.
+    """
+    joins = [node for node in model.graph.node if node.op_type in JOIN_OPS
+             and sum(model.get_initializer(name) is None for name in node.input) >= 2]
+    offenders = [offence for offence in (_join_offence(model, node) for node in joins) if offence]
+    return _check("add_scales", offenders, len(joins), "Add/Concat joins",
+                  "one scale on all their inputs")
+
+
+def _convs_without_batchnorm(model):
+    return [node.name for node in model.get_nodes_by_op_type("Conv")
+            if not any(consumer.op_type == "BatchNormalization"
+                       for consumer in model.find_consumers(node.output[0]))]
+
+
+def check_batchnorm(model, expected=None):
+    """BatchNormalization is still in the graph, as many as `expected` (the source's BN layers).
+
+    FINN folds BatchNorm into its thresholds itself; a graph whose BN was merged into the
+    weights before quantization is a different, usually less accurate, model.
+    """
+    count = len(model.get_nodes_by_op_type("BatchNormalization"))
+    wanted = f"{expected} expected" if expected is not None else "at least 1 expected"
+    figures = {"batchnorm_nodes": count, "expected": expected}
+    if count == 0 or (expected is not None and count != expected):
+        offenders = [f"{name} (Conv): not followed by BatchNormalization"
+                     for name in _convs_without_batchnorm(model)]
+        return CheckResult("batchnorm", "fail", f"{count} BatchNormalization nodes, {wanted}",
+                           offenders, figures)
+    return CheckResult("batchnorm", "pass", f"{count} BatchNormalization nodes ({wanted})",
+                       figures=figures)
+
+
+def batchnorm_layers(module):
+    """How many BatchNorm layers a (Brevitas) PyTorch model holds: the count its export should keep."""
+    return sum(isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) for layer in module.modules())
+
+
+# ------------------------------------------------------------------------------------ execution
+def run_graph(model, images):
+    """Logits of the ONNX graph on each image in turn (the export has batch size 1), as (N, classes)."""
+    input_name, output_name = model.graph.input[0].name, model.graph.output[0].name
+    images = images.detach().cpu().numpy().astype(np.float32)
+    return np.concatenate([execute_onnx(model, {input_name: image[None]})[output_name]
+                           for image in images])
+
+
+@torch.no_grad()
+def brevitas_logits(brevitas_model, images):
+    """The Brevitas model's logits as a float32 array (a QuantTensor output gives its value)."""
+    brevitas_model.eval()
+    device = next(brevitas_model.parameters()).device
+    output = brevitas_model(images.to(device))
+    return getattr(output, "value", output).detach().cpu().numpy().astype(np.float32)
+
+
+def output_scale(model):
+    """The scale of the Quant that produces the graph's output, or None: the logits' step."""
+    quant = quant_source(model, model.graph.output[0].name)
+    scale = model.get_initializer(quant.input[1]) if quant is not None else None
+    return float(np.max(scale)) if scale is not None else None
+
+
+def compare_logits(name, candidate, reference, tolerance, step=None, what=""):
+    """Pass when top-1 agrees on every image and max |candidate - reference| / max |reference|
+    stays within `tolerance`; fail on degenerate (all-equal) reference logits, which prove nothing."""
+    diff = float(np.max(np.abs(candidate - reference)))
+    largest = float(np.max(np.abs(reference)))
+    same_top1 = candidate.argmax(axis=1) == reference.argmax(axis=1)
+    figures = {"images": len(reference), "top1_agree": int(same_top1.sum()),
+               "max_abs_diff": diff, "max_abs_logit": largest,
+               "relative_diff": diff / largest if largest else float("inf"),
+               "diff_in_output_steps": diff / step if step else None}
+    steps = f" = {diff / step:.1f} output steps" if step else ""
+    summary = (f"{what}: top-1 agrees on {int(same_top1.sum())}/{len(reference)} images, max |diff| "
+               f"{diff:.4g}{steps} = {figures['relative_diff']:.2%} of max |logit| {largest:.4g} "
+               f"(tolerance {tolerance:.0%})")
+    if np.ptp(reference, axis=1).max() == 0:
+        return CheckResult(name, "fail", f"{what}: the reference logits are all equal; "
+                           "comparing them proves nothing (untrained model?)", figures=figures)
+    offenders = [f"image {index}: top-1 {candidate[index].argmax()} vs {reference[index].argmax()}"
+                 for index in np.flatnonzero(~same_top1)]
+    ok = same_top1.all() and figures["relative_diff"] <= tolerance
+    return CheckResult(name, "pass" if ok else "fail", summary, offenders, figures)
+
+
+def check_equivalence(model, images, brevitas_model, qonnx_logits=None):
+    """The cleaned QONNX graph, run by qonnx, gives the Brevitas model's top-1 and logits."""
+    if brevitas_model is None:
+        return CheckResult("equivalence", "skipped",
+                           "skipped: needs the Brevitas model (from Python: brevitas_model=...)")
+    if images is None:
+        return CheckResult("equivalence", "skipped", "skipped: no images (the file's metadata "
+                           "does not name the run's data; pass images=...)")
+    if qonnx_logits is None:
+        qonnx_logits = run_graph(model, images)
+    return compare_logits("equivalence", qonnx_logits, brevitas_logits(brevitas_model, images),
+                          EQUIVALENCE_TOLERANCE, output_scale(model), "QONNX vs Brevitas")
+
+
+# ------------------------------------------------------------------------------------ FINN
+def finn_frontend(model):
+    """(converted, streamlined, seconds of each) from FINN's frontend on a cleaned QONNX model."""
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+    from finn.transformation.streamline import Streamline
+    with warnings.catch_warnings():
+        # FINN's passes warn once per node they leave alone; the report says what is left.
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        converted = model.transform(ConvertQONNXtoFINN())
+        convert_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        streamlined = converted.transform(Streamline())
+    return converted, streamlined, {"convert": convert_seconds,
+                                    "streamline": time.perf_counter() - start}
+
+
+def _finn_available():
+    try:
+        import finn.transformation.qonnx.convert_qonnx_to_finn  # noqa: F401
+        import finn.transformation.streamline  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_finn(model, images, qonnx_logits=None):
+    """FINN's ConvertQONNXtoFINN and Streamline run, and their graphs give the QONNX graph's logits.
+
+    The graphs run with qonnx's execute_onnx: finn.core.onnx_exec needs FINN's full dependency
+    set (pydantic, the simulators), and nothing in these graphs needs more than qonnx's ops.
+    """
+    if not _finn_available():
+        return CheckResult("finn", "skipped", f"skipped: {FINN_INSTALL_HINT}")
+    if images is None:
+        return CheckResult("finn", "skipped", "skipped: no images (pass images=...)")
+    if qonnx_logits is None:
+        qonnx_logits = run_graph(model, images)
+    converted, streamlined, seconds = finn_frontend(model)
+    step = output_scale(model)
+    results = [compare_logits("finn", run_graph(graph, images), qonnx_logits, FINN_TOLERANCE,
+                              step, what) for graph, what in
+               ((converted, "converted vs QONNX"), (streamlined, "streamlined vs QONNX"))]
+    remaining = dict(Counter(node.op_type for node in streamlined.graph.node).most_common())
+    figures = {"converted": results[0].figures, "streamlined": results[1].figures,
+               "seconds": seconds, "streamlined_node_types": remaining}
+    summary = "; ".join(result.summary for result in results) + (
+        f"; after Streamline: {', '.join(f'{count} {op}' for op, count in remaining.items())}"
+        f" (convert {seconds['convert']:.0f} s, streamline {seconds['streamline']:.0f} s)")
+    failed = any(result.failed for result in results)
+    offenders = [f"{result.summary.split(':')[0]}, {offender}"
+                 for result in results for offender in result.offenders]
+    return CheckResult("finn", "fail" if failed else "pass", summary, offenders, figures)
+
+
+# ------------------------------------------------------------------------------------ the run's data
+def format_metadata(metadata):
+    """The file's metadata_props as printable lines."""
+    return "\n".join(["metadata:", *(f"  {key} = {value}" for key, value in metadata.items())])
+
+
+def metadata_of(model):
+    """The file's metadata_props (the demo writes the run's flags and accuracies there)."""
+    return {prop.key: prop.value for prop in model.model.metadata_props}
+
+
+def run_images(metadata, count):
+    """The first `count` validation images of the run that wrote the file, or None if unrecorded.
+
+    The demo's metadata names its data: data_dir "" is the embedded digits set, else an ImageNet
+    folder; seed and val_size pick the same validation subset the run evaluated.
+    """
+    if "data_dir" not in metadata:
+        return None
+    from data import digits_datasets, imagenet_datasets, random_subset
+    from models import imagenet_transform
+    if metadata["data_dir"]:
+        _, val_set = imagenet_datasets(metadata["data_dir"],
+                                       imagenet_transform(metadata.get("weights", "")))
+    else:
+        _, val_set = digits_datasets()
+    val_set = random_subset(val_set, int(metadata.get("val_size", len(val_set))),
+                            int(metadata.get("seed", 0)))
+    samples = (val_set[index] for index in range(len(val_set)))
+    decodable = (sample[0] for sample in samples if sample is not None)  # ImageNet may skip some
+    return torch.stack(list(itertools.islice(decodable, count)))
+
+
+# ------------------------------------------------------------------------------------ entry point
+def check_export(onnx_path, images=None, brevitas_model=None, finn=True, num_images=DEFAULT_IMAGES):
+    """Run every check on the QONNX file at `onnx_path` and return a Report.
+
+    images: a (N, C, H, W) tensor of real inputs, preprocessed like the model's; None takes the
+    first `num_images` validation images of the run recorded in the file's metadata.
+    brevitas_model: the model that was exported; without it the equivalence check is skipped.
+    finn: False skips FINN's frontend (about two minutes on MobileNetV2).
+    """
+    model = ModelWrapper(str(onnx_path))
+    metadata = metadata_of(model)
+    expected_batchnorms = batchnorm_layers(brevitas_model) if brevitas_model is not None else None
+    checks = [check_weight_quant(model), check_input_quant(model), check_add_scales(model),
+              check_batchnorm(model, expected_batchnorms)]
+    needs_logits = brevitas_model is not None or (finn and _finn_available())
+    if images is None and needs_logits:
+        images = run_images(metadata, num_images)
+    cleaned = qonnx_logits = None
+    if needs_logits and images is not None:
+        cleaned = cleanup_model(model)
+        start = time.perf_counter()
+        qonnx_logits = run_graph(cleaned, images)  # once, the reference of both checks below
+        qonnx_seconds = (time.perf_counter() - start) / len(images)
+    checks.append(check_equivalence(cleaned, images, brevitas_model, qonnx_logits))
+    if qonnx_logits is not None:
+        checks[-1].figures["qonnx_seconds_per_image"] = qonnx_seconds
+    checks.append(check_finn(cleaned, images, qonnx_logits) if finn else
+                  CheckResult("finn", "skipped", "skipped: turned off (finn=False / --no-finn)"))
+    return Report(str(onnx_path), {check.name: check for check in checks}, metadata)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("onnx_path", help="the exported QONNX file")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES,
+                        help="validation images to execute (about 2 s each per graph at 32x32)")
+    parser.add_argument("--no-finn", action="store_true", help="skip FINN's frontend")
+    args = parser.parse_args(argv)
+    report = check_export(args.onnx_path, finn=not args.no_finn, num_images=args.images)
+    print(format_metadata(report.metadata))
+    print(report)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""benchmark.py writes its table, CSV and plot, resumes without redoing rows; fast_eval agrees;
+each PTQ flag added for the benchmark runs to an export that passes the structural checks."""
+import csv
+
+import pytest
+import torch
+
+import benchmark
+import finn_mobilenetv2 as demo
+from check_export import check_export
+from conftest import SMALL
+from fast_eval import fast_evaluate
+
+QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calibration small
+
+
+def run_benchmark(out_dir, cache_dir, *flags):
+    args, passed = benchmark.make_args(
+        [f"--out_dir={out_dir}", f"--cache_dir={cache_dir}", *SMALL, "--calib_size=128",
+         "--speed=False", *flags])
+    return benchmark.main(args, passed, command="python benchmark.py (test)")
+
+
+def csv_rows(out_dir):
+    with open(out_dir / benchmark.CSV_NAME, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@pytest.fixture
+def count_demo_runs(monkeypatch):
+    """Count the demo runs benchmark.py makes; `fail_on` makes the run with that flag stop."""
+    calls = []
+
+    def counting_main(args):
+        calls.append(args)
+        if counting_main.fail_on and getattr(args, counting_main.fail_on):
+            raise KeyboardInterrupt
+        return real_main(args)
+
+    real_main = demo.main
+    counting_main.fail_on = None
+    monkeypatch.setattr(demo, "main", counting_main)
+    return calls, counting_main
+
+
+def test_benchmark_writes_table_csv_and_plot(tmp_path, cache_dir):
+    rows, _ = run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none")
+    assert [(row["bits"], row["ptq"]) for row in csv_rows(tmp_path)] == [("W8A8", "none")]
+    row = rows[0]
+    assert float(row["float_top1"]) > 80.0
+    drop = float(row["float_top1"]) - float(row["quant_top1"])
+    assert float(row["drop"]) == pytest.approx(drop, abs=0.011)
+    assert float(row["quant_ips_ort"]) > 0 and float(row["ort_agreement"]) >= 99.5
+    assert {"s_calibration", "s_quantized_evaluation", "s_export"} <= set(row)
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "| W8A8 | none |" in report and "python benchmark.py (test)" in report
+    assert (tmp_path / benchmark.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_benchmark_keeps_finished_rows_and_resumes_without_redoing_them(
+        tmp_path, cache_dir, count_demo_runs):
+    calls, counting_main = count_demo_runs
+    counting_main.fail_on = "bias_corr"  # the second row is interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none,bias_corr")
+    assert [row["ptq"] for row in csv_rows(tmp_path)] == ["none"]
+    assert not list(tmp_path.glob(".*.tmp"))  # the CSV was replaced whole, no partial file
+
+    counting_main.fail_on = None
+    calls.clear()
+    rows, _ = run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none,bias_corr")
+    assert [call.bias_corr for call in calls] == [True]  # only the missing row ran
+    assert [row["ptq"] for row in rows] == ["none", "bias_corr"]
+    assert [row["ptq"] for row in csv_rows(tmp_path)] == ["none", "bias_corr"]
+
+    calls.clear()
+    run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none", "--val_size=100")
+    assert len(calls) == 1  # other pass-through flags: a new row, not the saved one
+
+
+def test_benchmark_refuses_unknown_settings_and_flags():
+    with pytest.raises(demo.ConfigError, match="W9A9"):
+        benchmark.make_args(["--bits=W9A9"])
+    with pytest.raises(demo.ConfigError, match="no_such_flag"):
+        benchmark.make_args(["--no_such_flag=1"])
+
+
+def test_fast_eval_agrees_with_the_brevitas_model_on_top1(w8a8):
+    fast = fast_evaluate(w8a8.model, w8a8.val_loader)
+    assert fast.agreement >= 99.5
+    assert fast.top1 == pytest.approx(w8a8.quant_top1, abs=1.0)
+    assert fast.images_per_s > 0
+
+
+def first_images(loader, count=2):
+    return torch.cat([images for images, _ in loader])[:count]
+
+
+@pytest.mark.parametrize("flags", [["--qronos=True"], ["--magr=True"], ["--bn_corr=True"]],
+                         ids=["qronos", "magr", "bn_corr"])
+def test_each_new_ptq_flag_runs_to_an_export_that_passes_the_checks(run_demo, tmp_path, flags):
+    result = run_demo(tmp_path / "model.onnx", *flags, *QUICK_PTQ)
+    assert flags[0][2:].split("=")[0] in result.seconds  # the pass ran, as its own stage
+    assert result.quant_top1 > 50.0
+    report = check_export(result.output, first_images(result.val_loader), result.model, finn=False)
+    assert report.ok, str(report)

@@ -1,0 +1,255 @@
+"""check_export: the real export passes every check, and each check fails on a graph broken for it.
+
+The broken graphs are copies of the session's trained w8a8 export with one thing changed by hand,
+so each failing test shows that its check catches what it claims to. FINN's frontend (minutes)
+runs once for the module and is reused.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.batchnorm_to_affine import BatchNormToAffine
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.transformation.remove import remove_node_and_rewire
+from qonnx.util.cleanup import cleanup_model
+
+import check_export as ce
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_IMAGES = 3  # qonnx executes the graph node by node: about a second per image per graph
+
+
+@pytest.fixture(scope="module")
+def images(w8a8):
+    """A few validation images of different digits, so top-1 can vary across them."""
+    picked, labels = [], set()
+    for batch_images, batch_labels in w8a8.val_loader:
+        for image, label in zip(batch_images, batch_labels.tolist()):
+            if label not in labels and len(picked) < NUM_IMAGES:
+                picked.append(image)
+                labels.add(label)
+    return torch.stack(picked)
+
+
+@pytest.fixture(scope="module")
+def report(bias_corrected, images):
+    """Every check on a real export whose Convs have biases, with the Brevitas model and FINN."""
+    return ce.check_export(bias_corrected.output, images, brevitas_model=bias_corrected.model,
+                           finn=True)
+
+
+@pytest.fixture
+def model(w8a8):
+    """A fresh, editable copy of the real export."""
+    return ModelWrapper(str(w8a8.output))
+
+
+def save(model, tmp_path, name="broken.onnx"):
+    path = tmp_path / name
+    model.save(str(path))
+    return path
+
+
+def residual_add(model):
+    return model.get_nodes_by_op_type("Add")[0]
+
+
+def give_new_scale(model, quant, factor):
+    """Point `quant` at a scale of its own, `factor` times the old one (the old may be shared)."""
+    name = f"{quant.name}_new_scale"
+    model.set_initializer(name, (model.get_initializer(quant.input[1]) * factor).astype(np.float32))
+    quant.input[1] = name
+
+
+def conv_fed_by_relu_quant(model):
+    """A Conv whose input Quant (after a ReLU) feeds only that Conv, so removing it breaks only it."""
+    for conv in model.get_nodes_by_op_type("Conv"):
+        quant = model.find_producer(conv.input[0])
+        source = model.find_producer(quant.input[0])  # None for the graph input's Quant
+        if (quant.op_type == "Quant" and len(model.find_consumers(quant.output[0])) == 1
+                and source is not None and source.op_type == "Relu"):
+            return conv, quant
+    raise AssertionError("the export has no Conv fed by a ReLU's Quant")
+
+
+# ------------------------------------------------------------------------------------ the real export
+def test_real_export_passes_every_check(report):
+    print(report)
+    assert report.ok, str(report)
+    for name in ("weight_quant", "input_quant", "add_scales", "batchnorm", "equivalence"):
+        assert report[name].passed, str(report[name])
+
+
+def test_real_export_quantizes_every_layer_and_joins_ten_residual_adds(report):
+    assert report["weight_quant"].summary.startswith("all 53 ")
+    assert report["add_scales"].summary.startswith("all 10 ")
+
+
+def test_real_export_keeps_one_batchnorm_per_source_batchnorm_layer(report, w8a8):
+    assert report["batchnorm"].figures["batchnorm_nodes"] == ce.batchnorm_layers(w8a8.model) == 52
+
+
+def test_qonnx_execution_matches_brevitas_on_real_images(report, bias_corrected, images):
+    figures = report["equivalence"].figures
+    brevitas = ce.brevitas_logits(bias_corrected.model, images)
+    assert np.ptp(brevitas, axis=1).min() > 1.0, "degenerate logits prove nothing"
+    assert len(set(brevitas.argmax(axis=1))) > 1, "top-1 should vary across different digits"
+    assert figures["top1_agree"] == figures["images"] == NUM_IMAGES
+    assert figures["relative_diff"] <= ce.EQUIVALENCE_TOLERANCE
+    print(report["equivalence"])
+
+
+def test_metadata_of_the_run_is_read_from_the_file(report):
+    assert report.metadata["weight_bit_width"] == "8"
+    assert report.metadata["data_dir"] == ""
+    assert "quant_top1" in report.metadata
+
+
+# ------------------------------------------------------------------------------------ FINN
+@pytest.mark.skipif(not ce._finn_available(), reason=ce.FINN_INSTALL_HINT)
+def test_finn_frontend_runs_and_its_graphs_match_qonnx(report):
+    finn = report["finn"]
+    print(finn)
+    assert finn.passed, str(finn)
+    for graph in ("converted", "streamlined"):
+        assert finn.figures[graph]["top1_agree"] == NUM_IMAGES
+        assert finn.figures[graph]["relative_diff"] <= ce.FINN_TOLERANCE
+    remaining = finn.figures["streamlined_node_types"]
+    assert "Quant" not in remaining and "BatchNormalization" not in remaining
+    assert remaining.get("MultiThreshold", 0) > 0
+
+
+def test_finn_graphs_that_disagree_with_qonnx_fail_the_finn_check(w8a8, images, monkeypatch):
+    # FINN's frontend is stood in for by the QONNX graph itself and the reference logits get their
+    # classes reversed: the disagreement the check must catch, without a second FINN run.
+    cleaned = cleanup_model(ModelWrapper(str(w8a8.output)))
+    images = images[:2]
+    reversed_logits = ce.run_graph(cleaned, images)[:, ::-1].copy()
+    monkeypatch.setattr(ce, "_finn_available", lambda: True)
+    monkeypatch.setattr(ce, "finn_frontend", lambda model: (cleaned, cleaned, {
+        "convert": 0.0, "streamline": 0.0}))
+    result = ce.check_finn(cleaned, images, reversed_logits)
+    assert result.failed and result.offenders, str(result)
+
+
+def test_without_finn_the_finn_check_is_skipped_with_the_install_command(w8a8, monkeypatch):
+    monkeypatch.setattr(ce, "_finn_available", lambda: False)
+    result = ce.check_finn(ModelWrapper(str(w8a8.output)), images=None)
+    assert result.status == "skipped"
+    assert result.summary.startswith("skipped: install the FINN frontend")
+    assert "pip install --no-deps finn-plus==1.6.1" in result.summary
+    assert "pip install -r requirements-finn.txt" in result.summary
+
+
+# ------------------------------------------------------------------------------------ broken graphs
+def test_add_inputs_with_different_scales_fail_the_alignment_check(model):
+    assert ce.check_add_scales(model).passed
+    add = residual_add(model)
+    give_new_scale(model, ce.quant_source(model, add.input[1]), 1.5)
+    result = ce.check_add_scales(model)
+    assert result.failed and len(result.offenders) == 1
+    assert result.offenders[0].startswith(add.name)
+
+
+def test_a_graph_without_batchnorm_fails_the_batchnorm_check(model):
+    # BN turned into Mul + Add, as FINN's streamlining does; it needs the tensor shapes.
+    model = model.transform(InferShapes()).transform(BatchNormToAffine())
+    assert not model.get_nodes_by_op_type("BatchNormalization")
+    result = ce.check_batchnorm(model)
+    assert result.failed and result.figures["batchnorm_nodes"] == 0
+    assert ce.check_add_scales(model).passed, "the affine Adds have constant operands: not joins"
+
+
+def test_a_missing_batchnorm_fails_against_the_source_model_and_names_its_conv(model, w8a8):
+    bn = model.get_nodes_by_op_type("BatchNormalization")[5]
+    conv = model.find_producer(bn.input[0])
+    remove_node_and_rewire(model, bn)
+    assert ce.check_batchnorm(model).passed  # 51 remain: fine without knowing the source
+    result = ce.check_batchnorm(model, ce.batchnorm_layers(w8a8.model))
+    assert result.failed and result.offenders == [f"{conv.name} (Conv): not followed by BatchNormalization"]
+
+
+def test_a_conv_without_its_input_quant_fails_the_input_check(model):
+    assert ce.check_input_quant(model).passed
+    conv, quant = conv_fed_by_relu_quant(model)
+    remove_node_and_rewire(model, quant)
+    result = ce.check_input_quant(model)
+    assert result.failed and result.offenders == [
+        f"{conv.name} (Conv): input comes from Relu, not a Quant"]
+
+
+def test_a_quant_before_global_average_pool_does_not_count_for_the_classifier(model):
+    gemm = model.get_nodes_by_op_type("Gemm")[0]
+    remove_node_and_rewire(model, model.find_producer(gemm.input[0]))  # its Quant after Flatten
+    result = ce.check_input_quant(model)
+    assert result.failed and result.offenders == [
+        f"{gemm.name} (Gemm): input comes from Flatten, not a Quant"]
+
+
+def test_a_conv_with_float_weights_fails_the_weight_check(model):
+    assert ce.check_weight_quant(model).passed
+    conv = model.get_nodes_by_op_type("Conv")[3]
+    remove_node_and_rewire(model, model.find_producer(conv.input[1]))
+    result = ce.check_weight_quant(model)
+    assert result.failed and len(result.offenders) == 1
+    assert result.offenders[0].startswith(f"{conv.name} (Conv): weight ")
+    assert ce.check_input_quant(model).passed and ce.check_add_scales(model).passed
+
+
+def test_a_wrong_activation_scale_fails_the_equivalence_check(model, tmp_path, w8a8, images):
+    conv, quant = conv_fed_by_relu_quant(model)
+    give_new_scale(model, quant, 3.0)
+    report = ce.check_export(save(model, tmp_path), images, brevitas_model=w8a8.model, finn=False)
+    assert report["weight_quant"].passed and report["input_quant"].passed  # structure is intact
+    assert report["equivalence"].failed, str(report["equivalence"])
+    assert report["equivalence"].figures["relative_diff"] > ce.EQUIVALENCE_TOLERANCE
+    assert not report.ok
+
+
+def test_equivalence_on_all_equal_logits_fails_as_proving_nothing():
+    zeros = np.zeros((3, 10), dtype=np.float32)
+    result = ce.compare_logits("equivalence", zeros, zeros, ce.EQUIVALENCE_TOLERANCE)
+    assert result.failed and "prove" in result.summary
+
+
+def test_without_the_brevitas_model_equivalence_is_skipped_and_says_why(w8a8):
+    report = ce.check_export(w8a8.output, finn=False)
+    assert report.ok
+    assert report["equivalence"].status == "skipped"
+    assert "Brevitas model" in report["equivalence"].summary
+
+
+# ------------------------------------------------------------------------------------ command line
+def run_cli(path):
+    return subprocess.run([sys.executable, str(ROOT / "check_export.py"), str(path), "--no-finn"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_command_line_passes_a_good_file_and_prints_its_metadata(w8a8):
+    result = run_cli(w8a8.output)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "weight_bit_width = 8" in result.stdout
+    assert "result: OK" in result.stdout
+
+
+def test_command_line_exits_non_zero_on_a_broken_file(model, tmp_path):
+    add = residual_add(model)
+    give_new_scale(model, ce.quant_source(model, add.input[0]), 2.0)
+    result = run_cli(save(model, tmp_path))
+    assert result.returncode != 0
+    assert "FAIL add_scales" in result.stdout and add.name in result.stdout
+
+
+def test_demo_checks_its_export_and_prints_report_and_metadata(cache_dir, tmp_path, capsys):
+    import finn_mobilenetv2 as demo
+    from conftest import SMALL
+    status = demo.cli([f"--cache_dir={cache_dir}", *SMALL, f"--output={tmp_path / 'm.onnx'}",
+                       "--check_export=True", "--check_finn=False"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "weight_bit_width = 8" in printed and "torch_version = " in printed
+    assert "equivalence" in printed and "result: OK" in printed

@@ -13,6 +13,7 @@ Finished rows are kept in the CSV, rewritten whole after every row: an interrupt
 where it stopped, and only rows whose flags changed are measured again. Delete the CSV to start over.
 """
 import csv
+import os
 import platform
 import sys
 import tempfile
@@ -29,8 +30,9 @@ from configurator import ConfigError, apply_overrides, flags_of
 out_dir = "."  # where RESULTS.md, benchmark.csv, benchmark.png and speed.csv go
 bits = "all"  # bit-width settings to run, comma-separated names of BIT_SETTINGS below
 ptq = "all"  # PTQ settings to run, comma-separated names of PTQ_SETTINGS below
-calib_size = 500  # calibration images of every row; GPxQ re-runs the model per layer per image
+calib_size = 256  # calibration images of every row; GPxQ re-runs the model per layer per image
 fast_eval = True  # also evaluate each row's quantized model as QCDQ in onnxruntime
+grid_threads = 0  # PyTorch and onnxruntime threads in the grid rows; 0 = PyTorch's default
 speed = True  # write the speed section (float vs Brevitas vs onnxruntime, repeated)
 speed_repeats = 5  # timed passes per path in the speed section; the table shows the median
 speed_224_images = 64  # random 224x224 images per timed pass
@@ -68,9 +70,12 @@ PTQ_SETTINGS = {
     "gpfq": ["--gpfq=True"],
     "act_eq+bias_corr+gpfq": ["--act_eq=True", "--bias_corr=True", "--gpfq=True"],
     "qronos": ["--qronos=True"],
-    "magr+gpfq": ["--magr=True", "--gpfq=True"],
-    "bn_corr+bias_corr": ["--bn_corr=True", "--bias_corr=True"],
+    "bn_corr": ["--bn_corr=True"],
+    "bias_corr+bn_corr": ["--bias_corr=True", "--bn_corr=True"],
 }
+# Demo flags every row starts from (pass-through flags override them). FINN's frontend takes
+# minutes per model: the rows run the demo's structural and QONNX-equivalence checks only.
+DEMO_DEFAULTS = ["--check_finn=False"]
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
 
 
@@ -152,6 +157,7 @@ def run_row(key, passed):
         wall = time.perf_counter() - start
     row = {
         "data": "ImageNet" if "--data_dir=" in " ".join(flags) else "digits",
+        "threads": str(torch.get_num_threads()),
         "val_images": str(len(result.val_loader.dataset)),
         "float_top1": f"{result.float_top1:.2f}",
         "quant_top1": f"{result.quant_top1:.2f}",
@@ -169,6 +175,10 @@ def run_row(key, passed):
             "s_qcdq_export": f"{fast.export_seconds:.1f}"})
     row.update({f"s_{name.replace(' ', '_')}": f"{seconds:.1f}"
                 for name, seconds in result.seconds.items()})
+    report = getattr(result, "report", None)
+    row["export_checks"] = ("off" if report is None else "passed" if report.ok else
+                            "failed: " + ", ".join(name for name, check in report.checks.items()
+                                                   if check.failed))
     row["s_demo_total"] = f"{wall:.1f}"
     return row
 
@@ -219,8 +229,11 @@ def speed_row(key, passed, repeats, images_224):
         batches = [batch[0] for batch in val_loader if batch is not None]
     else:
         float_model, quant_model, batches = random_224_models(bit_flags, images_224)
+    load = os.getloadavg()[0]  # other jobs on the machine slow eager PyTorch most
     speeds = time_paths(float_model, quant_model, batches, repeats)
-    row = {f"ips_{name}": f"{value:.1f}" for name, value in speeds.items()}
+    row = {"threads": str(torch.get_num_threads()),
+           "load_1min": f"{load:.1f} -> {os.getloadavg()[0]:.1f}"}
+    row.update({f"ips_{name}": f"{value:.1f}" for name, value in speeds.items()})
     row["brevitas_vs_float"] = f"{speeds['brevitas_eager'] / speeds['float_eager']:.2f}"
     row["ort_vs_float"] = f"{speeds['ort_qcdq'] / speeds['float_eager']:.2f}"
     return row
@@ -241,7 +254,7 @@ def random_224_models(bit_flags, num_images, batch_size=32):
     maps = qu.bit_width_maps(args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
                              args.first_conv_bit_width, args.last_linear_bit_width)
     model = qu.quantize_finn(model, **maps)
-    qu.calibrate([(images, None) for images in batches[:1]], model)
+    qu.calibrate([(images, torch.zeros(len(images))) for images in batches[:1]], model)
     return float_model, model.eval(), batches
 
 
@@ -291,14 +304,15 @@ def stage_times(row):
 
 
 def grid_table(rows):
-    header = ["bits", "PTQ", "float top-1 % (eager)", "quant top-1 % (Brevitas)", "drop (points)",
+    header = ["bits", "PTQ", "threads", "float top-1 % (eager)", "quant top-1 % (Brevitas)", "drop (points)",
               "quant top-1 % (ORT QCDQ)", "ORT top-1 agreement %", "float img/s (eager)",
               "quant img/s (Brevitas eager)", "quant img/s (ORT QCDQ)", "ORT / float",
-              "stage wall times (s)", "demo total (s)"]
-    cells = [[row["bits"], row["ptq"], row["float_top1"], row["quant_top1"], row["drop"],
+              "export checks", "stage wall times (s)", "demo total (s)"]
+    cells = [[row["bits"], row["ptq"], row["threads"], row["float_top1"], row["quant_top1"], row["drop"],
               row.get("quant_top1_ort", "-"), row.get("ort_agreement", "-"),
               row["float_ips_eager"], row["quant_ips_brevitas"], row.get("quant_ips_ort", "-"),
-              row.get("ort_vs_float", "-"), stage_times(row), row["s_demo_total"]] for row in rows]
+              row.get("ort_vs_float", "-"), row.get("export_checks", "-"), stage_times(row),
+              row["s_demo_total"]] for row in rows]
     return markdown_table(header, cells)
 
 
@@ -316,10 +330,11 @@ def best_table(rows):
 
 
 def speed_table(rows):
-    header = ["input", "bits", "float img/s (eager)", "Brevitas img/s (eager)",
-              "ORT QCDQ img/s", "Brevitas / float", "ORT / float"]
-    cells = [[row["input"], row["bits"], row["ips_float_eager"], row["ips_brevitas_eager"],
-              row["ips_ort_qcdq"], row["brevitas_vs_float"], row["ort_vs_float"]] for row in rows]
+    header = ["input", "bits", "threads", "float img/s (eager)", "Brevitas img/s (eager)",
+              "ORT QCDQ img/s", "Brevitas / float", "ORT / float", "load average (before -> after)"]
+    cells = [[row["input"], row["bits"], row["threads"], row["ips_float_eager"],
+              row["ips_brevitas_eager"], row["ips_ort_qcdq"], row["brevitas_vs_float"],
+              row["ort_vs_float"], row.get("load_1min", "-")] for row in rows]
     return markdown_table(header, cells)
 
 
@@ -341,7 +356,11 @@ def write_report(path, rows, speed_rows, failures, args, command):
         "Which path produced each figure: *eager* = the float torchvision model in PyTorch; "
         "*Brevitas* = the fake-quantized Brevitas model in PyTorch (the demo's own figure); "
         "*ORT QCDQ* = the same quantized model exported with `brevitas.export.export_onnx_qcdq` "
-        "and run in onnxruntime (fast_eval.py), with its top-1 agreement with the Brevitas model.",
+        "and run in onnxruntime (fast_eval.py: QDQ fusion into integer kernels off, convs in float "
+        "between the Q/DQ pairs, as many threads as PyTorch), with its top-1 agreement with the "
+        "Brevitas model. *export checks*: the demo's own check of the exported QONNX graph "
+        "(structure, and QONNX execution against the Brevitas model on a few images; FINN's "
+        "frontend off, see DEMO_DEFAULTS).",
         "",
         "## Bit-width settings", "",
         *[f"- **{name}**: {BIT_DESCRIPTIONS[name]} (`{' '.join(flags) or 'no flags'}`)"
@@ -397,12 +416,20 @@ def _version(package):
 def main(args, passed, command="python benchmark.py"):
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    passed = [*passed, f"--calib_size={args['calib_size']}"]
+    passed = [*DEMO_DEFAULTS, *passed, f"--calib_size={args['calib_size']}"]
     # The rows' identity for resuming: every pass-through flag but where the model is cached.
     flags_text = " ".join(arg for arg in passed if not arg.startswith("--cache_dir="))
     keys = [{"bits": bits_name, "ptq": ptq_name, "flags": flags_text, "fast_eval": str(args["fast_eval"])}
             for bits_name in args["bits"] for ptq_name in args["ptq"]]
-    rows, failures = resumable(out / CSV_NAME, keys, lambda key: run_row(key, passed), "benchmark grid")
+    # On a machine shared with other jobs, one thread per process avoids the threads of one
+    # process spinning while waiting for a descheduled sibling: the grid finishes sooner.
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(args["grid_threads"] or default_threads)
+    try:
+        rows, failures = resumable(out / CSV_NAME, keys, lambda key: run_row(key, passed),
+                                   "benchmark grid")
+    finally:
+        torch.set_num_threads(default_threads)
     speed_rows = []
     if args["speed"]:
         speed_keys = [{"input": "demo data", "bits": name, "flags": flags_text}

@@ -41,8 +41,10 @@ def _check_device(device):
 
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
-    if args.gptq and args.gpfq:
-        raise ConfigError("--gptq and --gpfq are both on; choose one (set the other to False)")
+    rounding = [name for name in ("gptq", "gpfq", "qronos") if getattr(args, name)]
+    if len(rounding) > 1:
+        raise ConfigError(f"--{' and --'.join(rounding)} are all weight rounding; choose one "
+                          "(set the others to False)")
     _check_bit_width("weight_bit_width", args.weight_bit_width)
     _check_bit_width("act_bit_width", args.act_bit_width)
     for name in ("depthwise_bit_width", "first_conv_bit_width", "last_linear_bit_width"):

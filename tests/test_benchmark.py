@@ -1,13 +1,12 @@
-"""benchmark.py writes its table, CSV and plot, resumes without redoing rows; fast_eval agrees;
-each PTQ flag added for the benchmark runs to an export that passes the structural checks."""
+"""benchmark.py writes its table, CSV and plot and resumes without redoing rows; fast_eval agrees
+with the Brevitas model; each PTQ flag added for the benchmark runs to an export that passes the
+demo's export checks."""
 import csv
 
 import pytest
-import torch
 
 import benchmark
 import finn_mobilenetv2 as demo
-from check_export import check_export
 from conftest import SMALL
 from fast_eval import fast_evaluate
 
@@ -85,22 +84,19 @@ def test_benchmark_refuses_unknown_settings_and_flags():
         benchmark.make_args(["--no_such_flag=1"])
 
 
-def test_fast_eval_agrees_with_the_brevitas_model_on_top1(w8a8):
-    fast = fast_evaluate(w8a8.model, w8a8.val_loader)
+@pytest.mark.parametrize("bits", ["W8A8", "PW4A4"])
+def test_fast_eval_agrees_with_the_brevitas_model_on_top1(run_demo, tmp_path, bits):
+    result = run_demo(tmp_path / "model.onnx", *benchmark.BIT_SETTINGS[bits])
+    fast = fast_evaluate(result.model, result.val_loader)
     assert fast.agreement >= 99.5
-    assert fast.top1 == pytest.approx(w8a8.quant_top1, abs=1.0)
+    assert fast.top1 == pytest.approx(result.quant_top1, abs=1.0)
     assert fast.images_per_s > 0
 
 
-def first_images(loader, count=2):
-    return torch.cat([images for images, _ in loader])[:count]
-
-
-@pytest.mark.parametrize("flags", [["--qronos=True"], ["--magr=True"], ["--bn_corr=True"]],
-                         ids=["qronos", "magr", "bn_corr"])
-def test_each_new_ptq_flag_runs_to_an_export_that_passes_the_checks(run_demo, tmp_path, flags):
-    result = run_demo(tmp_path / "model.onnx", *flags, *QUICK_PTQ)
-    assert flags[0][2:].split("=")[0] in result.seconds  # the pass ran, as its own stage
+@pytest.mark.parametrize("flag", ["--qronos=True", "--bn_corr=True"], ids=["qronos", "bn_corr"])
+def test_each_new_ptq_flag_runs_to_an_export_that_passes_the_checks(run_demo, tmp_path, flag):
+    result = run_demo(tmp_path / "model.onnx", flag, *QUICK_PTQ, "--check_export=True",
+                      "--check_finn=False")
+    assert flag[2:].split("=")[0] in result.seconds  # the pass ran, as its own stage
     assert result.quant_top1 > 50.0
-    report = check_export(result.output, first_images(result.val_loader), result.model, finn=False)
-    assert report.ok, str(report)
+    assert result.report is not None and result.report.ok, str(result.report)

@@ -13,7 +13,8 @@ TENCH, GOLDFISH, TABBY = "n01440764", "n01443537", "n02123045"
 
 def imagenet_args(data_dir, weights, output):
     return [f"--data_dir={data_dir}", f"--weights={weights}", f"--output={output}",
-            "--calib_size=4", "--val_size=4", "--batch_size=2", "--workers=0"]
+            "--calib_size=4", "--val_size=4", "--batch_size=2", "--workers=0",
+            "--check_export=False"]  # qonnx runs 224x224 graphs node by node: minutes per image
 
 
 def test_val_with_only_some_classes_is_labelled_with_canonical_indices(tmp_path):

@@ -79,8 +79,9 @@ def load_model_and_data(args):
         name = "digits (scikit-learn load_digits, 32x32)"
     calib_set = random_subset(train_set, args.calib_size, args.seed)
     val_set = random_subset(val_set, args.val_size, args.seed)
-    calib_loader = make_loader(calib_set, args.batch_size, args.workers if args.data_dir else 0)
-    val_loader = make_loader(val_set, args.batch_size, args.workers if args.data_dir else 0)
+    workers = args.workers if args.data_dir else 0  # digits are tensors already: nothing to decode
+    calib_loader = make_loader(calib_set, args.batch_size, workers)
+    val_loader = make_loader(val_set, args.batch_size, workers)
     return model.to(args.device), calib_loader, val_loader, f"{name}, {len(val_set)} validation images"
 
 

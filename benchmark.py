@@ -13,11 +13,15 @@ Finished rows are kept in the CSV, rewritten whole after every row: an interrupt
 where it stopped, and only rows whose flags changed are measured again. Delete the CSV to start over.
 """
 import csv
+import multiprocessing
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from statistics import median
 
@@ -36,11 +40,13 @@ bits = "all"  # bit-width settings to run, comma-separated names of BIT_SETTINGS
 ptq = "all"  # PTQ settings to run, comma-separated names of PTQ_SETTINGS below
 calib_size = 256  # calibration images of every row; GPxQ re-runs the model per layer per image
 fast_eval = True  # also evaluate each row's quantized model as QCDQ in onnxruntime
-grid_threads = 0  # PyTorch and onnxruntime threads in the grid rows; 0 = PyTorch's default
+grid_jobs = 1  # grid rows measured at once, each in a process of its own
+grid_threads = 0  # PyTorch and onnxruntime threads per grid row; 0 = the cores shared among the jobs
 speed = True  # write the speed section (float vs Brevitas vs onnxruntime, repeated)
 speed_repeats = 5  # timed passes per path in the speed section; the table shows the median
 speed_224_images = 64  # random 224x224 images per timed pass
 speed_bits = "W8A8,PW4A4"  # bit-width settings timed in the speed section
+demo_runs = 3  # timed runs of the demo with its seed flags (digits model cached); 0 = skip
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
@@ -49,22 +55,25 @@ from fast_eval import export_qcdq, fast_evaluate, ort_session  # noqa: E402
 from files import atomic_path  # noqa: E402
 
 # Bit widths: weights of the pointwise (1x1) convs, and of depthwise / first conv where they
-# differ. The classifier follows --weight_bit_width. Depthwise and first convs stay at 8 bits in
-# the low-bit settings: they hold few weights (little FINN area to save) and lose the most.
+# differ. As in the README's layer-map snippets (which change Conv2d weights only), the classifier
+# keeps 8-bit weights. Depthwise and first convs stay at 8 bits in the low-bit settings: they hold
+# few weights (little FINN area to save) and lose the most.
+_EIGHT_BIT_EDGES = ["--first_conv_bit_width=8", "--last_linear_bit_width=8"]
 BIT_SETTINGS = {
     "W8A8": [],
-    "PW4": ["--weight_bit_width=4", "--depthwise_bit_width=8", "--first_conv_bit_width=8"],
-    "W4": ["--weight_bit_width=4"],
-    "PW3": ["--weight_bit_width=3", "--depthwise_bit_width=8", "--first_conv_bit_width=8"],
-    "PW4A4": ["--weight_bit_width=4", "--depthwise_bit_width=8", "--first_conv_bit_width=8",
+    "PW4": ["--weight_bit_width=4", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES],
+    "W4": ["--weight_bit_width=4", "--last_linear_bit_width=8"],
+    "PW3": ["--weight_bit_width=3", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES],
+    "PW4A4": ["--weight_bit_width=4", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES,
               "--act_bit_width=4"],
 }
 BIT_DESCRIPTIONS = {
     "W8A8": "8-bit weights and activations (the demo's default)",
-    "PW4": "pointwise convs and classifier 4-bit, depthwise and first conv 8-bit, activations 8-bit",
-    "W4": "every conv and the classifier 4-bit, activations 8-bit",
-    "PW3": "pointwise convs and classifier 3-bit, depthwise and first conv 8-bit, activations 8-bit",
-    "PW4A4": "pointwise convs and classifier 4-bit, depthwise and first conv 8-bit, activations 4-bit",
+    "PW4": "pointwise convs 4-bit; depthwise, first conv and classifier 8-bit; activations 8-bit "
+           "(README snippet 3)",
+    "W4": "every conv 4-bit, classifier 8-bit, activations 8-bit (README snippet 1)",
+    "PW3": "pointwise convs 3-bit; depthwise, first conv and classifier 8-bit; activations 8-bit",
+    "PW4A4": "pointwise convs 4-bit; depthwise, first conv and classifier 8-bit; activations 4-bit",
 }
 PTQ_SETTINGS = {
     "none": [],
@@ -97,6 +106,9 @@ def make_args(argv=()):
     args["bits"] = _choose(args["bits"], BIT_SETTINGS, "bits")
     args["ptq"] = _choose(args["ptq"], PTQ_SETTINGS, "ptq")
     args["speed_bits"] = _choose(args["speed_bits"], BIT_SETTINGS, "speed_bits")
+    for name, least in (("grid_jobs", 1), ("grid_threads", 0), ("speed_repeats", 1), ("demo_runs", 0)):
+        if args[name] < least:
+            raise ConfigError(f"--{name}={args[name]}: must be {least} or more")
     return args, passed
 
 
@@ -126,31 +138,51 @@ def write_rows(path, rows):
             writer.writerows(rows)
 
 
-def resumable(path, keys, measure, desc):
+def resumable(path, keys, measure, desc, jobs=1, threads=None):
     """(rows, failures) for `keys` (dicts of str), measuring only the rows the CSV lacks.
 
     `measure(key)` returns the row's figures; the CSV at `path` is rewritten after each new row.
     A row that raises is reported and left out, so the next run tries it again. Rows of other
-    keys (another grid, other flags) stay in the file and out of the result.
+    keys (another grid, other flags) stay in the file and out of the result. With jobs > 1 the
+    rows are measured in that many processes at once, `threads` PyTorch threads each.
     """
     saved = read_rows(path)
     names = list(keys[0]) if keys else []
     done = {tuple(row.get(name) for name in names): row for row in saved}
-    rows, failures = [], []
-    for key in tqdm(keys, desc=desc, dynamic_ncols=True):
-        ident = tuple(key.values())
-        if ident not in done:
-            try:
-                row = {**key, **measure(key)}
-            except Exception as error:  # one broken configuration must not end an hour-long grid
-                failures.append((key, f"{type(error).__name__}: {error}".splitlines()[0]))
-                tqdm.write(f"row {key} failed: {failures[-1][1]}")
+    todo = [key for key in keys if tuple(key.values()) not in done]
+    failures = []
+    with tqdm(total=len(keys), initial=len(keys) - len(todo), desc=desc, dynamic_ncols=True) as bar:
+        for key, (figures, error) in _measure_all(measure, todo, jobs, threads):
+            bar.update()
+            if error:
+                failures.append((key, error))
+                tqdm.write(f"row {key} failed: {error}")
                 continue
-            saved.append(row)
-            done[ident] = row
+            saved.append({**key, **figures})
+            done[tuple(key.values())] = saved[-1]
             write_rows(path, saved)
-        rows.append(done[ident])
+    rows = [done[tuple(key.values())] for key in keys if tuple(key.values()) in done]
     return rows, failures
+
+
+def _measure_all(measure, keys, jobs, threads):
+    """(key, (figures, error message)) for each of `keys`, in the order they finish."""
+    if jobs == 1:
+        yield from ((key, _measure_one(measure, key)) for key in keys)
+        return
+    context = multiprocessing.get_context("spawn")  # forking a process that ran torch can hang
+    with ProcessPoolExecutor(jobs, context, initializer=torch.set_num_threads,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_measure_one, measure, key): key for key in keys}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _measure_one(measure, key):
+    try:
+        return measure(key), None
+    except Exception as error:  # one broken configuration must not end an hour-long grid
+        return None, f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 # ----------------------------------------------------------------------------------- grid rows
@@ -264,6 +296,20 @@ def random_224_models(bit_flags, num_images, batch_size=32):
     return float_model, model.eval(), batches
 
 
+def demo_run_seconds(passed, runs):
+    """Wall times of `python finn_mobilenetv2.py` with the seed flags, as a user runs it a second
+    time (the digits model is cached by then): the whole process, imports included."""
+    cache = [arg for arg in passed if arg.startswith("--cache_dir=")]
+    seconds = []
+    for _ in tqdm(range(runs), desc="demo runs", dynamic_ncols=True):
+        with tempfile.TemporaryDirectory() as folder:
+            command = [sys.executable, "finn_mobilenetv2.py", *cache, f"--output={Path(folder) / 'm.onnx'}"]
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).parent)
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 # ------------------------------------------------------------------------------------- reports
 def plot(rows, path):
     """Quantized top-1 per PTQ setting, one group of bars per bit-width setting."""
@@ -357,7 +403,18 @@ def speed_table(rows):
     return markdown_table(header, cells)
 
 
-def write_report(path, rows, speed_rows, failures, args, command):
+def demo_text(seconds):
+    from check_export import finn_available
+    finn = "runs" if demo.FLAGS["check_finn"] and finn_available() else "is off"
+    return [
+        "## The demo's second run", "",
+        f"`python finn_mobilenetv2.py` with its seed flags, the digits model already cached: median "
+        f"{median(seconds):.1f} s wall over {len(seconds)} runs (min {min(seconds):.1f} s, max "
+        f"{max(seconds):.1f} s), the whole process from start to exit, export checks included "
+        f"(FINN's frontend check {finn} with the seed flags here).", ""]
+
+
+def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=()):
     agreement = [float(row["ort_agreement"]) for row in rows if row.get("ort_agreement")]
     ratios = [float(row["ort_vs_float"]) for row in rows if row.get("ort_vs_float")]
     lines = [
@@ -414,6 +471,8 @@ def write_report(path, rows, speed_rows, failures, args, command):
             f"(1000 classes) on {args['speed_224_images']} random 224x224 images, batch 32: "
             "images/s only, its outputs are meaningless.", "",
             speed_table(speed_rows), ""]
+    if demo_seconds:
+        lines += demo_text(demo_seconds)
     if failures:
         lines += ["## Failed rows (not in the tables; the next run tries them again)", "",
                   *[f"- {key}: {message}" for key, message in failures], ""]
@@ -439,33 +498,39 @@ def main(args, passed, command="python benchmark.py"):
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     passed = [*DEMO_DEFAULTS, *passed, f"--calib_size={args['calib_size']}"]
-    # The rows' identity for resuming: every pass-through flag but where the model is cached.
+    # The rows' identity for resuming: all their flags but where the model is cached.
     flags_text = " ".join(arg for arg in passed if not arg.startswith("--cache_dir="))
-    keys = [{"bits": bits_name, "ptq": ptq_name, "flags": flags_text, "fast_eval": str(args["fast_eval"])}
+    keys = [{"bits": bits_name, "ptq": ptq_name, "flags": flags_text,
+             "row_flags": " ".join([*BIT_SETTINGS[bits_name], *PTQ_SETTINGS[ptq_name]]),
+             "fast_eval": str(args["fast_eval"])}
             for bits_name in args["bits"] for ptq_name in args["ptq"]]
     # On a machine shared with other jobs, one thread per process avoids the threads of one
     # process spinning while waiting for a descheduled sibling: the grid finishes sooner.
     default_threads = torch.get_num_threads()
-    torch.set_num_threads(args["grid_threads"] or default_threads)
+    threads = args["grid_threads"] or max(1, default_threads // args["grid_jobs"])
+    torch.set_num_threads(threads)
     try:
-        rows, failures = resumable(out / CSV_NAME, keys, lambda key: run_row(key, passed),
-                                   "benchmark grid")
+        rows, failures = resumable(out / CSV_NAME, keys, partial(run_row, passed=passed),
+                                   "benchmark grid", args["grid_jobs"], threads)
     finally:
         torch.set_num_threads(default_threads)
     speed_rows = []
     if args["speed"]:
-        speed_keys = [{"input": "demo data", "bits": name, "flags": flags_text}
-                      for name in args["speed_bits"]]
-        speed_keys += [{"input": "224x224", "bits": name, "flags": f"{args['speed_224_images']} images"}
-                       for name in args["speed_bits"]]
+        sources = {"demo data": flags_text, "224x224": f"{args['speed_224_images']} images"}
+        speed_keys = [{"input": source, "bits": name, "flags": flags,
+                       "row_flags": " ".join(BIT_SETTINGS[name])}
+                      for source, flags in sources.items() for name in args["speed_bits"]]
         speed_rows, speed_failures = resumable(
             out / SPEED_CSV_NAME, speed_keys,
             lambda key: speed_row(key, passed, args["speed_repeats"], args["speed_224_images"]),
             "speed")
         failures += speed_failures
+    demo_seconds = []
+    if args["speed"] and args["demo_runs"] and not any(arg.startswith("--data_dir=") for arg in passed):
+        demo_seconds = demo_run_seconds(passed, args["demo_runs"])
     if rows:
         plot(rows, out / PLOT_NAME)
-    write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command)
+    write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command, demo_seconds)
     return rows, speed_rows
 
 

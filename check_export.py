@@ -283,7 +283,7 @@ def finn_frontend(model):
                                     "streamline": time.perf_counter() - start}
 
 
-def _finn_available():
+def finn_available():
     try:
         import finn.transformation.qonnx.convert_qonnx_to_finn  # noqa: F401
         import finn.transformation.streamline  # noqa: F401
@@ -298,7 +298,7 @@ def check_finn(model, images, qonnx_logits=None):
     The graphs run with qonnx's execute_onnx: finn.core.onnx_exec needs FINN's full dependency
     set (pydantic, the simulators), and nothing in these graphs needs more than qonnx's ops.
     """
-    if not _finn_available():
+    if not finn_available():
         return CheckResult("finn", "skipped", f"skipped: {FINN_INSTALL_HINT}")
     if images is None:
         return CheckResult("finn", "skipped", "skipped: no images (pass images=...)")
@@ -368,7 +368,7 @@ def check_export(onnx_path, images=None, brevitas_model=None, finn=True, num_ima
     expected_batchnorms = batchnorm_layers(brevitas_model) if brevitas_model is not None else None
     checks = [check_weight_quant(model), check_input_quant(model), check_add_scales(model),
               check_batchnorm(model, expected_batchnorms)]
-    needs_logits = brevitas_model is not None or (finn and _finn_available())
+    needs_logits = brevitas_model is not None or (finn and finn_available())
     if images is None and needs_logits:
         images = run_images(metadata, num_images)
     cleaned = qonnx_logits = None
@@ -381,7 +381,8 @@ def check_export(onnx_path, images=None, brevitas_model=None, finn=True, num_ima
     if qonnx_logits is not None:
         checks[-1].figures["qonnx_seconds_per_image"] = qonnx_seconds
     checks.append(check_finn(cleaned, images, qonnx_logits) if finn else
-                  CheckResult("finn", "skipped", "skipped: turned off (finn=False / --no-finn)"))
+                  CheckResult("finn", "skipped", "skipped: turned off; `python check_export.py "
+                              f"{onnx_path}` runs it (about 2 minutes)"))
     return Report(str(onnx_path), {check.name: check for check in checks}, metadata)
 
 

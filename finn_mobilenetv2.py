@@ -43,10 +43,11 @@ bias_corr = False  # bias correction after calibration
 gptq = False  # GPTQ weight rounding (not with gpfq)
 gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
+qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
 # 3. export and checks
 check_export = True  # check the exported graph and run it against the Brevitas model on a few images
-check_finn = True  # also run FINN's frontend on it when finn is installed (a few minutes)
+check_finn = False  # also run FINN's frontend on it, where finn is installed (about 2 minutes)
 check_images = 2  # validation images the checks execute (about 2 s each at 32x32, far more at 224x224)
 netron = False  # after the run, serve the exported model in Netron on localhost (pip install netron)
 verbose = False  # evaluate after every step; show tracebacks on errors
@@ -134,7 +135,7 @@ def main(args):
             qu.apply_gpfq(calib_loader, model)
     if args.qronos:
         with stage("qronos", model):
-            qu.apply_qronos(calib_loader, model)
+            qu.apply_qronos(calib_loader, model, args.qronos_alpha)
     if args.bn_corr:  # last: BatchNorm statistics of the final weights
         with stage("bn_corr", model):
             qu.apply_bn_correction(calib_loader, model)

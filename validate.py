@@ -52,7 +52,7 @@ def validate_args(args):
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
     for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",
-                 "check_images"):
+                 "check_images", "qronos_alpha"):
         _check_positive(name, getattr(args, name))
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: must be 0 or more")

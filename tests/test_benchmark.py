@@ -4,6 +4,7 @@ demo's export checks."""
 import csv
 
 import pytest
+import torch
 
 import benchmark
 import finn_mobilenetv2 as demo
@@ -82,6 +83,20 @@ def test_benchmark_refuses_unknown_settings_and_flags():
         benchmark.make_args(["--bits=W9A9"])
     with pytest.raises(demo.ConfigError, match="no_such_flag"):
         benchmark.make_args(["--no_such_flag=1"])
+    with pytest.raises(demo.ConfigError, match="--grid_jobs=0"):
+        benchmark.make_args(["--grid_jobs=0"])
+
+
+def test_parallel_grid_jobs_measure_the_same_rows_as_one_process(tmp_path, cache_dir):
+    flags = ["--bits=W8A8", "--ptq=none,bn_corr", "--fast_eval=False"]
+    serial, _ = run_benchmark(tmp_path / "serial", cache_dir, *flags)
+    parallel, _ = run_benchmark(tmp_path / "parallel", cache_dir, *flags, "--grid_jobs=2")
+    assert sorted(row["ptq"] for row in csv_rows(tmp_path / "parallel")) == ["bn_corr", "none"]
+    assert [row["ptq"] for row in parallel] == ["none", "bn_corr"]  # the grid's order, not the finish order
+    threads = str(max(1, torch.get_num_threads() // 2))  # the cores shared between the two jobs
+    assert [row["threads"] for row in parallel] == [threads, threads]
+    for one, other in zip(serial, parallel):  # other thread counts: at most one image may flip
+        assert float(one["quant_top1"]) == pytest.approx(float(other["quant_top1"]), abs=0.6)
 
 
 @pytest.mark.parametrize("bits", ["W8A8", "PW4A4"])

@@ -110,7 +110,7 @@ def test_metadata_of_the_run_is_read_from_the_file(report):
 
 
 # ------------------------------------------------------------------------------------ FINN
-@pytest.mark.skipif(not ce._finn_available(), reason=ce.FINN_INSTALL_HINT)
+@pytest.mark.skipif(not ce.finn_available(), reason=ce.FINN_INSTALL_HINT)
 def test_finn_frontend_runs_and_its_graphs_match_qonnx(report):
     finn = report["finn"]
     print(finn)
@@ -129,7 +129,7 @@ def test_finn_graphs_that_disagree_with_qonnx_fail_the_finn_check(w8a8, images, 
     cleaned = cleanup_model(ModelWrapper(str(w8a8.output)))
     images = images[:2]
     reversed_logits = ce.run_graph(cleaned, images)[:, ::-1].copy()
-    monkeypatch.setattr(ce, "_finn_available", lambda: True)
+    monkeypatch.setattr(ce, "finn_available", lambda: True)
     monkeypatch.setattr(ce, "finn_frontend", lambda model: (cleaned, cleaned, {
         "convert": 0.0, "streamline": 0.0}))
     result = ce.check_finn(cleaned, images, reversed_logits)
@@ -137,7 +137,7 @@ def test_finn_graphs_that_disagree_with_qonnx_fail_the_finn_check(w8a8, images, 
 
 
 def test_without_finn_the_finn_check_is_skipped_with_the_install_command(w8a8, monkeypatch):
-    monkeypatch.setattr(ce, "_finn_available", lambda: False)
+    monkeypatch.setattr(ce, "finn_available", lambda: False)
     result = ce.check_finn(ModelWrapper(str(w8a8.output)), images=None)
     assert result.status == "skipped"
     assert result.summary.startswith("skipped: install the FINN frontend")

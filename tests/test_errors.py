@@ -41,6 +41,7 @@ def assert_refused(capsys, output, argv, *fragments):
     (["--weight_bit_width=4.0"], ["--weight_bit_width expects a int"]),
     (["--act_eq_alpha=1.5"], ["--act_eq_alpha=1.5", "[0, 1]"]),
     (["--calib_size=0"], ["--calib_size=0", "positive"]),
+    (["--qronos_alpha=0.0"], ["--qronos_alpha=0.0", "positive"]),
     (["--val_size=-5"], ["--val_size=-5"]),
     (["--batch_size=0"], ["--batch_size=0"]),
     (["--gptq=True", "--gpfq=True"], ["--gptq and --gpfq", "choose one"]),

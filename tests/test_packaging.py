@@ -1,4 +1,4 @@
-"""The pip and conda environments pin the same versions."""
+"""The pip and conda environments pin the same versions; the README quotes the committed results."""
 import re
 
 from conftest import ROOT
@@ -13,3 +13,20 @@ def test_conda_file_pins_the_same_versions_as_requirements():
     conda_pins = pins((ROOT / "conda" / "brevitas_finn.yml").read_text())
     assert len(pip_pins) >= 8
     assert conda_pins == pip_pins
+
+
+def test_readme_headline_results_are_the_committed_benchmark_rows():
+    """Each row of the README's results table says what benchmark.csv holds for that setting."""
+    import csv
+    with open(ROOT / "benchmark.csv", newline="") as file:
+        measured = list(csv.DictReader(file))
+    section = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
+    table = [line.split("|")[1:-1] for line in section.splitlines()
+             if re.match(r"\| (W|PW)\w+ \|", line)]
+    assert len(table) == 5
+    for bits, _, float_top1, plain, best_ptq, best_top1, drop in (map(str.strip, row) for row in table):
+        rows = [row for row in measured if row["bits"] == bits]
+        best = max(rows, key=lambda row: float(row["quant_top1"]))
+        none = next(row for row in rows if row["ptq"] == "none")
+        assert (float_top1, plain) == (best["float_top1"], none["quant_top1"]), bits
+        assert (best_ptq, best_top1, drop) == (best["ptq"], best["quant_top1"], best["drop"]), bits

@@ -171,11 +171,21 @@ def _measure_all(measure, keys, jobs, threads):
         yield from ((key, _measure_one(measure, key)) for key in keys)
         return
     context = multiprocessing.get_context("spawn")  # forking a process that ran torch can hang
-    with ProcessPoolExecutor(jobs, context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        futures = {pool.submit(_measure_one, measure, key): key for key in keys}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+    # The workers' own progress bars would interleave on one terminal: they inherit this
+    # variable when they start, and only the grid's bar is shown.
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        with ProcessPoolExecutor(jobs, context, initializer=torch.set_num_threads,
+                                 initargs=(threads,)) as pool:
+            futures = {pool.submit(_measure_one, measure, key): key for key in keys}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE")
+        else:
+            os.environ["TQDM_DISABLE"] = previous
 
 
 def _measure_one(measure, key):

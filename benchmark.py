@@ -307,17 +307,24 @@ def random_224_models(bit_flags, num_images, batch_size=32):
 
 
 def demo_run_seconds(passed, runs):
-    """Wall times of `python finn_mobilenetv2.py` with the seed flags, as a user runs it a second
-    time (the digits model is cached by then): the whole process, imports included."""
+    """(wall times, failure) of `python finn_mobilenetv2.py` with the seed flags, as a user runs it
+    a second time (the digits model is cached by then): the whole process, imports included.
+
+    A run that fails ends the timing: failure is then (what ran, its exit status and last line).
+    """
     cache = [arg for arg in passed if arg.startswith("--cache_dir=")]
     seconds = []
     for _ in tqdm(range(runs), desc="demo runs", dynamic_ncols=True):
         with tempfile.TemporaryDirectory() as folder:
             command = [sys.executable, "finn_mobilenetv2.py", *cache, f"--output={Path(folder) / 'm.onnx'}"]
             start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).parent)
+            done = subprocess.run(command, capture_output=True, cwd=Path(__file__).parent)
+            if done.returncode:
+                last_line = (done.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1]
+                return [], ({"demo runs": " ".join(command[1:])},
+                            f"exit status {done.returncode}: {last_line}")
             seconds.append(time.perf_counter() - start)
-    return seconds
+    return seconds, None
 
 
 # ------------------------------------------------------------------------------------- reports
@@ -537,7 +544,8 @@ def main(args, passed, command="python benchmark.py"):
         failures += speed_failures
     demo_seconds = []
     if args["speed"] and args["demo_runs"] and not any(arg.startswith("--data_dir=") for arg in passed):
-        demo_seconds = demo_run_seconds(passed, args["demo_runs"])
+        demo_seconds, failure = demo_run_seconds(passed, args["demo_runs"])
+        failures += [failure] if failure else []
     if rows:
         plot(rows, out / PLOT_NAME)
     write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command, demo_seconds)

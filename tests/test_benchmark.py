@@ -2,6 +2,7 @@
 with the Brevitas model; each PTQ flag added for the benchmark runs to an export that passes the
 demo's export checks."""
 import csv
+import subprocess
 
 import pytest
 import torch
@@ -115,3 +116,14 @@ def test_each_new_ptq_flag_runs_to_an_export_that_passes_the_checks(run_demo, tm
     assert flag[2:].split("=")[0] in result.seconds  # the pass ran, as its own stage
     assert result.quant_top1 > 50.0
     assert result.report is not None and result.report.ok, str(result.report)
+
+
+def test_a_failing_timed_demo_run_is_reported_not_raised(monkeypatch):
+    def failing_run(command, **kwargs):
+        return subprocess.CompletedProcess(command, 2, b"", b"loading\nerror: --cache_dir: broken\n")
+
+    monkeypatch.setattr(benchmark.subprocess, "run", failing_run)
+    seconds, failure = benchmark.demo_run_seconds(["--cache_dir=/nowhere"], runs=3)
+    assert seconds == []
+    assert failure[1] == "exit status 2: error: --cache_dir: broken"
+    assert "--cache_dir=/nowhere" in failure[0]["demo runs"]

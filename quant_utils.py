@@ -82,8 +82,8 @@ def bit_width_maps(
         kwargs["bit_width"] = act_bit_width
     if act_bit_width < 8:
         # With few levels, the percentile scale (99.999th) spends them on rare peaks; an MSE-fitted
-        # scale clips those instead (4-bit activations on digits: 90.1% -> 93.8% before any PTQ).
-        # It calibrates about 14x slower, so 8-bit activations keep the percentile.
+        # scale clips those instead (benchmark's PW4A4 on digits: 89.5% -> 93.8% before any PTQ).
+        # It calibrates about 10x slower (RESULTS.md), so 8-bit activations keep the percentile.
         maps["quant_identity_map"]["signed"][1]["act_quant"] = Int8ActPerTensorFloatMSE
         maps["quant_identity_map"]["unsigned"][1]["act_quant"] = Uint8ActPerTensorFloatMSE
         maps["quant_act_map"][nn.ReLU][1]["act_quant"] = Uint8ActPerTensorFloatMSE

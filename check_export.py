@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
+from qonnx.custom_op.general.intquant import int_quant
+from qonnx.custom_op.registry import getCustomOp
 from qonnx.util.cleanup import cleanup_model
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")  # the layers FINN maps to integer MACs
@@ -36,19 +38,25 @@ QUANT_OPS = ("Quant", "IntQuant", "BipolarQuant")  # qonnx's quantizers; input 1
 # integers leaves the grid, so a layer after it needs a Quant of its own.
 VALUE_PRESERVING_OPS = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity",
                         "MaxPool")
-DEFAULT_IMAGES = 3  # qonnx runs the graph node by node: about 2 s per 32x32 image on 2 cores
+# qonnx runs the graph node by node: about 2 s per 32x32 image on 2 cores. The FINN check needs
+# several images: a fault inside FINN's graph changes the logits of most images, not of all.
+FINN_IMAGES = 8  # the fewest the FINN check runs on; the command line's default
 # QONNX graph vs Brevitas: the same fake-quantized float32 arithmetic, so they agree exactly on
 # the CPU (measured: 0 difference on 16 images of the full digits model and 3 of the test model).
 # The room is for one rounding flip (an output step is about 1% of the largest logit) when
 # Brevitas runs on a GPU that sums in another order; a wrong scale or node moves logits by tens
 # of percent.
 EQUIVALENCE_TOLERANCE = 0.02  # max |QONNX - Brevitas| / max |Brevitas logit|
-# FINN's graphs vs the QONNX graph: ConvertQONNXtoFINN turns activation Quants into float32
-# thresholds and Streamline reorders scalar Muls and Adds, so values at a rounding boundary
-# flip by a step and carry through the layers. Measured: up to 4 output steps, 4.4% of the
-# largest logit (width-0.5 test model, 3 images), 2 steps, 1.8% (full digits model, 6 images);
-# top-1 always agreed.
-FINN_TOLERANCE = 0.10  # max |FINN - QONNX| / max |QONNX logit|
+# FINN's graphs vs the QONNX graph, on inputs on the input Quant's grid (why: check_finn). They
+# compute the same integers, so most images give exactly the QONNX logits. Measured: 12 of 12
+# images exact on a 3-stage digits model, 4 of 4 on a width-0.25 full-depth one.
+# What remains is a value inside the network within a float rounding error of a threshold,
+# which moves a logit by a step or two (1-2% of the largest) on an odd image.
+# A fault is wider: one threshold row of one MultiThreshold shifted by one level (3-stage
+# model, 12 images, seven layers tried) left 0 to 3 of 12 images exact, moving logits by 1 to 3
+# steps, within the tolerance: the exact-image rule is what catches it.
+FINN_TOLERANCE = 0.10  # max |FINN - QONNX| / max |QONNX logit|, on every image
+FINN_MIN_EXACT = 0.5  # fraction of images whose FINN logits must equal QONNX's exactly
 FINN_INSTALL_HINT = ("install the FINN frontend with `pip install --no-deps finn-plus==1.6.1 && "
                      "pip install -r requirements-finn.txt` (why: see requirements-finn.txt)")
 
@@ -229,26 +237,45 @@ def output_scale(model):
     return float(np.max(scale)) if scale is not None else None
 
 
-def compare_logits(name, candidate, reference, tolerance, step=None, what=""):
-    """Pass when top-1 agrees on every image and max |candidate - reference| / max |reference|
-    stays within `tolerance`; fail on degenerate (all-equal) reference logits, which prove nothing."""
-    diff = float(np.max(np.abs(candidate - reference)))
-    largest = float(np.max(np.abs(reference)))
-    same_top1 = candidate.argmax(axis=1) == reference.argmax(axis=1)
-    figures = {"images": len(reference), "top1_agree": int(same_top1.sum()),
-               "max_abs_diff": diff, "max_abs_logit": largest,
+def compare_logits(name, candidate, reference, tolerance, step=None, what="", near_ties=False,
+                   min_exact=0.0):
+    """Pass when max |candidate - reference| / max |reference| stays within `tolerance` and top-1
+    agrees on every image; fail on degenerate (all-equal) reference logits, which prove nothing.
+
+    near_ties=True forgives a top-1 change on an image whose reference margin (its two largest
+    logits' difference) is no larger than the largest logit deviation measured on that image: a
+    tie that deviation can break. A change across a wider margin stays an error.
+    min_exact: the fraction of images whose logits must equal the reference exactly.
+    """
+    deviation = np.abs(candidate - reference).max(axis=1)  # per image
+    diff, largest = float(deviation.max()), float(np.max(np.abs(reference)))
+    top_two = np.sort(reference, axis=1)[:, -2:]
+    margin = top_two[:, 1] - top_two[:, 0]
+    flipped = np.flatnonzero(candidate.argmax(axis=1) != reference.argmax(axis=1))
+    ties = [index for index in flipped if near_ties and margin[index] <= deviation[index]]
+    errors = [index for index in flipped if index not in ties]
+    figures = {"images": len(reference), "top1_agree": len(reference) - len(flipped),
+               "near_tie_flips": len(ties), "max_abs_diff": diff, "max_abs_logit": largest,
                "relative_diff": diff / largest if largest else float("inf"),
-               "diff_in_output_steps": diff / step if step else None}
+               "diff_in_output_steps": diff / step if step else None,
+               "exact_images": int(np.sum(deviation == 0))}
     steps = f" = {diff / step:.1f} output steps" if step else ""
-    summary = (f"{what}: top-1 agrees on {int(same_top1.sum())}/{len(reference)} images, max |diff| "
-               f"{diff:.4g}{steps} = {figures['relative_diff']:.2%} of max |logit| {largest:.4g} "
-               f"(tolerance {tolerance:.0%})")
+    tie_text = (f" ({len(ties)} near-tie flip{'s' * (len(ties) != 1)}: margin within the "
+                "image's deviation)" if ties else "")
+    summary = (f"{what}: top-1 agrees on {figures['top1_agree']}/{len(reference)} images{tie_text}, "
+               f"max |diff| {diff:.4g}{steps} = {figures['relative_diff']:.2%} of max |logit| "
+               f"{largest:.4g} (tolerance {tolerance:.0%})")
     if np.ptp(reference, axis=1).max() == 0:
         return CheckResult(name, "fail", f"{what}: the reference logits are all equal; "
                            "comparing them proves nothing (untrained model?)", figures=figures)
-    offenders = [f"image {index}: top-1 {candidate[index].argmax()} vs {reference[index].argmax()}"
-                 for index in np.flatnonzero(~same_top1)]
-    ok = same_top1.all() and figures["relative_diff"] <= tolerance
+    offenders = [f"image {index}: top-1 {candidate[index].argmax()} vs {reference[index].argmax()} "
+                 f"across a margin of {margin[index]:.4g} (deviation {deviation[index]:.4g})"
+                 for index in errors]
+    exact_enough = figures["exact_images"] >= min_exact * len(reference)
+    if not exact_enough:
+        summary += (f"; only {figures['exact_images']} of {len(reference)} images exact "
+                    f"(at least {min_exact:.0%} required)")
+    ok = not errors and figures["relative_diff"] <= tolerance and exact_enough
     return CheckResult(name, "pass" if ok else "fail", summary, offenders, figures)
 
 
@@ -292,9 +319,40 @@ def finn_available():
     return True
 
 
+def on_input_grid(model, images):
+    """(images rounded by the graph's input Quant, fraction of their values that sat on a tie).
+
+    The rounded images are fixed points of that Quant: it passes them through unchanged, and
+    so does FINN's MultiThreshold that replaces it. Images are returned as they are when the
+    graph input feeds no Quant.
+    """
+    quant = next((node for node in model.find_consumers(model.graph.input[0].name)
+                  if node.op_type == "Quant"), None)
+    if quant is None:
+        return images, 0.0
+    scale, zero_point, bit_width = (model.get_initializer(name) for name in quant.input[1:4])
+    op = getCustomOp(quant)
+    values = images.detach().cpu().numpy().astype(np.float32)
+    levels = values / scale + zero_point
+    rounded = int_quant(values, scale, zero_point, bit_width, op.get_nodeattr("signed"),
+                        op.get_nodeattr("narrow"), op.get_nodeattr("rounding_mode"))
+    return torch.from_numpy(rounded.astype(np.float32)), float(np.mean(levels % 1 == 0.5))
+
+
 def check_finn(model, images, qonnx_logits=None):
     """FINN's ConvertQONNXtoFINN and Streamline run, and their graphs give the QONNX graph's logits.
 
+    All three graphs get the images rounded onto the input Quant's grid (`on_input_grid`). On
+    a value exactly halfway between two levels the Quant node rounds to even, while FINN's
+    thresholds (x >= level - 1/2) round up: a convention, not a conversion error, and it is
+    common in the digits data (17 grey levels upsampled onto the input's 2**-7 grid). Measured
+    on a width-0.25 digits model, 4 images: 14% of the raw input values sit on such a tie,
+    and the FINN graphs' logits then differ by up to 3 output steps; on the rounded images both
+    give the QONNX graph's logits exactly. Inside the network, thresholds compared in float32
+    against values computed in another order (Streamline re-associates scalar Muls and Adds)
+    can still flip a value that lies within a rounding error of a boundary: rare, one step at
+    a time, hence the tolerance and the near-tie rule of `compare_logits`.
+    qonnx_logits: the QONNX graph's logits on the rounded images, if already computed.
     The graphs run with qonnx's execute_onnx: finn.core.onnx_exec needs FINN's full dependency
     set (pydantic, the simulators), and nothing in these graphs needs more than qonnx's ops.
     """
@@ -302,19 +360,24 @@ def check_finn(model, images, qonnx_logits=None):
         return CheckResult("finn", "skipped", f"skipped: {FINN_INSTALL_HINT}")
     if images is None:
         return CheckResult("finn", "skipped", "skipped: no images (pass images=...)")
+    images, tie_fraction = on_input_grid(model, images)
     if qonnx_logits is None:
         qonnx_logits = run_graph(model, images)
     converted, streamlined, seconds = finn_frontend(model)
     step = output_scale(model)
     results = [compare_logits("finn", run_graph(graph, images), qonnx_logits, FINN_TOLERANCE,
-                              step, what) for graph, what in
+                              step, what, near_ties=True, min_exact=FINN_MIN_EXACT)
+               for graph, what in
                ((converted, "converted vs QONNX"), (streamlined, "streamlined vs QONNX"))]
     remaining = dict(Counter(node.op_type for node in streamlined.graph.node).most_common())
     figures = {"converted": results[0].figures, "streamlined": results[1].figures,
-               "seconds": seconds, "streamlined_node_types": remaining}
+               "seconds": seconds, "streamlined_node_types": remaining,
+               "input_tie_fraction": tie_fraction}
     summary = "; ".join(result.summary for result in results) + (
         f"; after Streamline: {', '.join(f'{count} {op}' for op, count in remaining.items())}"
-        f" (convert {seconds['convert']:.0f} s, streamline {seconds['streamline']:.0f} s)")
+        f" (convert {seconds['convert']:.0f} s, streamline {seconds['streamline']:.0f} s; inputs "
+        f"rounded onto the input Quant's grid first, {tie_fraction:.1%} of their values sat on a "
+        "tie)")
     failed = any(result.failed for result in results)
     offenders = [f"{result.summary.split(':')[0]}, {offender}"
                  for result in results for offender in result.offenders]
@@ -355,7 +418,7 @@ def run_images(metadata, count):
 
 
 # ------------------------------------------------------------------------------------ entry point
-def check_export(onnx_path, images=None, brevitas_model=None, finn=True, num_images=DEFAULT_IMAGES):
+def check_export(onnx_path, images=None, brevitas_model=None, finn=True, num_images=FINN_IMAGES):
     """Run every check on the QONNX file at `onnx_path` and return a Report.
 
     images: a (N, C, H, W) tensor of real inputs, preprocessed like the model's; None takes the
@@ -375,12 +438,12 @@ def check_export(onnx_path, images=None, brevitas_model=None, finn=True, num_ima
     if needs_logits and images is not None:
         cleaned = cleanup_model(model)
         start = time.perf_counter()
-        qonnx_logits = run_graph(cleaned, images)  # once, the reference of both checks below
+        qonnx_logits = run_graph(cleaned, images)
         qonnx_seconds = (time.perf_counter() - start) / len(images)
     checks.append(check_equivalence(cleaned, images, brevitas_model, qonnx_logits))
     if qonnx_logits is not None:
         checks[-1].figures["qonnx_seconds_per_image"] = qonnx_seconds
-    checks.append(check_finn(cleaned, images, qonnx_logits) if finn else
+    checks.append(check_finn(cleaned, images) if finn else
                   CheckResult("finn", "skipped", "skipped: turned off; `python check_export.py "
                               f"{onnx_path}` runs it (about 2 minutes)"))
     return Report(str(onnx_path), {check.name: check for check in checks}, metadata)
@@ -389,7 +452,7 @@ def check_export(onnx_path, images=None, brevitas_model=None, finn=True, num_ima
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("onnx_path", help="the exported QONNX file")
-    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES,
+    parser.add_argument("--images", type=int, default=FINN_IMAGES,
                         help="validation images to execute (about 2 s each per graph at 32x32)")
     parser.add_argument("--no-finn", action="store_true", help="skip FINN's frontend")
     args = parser.parse_args(argv)

@@ -29,6 +29,8 @@ output = "quant_mobilenet_v2.onnx"  # the exported QONNX file
 cache_dir = os.path.join(os.path.expanduser("~"), ".cache", "finn_mobilenetv2")  # digits model cache
 digits_width = 1.0  # width multiplier of the digits model (smaller trains faster)
 digits_epochs = 15  # training epochs of the digits model, on its first run
+digits_stages = 7  # MobileNetV2 stages the digits model keeps (of 7; 3 still holds every structure)
+digits_seed = 0  # seeds the digits model's training (each seed trains and caches its own model)
 # 1. quantization nodes: bit widths (None = same as weight_bit_width)
 weight_bit_width = 8  # weights of every Conv and Linear
 act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network input)
@@ -48,14 +50,14 @@ bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's act
 # 3. export and checks
 check_export = True  # check the exported graph and run it against the Brevitas model on a few images
 check_finn = False  # also run FINN's frontend on it, where finn is installed (about 2 minutes)
-check_images = 2  # validation images the checks execute (about 2 s each at 32x32, far more at 224x224)
+check_images = 2  # validation images the checks execute (about 2 s each at 32x32, far more at 224x224; 8 or more with check_finn)
 netron = False  # after the run, serve the exported model in Netron on localhost (pip install netron)
 verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 from data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
-from check_export import check_export as check_exported_file, format_metadata  # noqa: E402
+from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 from export import export_finn_onnx, run_metadata  # noqa: E402
 from models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
@@ -76,7 +78,8 @@ def load_model_and_data(args):
         name = "ImageNet"
     else:
         train_set, val_set = digits_datasets()
-        model = load_digits_model(train_set, args.cache_dir, args.digits_width, args.digits_epochs)
+        model = load_digits_model(train_set, args.cache_dir, args.digits_width, args.digits_epochs,
+                                  args.digits_stages, args.digits_seed)
         name = "digits (scikit-learn load_digits, 32x32)"
     calib_set = random_subset(train_set, args.calib_size, args.seed)
     val_set = random_subset(val_set, args.val_size, args.seed)
@@ -153,7 +156,8 @@ def main(args):
     report = None
     if args.check_export:
         with stage("export checks"):
-            images = next(iter(val_loader))[0][:args.check_images]
+            count = max(args.check_images, FINN_IMAGES) if args.check_finn else args.check_images
+            images = next(iter(val_loader))[0][:count]
             report = check_exported_file(args.output, images, brevitas_model=model,
                                          finn=args.check_finn)
         print(format_metadata(report.metadata))

@@ -10,7 +10,7 @@ import torch
 
 from configurator import ConfigError
 from files import check_writable
-from models import resolve_weights
+from models import MOBILENET_V2_STAGES, resolve_weights
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
 
@@ -54,6 +54,9 @@ def validate_args(args):
     for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",
                  "check_images", "qronos_alpha"):
         _check_positive(name, getattr(args, name))
+    if not 1 <= args.digits_stages <= len(MOBILENET_V2_STAGES):
+        raise ConfigError(f"--digits_stages={args.digits_stages}: MobileNetV2 has stages 1 to "
+                          f"{len(MOBILENET_V2_STAGES)}; 3 is the shortest with every structure")
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: must be 0 or more")
     _check_device(args.device)

@@ -42,3 +42,22 @@ def test_cache_of_another_configuration_is_not_trusted(tmp_path, capsys):
     capsys.readouterr()
     load_digits_model(train, tmp_path, **TINY)
     assert "configuration" in capsys.readouterr().out
+
+
+def test_each_training_seed_trains_and_caches_its_own_model(tmp_path):
+    train, _ = digits_datasets()
+    first = load_digits_model(train, tmp_path, **TINY, seed=0)
+    other = load_digits_model(train, tmp_path, **TINY, seed=1)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert not torch.equal(first.features[0][0].weight, other.features[0][0].weight)
+    again = load_digits_model(train, tmp_path, **TINY, seed=1)
+    assert torch.equal(other.features[0][0].weight, again.features[0][0].weight)
+
+
+def test_fewer_stages_give_a_shorter_model_with_residual_blocks(tmp_path):
+    train, _ = digits_datasets()
+    model = load_digits_model(train, tmp_path, width_mult=0.5, epochs=1, stages=3)
+    convs = [module for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
+    residual = [block for block in model.features if getattr(block, "use_res_connect", False)]
+    assert (len(convs), len(residual)) == (19, 3)  # at width 0.25 the first block is one too
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)

@@ -62,6 +62,9 @@ def validate_args(args):
     _check_device(args.device)
     if args.data_dir:
         resolve_weights(args.weights)
+    elif args.weights:
+        raise ConfigError(f"--weights={args.weights}: ImageNet weights need --data_dir=PATH/TO/IMAGENET; "
+                          "without it the digits demo trains its own model (drop --weights)")
     check_writable(args.output, "--output")
     if args.netron and importlib.util.find_spec("netron") is None:
         raise ConfigError("--netron=True needs the netron package: pip install netron")

@@ -53,6 +53,7 @@ def assert_refused(capsys, output, argv, *fragments):
     (["--weights=IMAGENET1K_V9", "--data_dir=somewhere"], ["--weights='IMAGENET1K_V9'", "IMAGENET1K_V1"]),
     (["--device=tpu"], ["--device='tpu'"]),
     (["--digits_stages=8"], ["--digits_stages=8", "1 to 7"]),
+    (["--weights=IMAGENET1K_V2"], ["--weights=IMAGENET1K_V2", "--data_dir"]),
 ])
 def test_bad_flags_are_refused_before_any_work(capsys, output, argv, fragments):
     assert_refused(capsys, output, argv, *fragments)

@@ -8,7 +8,10 @@ from data import batches
 
 @torch.no_grad()
 def evaluate(model, loader, desc="evaluation"):
-    """Return (top-1 accuracy in percent, images per second) of `model` on `loader`."""
+    """Return (top-1 accuracy in percent, images per second, images scored) of `model` on `loader`.
+
+    Images the loader could not decode are not scored (data.make_loader drops them).
+    """
     device = next(model.parameters()).device
     model.eval()
     correct = total = 0
@@ -17,4 +20,4 @@ def evaluate(model, loader, desc="evaluation"):
         correct += (model(images).argmax(dim=1) == labels).sum().item()
         total += labels.numel()
     seconds = time.perf_counter() - start
-    return 100.0 * correct / max(total, 1), total / seconds
+    return 100.0 * correct / max(total, 1), total / seconds, total

@@ -71,7 +71,7 @@ def make_args(argv=()):
 
 
 def load_model_and_data(args):
-    """(float model, calibration loader, validation loader, data set description)."""
+    """(float model, calibration loader, validation loader, data set name)."""
     if args.data_dir:
         train_set, val_set = imagenet_datasets(args.data_dir, imagenet_transform(args.weights))
         model = load_imagenet_model(args.weights)
@@ -86,7 +86,14 @@ def load_model_and_data(args):
     workers = args.workers if args.data_dir else 0  # digits are tensors already: nothing to decode
     calib_loader = make_loader(calib_set, args.batch_size, workers)
     val_loader = make_loader(val_set, args.batch_size, workers)
-    return model.to(args.device), calib_loader, val_loader, f"{name}, {len(val_set)} validation images"
+    return model.to(args.device), calib_loader, val_loader, name
+
+
+def describe_data(name, size, scored):
+    """The data set line: how many validation images were scored, and how many could not be."""
+    if scored == size:
+        return f"{name}, {size} validation images"
+    return f"{name}, {scored} of {size} validation images, {size - scored} could not be decoded"
 
 
 class Stages:
@@ -107,10 +114,11 @@ class Stages:
 def main(args):
     validate_args(args)
     torch.manual_seed(args.seed)
-    float_model, calib_loader, val_loader, dataset = load_model_and_data(args)
+    float_model, calib_loader, val_loader, data_name = load_model_and_data(args)
     stage = Stages(args, val_loader)
     with stage("float evaluation"):
-        float_top1, float_ips = evaluate(float_model, val_loader, "float evaluation")
+        float_top1, float_ips, scored = evaluate(float_model, val_loader, "float evaluation")
+    dataset = describe_data(data_name, len(val_loader.dataset), scored)
     print(f"float model: top-1 {float_top1:.2f}% on {dataset}")
     example = next(iter(calib_loader))[0][:1].to(args.device)
 
@@ -143,7 +151,7 @@ def main(args):
         with stage("bn_corr", model):
             qu.apply_bn_correction(calib_loader, model)
     with stage("quantized evaluation"):
-        quant_top1, quant_ips = evaluate(model, val_loader, "quantized evaluation")
+        quant_top1, quant_ips, _ = evaluate(model, val_loader, "quantized evaluation")
     print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}")
 
     # 3. Export QONNX for FINN

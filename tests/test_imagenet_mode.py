@@ -34,16 +34,20 @@ def test_subsets_are_seeded_and_sized(tmp_path):
     assert random_subset(train, 100, 0) is train  # larger than the split: all of it
 
 
-def test_imagenet_mode_runs_to_an_export_with_local_weights(tmp_path, imagenet_weights):
+def test_imagenet_mode_runs_to_an_export_with_local_weights(tmp_path, imagenet_weights, capsys):
     import finn_mobilenetv2 as demo
     root = make_imagenet_folder(tmp_path / "imagenet", [TENCH, GOLDFISH], [GOLDFISH])
+    (root / "val" / GOLDFISH / "broken.JPEG").write_bytes(b"not a jpeg")
     output = tmp_path / "imagenet.onnx"
-    result = demo.main(demo.make_args(imagenet_args(root, imagenet_weights, output)))
+    with pytest.warns(UserWarning, match="broken.JPEG"):
+        result = demo.main(demo.make_args(imagenet_args(root, imagenet_weights, output)))
+    printed = capsys.readouterr().out
+    assert "on ImageNet, 2 of 3 validation images, 1 could not be decoded" in printed
     graph = onnx.load(str(output))
     assert [dim.dim_value for dim in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]
     assert dict((p.key, p.value) for p in graph.metadata_props)["dataset"].startswith("ImageNet")
     assert 0.0 <= result.quant_top1 <= 100.0
-    assert len(result.val_loader.dataset) == 2  # val/ has 2 images, fewer than val_size
+    assert len(result.val_loader.dataset) == 3  # val/ has 3 files, fewer than val_size
 
 
 def test_weights_transforms_follow_the_chosen_weights():

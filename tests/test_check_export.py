@@ -2,8 +2,8 @@
 
 The broken graphs are copies of the session's trained w8a8 export with one thing changed by hand,
 so each failing test shows that its check catches what it claims to. FINN's frontend runs once,
-on a trained 3-stage MobileNetV2 (every structure of the full model in 19 convs instead of 52:
-qonnx's graph passes take time quadratic in the node count, so minutes become about one).
+on the suite's trained 3-stage MobileNetV2 (every structure of the full model in 19 convs instead
+of 52: qonnx's graph passes take time quadratic in the node count, so minutes become about one).
 """
 import subprocess
 import sys
@@ -50,23 +50,23 @@ def report(bias_corrected, images):
 
 
 @pytest.fixture(scope="module")
-def short_export(run_demo, tmp_path_factory):
-    """The bias-corrected run on a trained 3-stage digits model: FINN's harder case, smaller."""
-    return run_demo(tmp_path_factory.mktemp("short") / "quant_mobilenet_v2.onnx",
-                    "--digits_stages=3", "--bias_corr=True")
+def full_depth_report(full_depth):
+    """The structural checks on the full 7-stage export."""
+    return ce.check_export(full_depth.output, finn=False)
 
 
 @pytest.fixture(scope="module")
-def finn_images(short_export):
-    return distinct_digits(short_export.val_loader, ce.FINN_IMAGES)
+def finn_images(bias_corrected):
+    return distinct_digits(bias_corrected.val_loader, ce.FINN_IMAGES)
 
 
 @pytest.fixture(scope="module")
-def finn_graphs(short_export):
-    """(cleaned QONNX, converted, streamlined, seconds): FINN's frontend, once for the module."""
+def finn_graphs(bias_corrected):
+    """(cleaned QONNX, converted, streamlined, seconds): FINN's frontend, once for the module,
+    on the bias-corrected export (its Convs carry quantized biases: FINN's harder case)."""
     if not ce.finn_available():
         pytest.skip(ce.FINN_INSTALL_HINT)
-    cleaned = cleanup_model(ModelWrapper(str(short_export.output)))
+    cleaned = cleanup_model(ModelWrapper(str(bias_corrected.output)))
     return (cleaned, *ce.finn_frontend(cleaned))
 
 
@@ -86,11 +86,11 @@ def frontend_returning(*graphs):
 
 
 @pytest.fixture(scope="module")
-def finn_report(finn_graphs, finn_images, short_export):
-    """check_export with FINN on the 3-stage export, its frontend's graphs taken from finn_graphs."""
+def finn_report(finn_graphs, finn_images, bias_corrected):
+    """check_export with FINN, its frontend's graphs taken from finn_graphs."""
     with frontend_returning(*finn_graphs[1:]):
-        return ce.check_export(short_export.output, finn_images,
-                               brevitas_model=short_export.model, finn=True)
+        return ce.check_export(bias_corrected.output, finn_images,
+                               brevitas_model=bias_corrected.model, finn=True)
 
 
 @pytest.fixture
@@ -135,13 +135,22 @@ def test_real_export_passes_every_check(report):
         assert report[name].passed, str(report[name])
 
 
-def test_real_export_quantizes_every_layer_and_joins_ten_residual_adds(report):
-    assert report["weight_quant"].summary.startswith("all 53 ")
-    assert report["add_scales"].summary.startswith("all 10 ")
+def test_full_export_quantizes_every_layer_and_joins_ten_residual_adds(full_depth_report):
+    assert full_depth_report.ok, str(full_depth_report)
+    assert full_depth_report["weight_quant"].summary.startswith("all 53 ")
+    assert full_depth_report["input_quant"].summary.startswith("all 53 ")
+    assert full_depth_report["add_scales"].summary.startswith("all 10 ")
 
 
-def test_real_export_keeps_one_batchnorm_per_source_batchnorm_layer(report, w8a8):
-    assert report["batchnorm"].figures["batchnorm_nodes"] == ce.batchnorm_layers(w8a8.model) == 52
+def test_full_export_keeps_one_batchnorm_per_source_batchnorm_layer(full_depth_report, full_depth):
+    assert full_depth_report["batchnorm"].figures["batchnorm_nodes"] == 52
+    assert ce.batchnorm_layers(full_depth.model) == 52
+
+
+def test_short_export_quantizes_every_layer_and_joins_three_residual_adds(report, w8a8):
+    assert report["weight_quant"].summary.startswith("all 20 ")
+    assert report["add_scales"].summary.startswith("all 3 ")
+    assert report["batchnorm"].figures["batchnorm_nodes"] == ce.batchnorm_layers(w8a8.model) == 19
 
 
 def test_qonnx_execution_matches_brevitas_on_real_images(report, bias_corrected, images):

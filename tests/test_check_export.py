@@ -3,7 +3,7 @@
 The broken graphs are copies of the session's trained w8a8 export with one thing changed by hand,
 so each failing test shows that its check catches what it claims to. FINN's frontend runs once,
 on the suite's trained 3-stage MobileNetV2 (every structure of the full model in 19 convs instead
-of 52: qonnx's graph passes take time quadratic in the node count, so minutes become about one).
+of 52: qonnx's graph passes take time quadratic in the node count; under 2 minutes here).
 """
 import subprocess
 import sys

@@ -23,7 +23,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.finn
 	$(PY) -m pytest tests -q
 
-benchmark: $(VENV)/.installed
+benchmark: $(VENV)/.finn
 	$(PY) benchmark.py $(ARGS)
 
 clean:

@@ -35,7 +35,7 @@ from tqdm import tqdm  # noqa: E402
 from configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
-out_dir = "."  # where RESULTS.md, benchmark.csv, benchmark.png and speed.csv go
+out_dir = "results"  # where RESULTS.md and the CSVs and plots it is made from go
 bits = "all"  # bit-width settings to run, comma-separated names of BIT_SETTINGS below
 ptq = "all"  # PTQ settings to run, comma-separated names of PTQ_SETTINGS below
 calib_size = 256  # calibration images of every row; GPxQ re-runs the model per layer per image
@@ -46,11 +46,13 @@ speed = True  # write the speed section (float vs Brevitas vs onnxruntime, repea
 speed_repeats = 5  # timed passes per path in the speed section; the table shows the median
 speed_224_images = 64  # random 224x224 images per timed pass
 speed_bits = "W8A8,PW4A4"  # bit-width settings timed in the speed section
+finn_bits = "all"  # bit-width settings FINN compiles for its estimates (about 10 min each, 2 cores); "" = none
 demo_runs = 3  # timed runs of the demo with its seed flags (digits model cached); 0 = skip
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import finn_mobilenetv2 as demo  # noqa: E402
+from bench_finn import finn_row, finn_table, plot_finn  # noqa: E402
 from fast_eval import export_qcdq, fast_evaluate, ort_session  # noqa: E402
 from files import atomic_path  # noqa: E402
 
@@ -66,6 +68,7 @@ BIT_SETTINGS = {
     "PW3": ["--weight_bit_width=3", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES],
     "PW4A4": ["--weight_bit_width=4", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES,
               "--act_bit_width=4"],
+    "W4A4": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, "--act_bit_width=4"],
 }
 BIT_DESCRIPTIONS = {
     "W8A8": "8-bit weights and activations (the demo's default)",
@@ -74,6 +77,8 @@ BIT_DESCRIPTIONS = {
     "W4": "every conv 4-bit, classifier 8-bit, activations 8-bit (README snippet 1)",
     "PW3": "pointwise convs 3-bit; depthwise, first conv and classifier 8-bit; activations 8-bit",
     "PW4A4": "pointwise convs 4-bit; depthwise, first conv and classifier 8-bit; activations 4-bit",
+    "W4A4": "every conv and activation 4-bit, first conv and classifier 8-bit (like finn-examples' "
+            "MobileNet-v1; the input quantizer is an activation: 4-bit too)",
 }
 PTQ_SETTINGS = {
     "none": [],
@@ -92,6 +97,7 @@ DEMO_DEFAULTS = ["--check_finn=False"]
 # The project's accuracy goals on the digits data: (PTQ judged, largest drop in points).
 GOALS = {"W8A8": ("none", 0.2), "PW3": ("best", 0.5), "PW4A4": ("best", 1.0)}
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
+FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn_estimates.png"
 
 
 def make_args(argv=()):
@@ -106,6 +112,7 @@ def make_args(argv=()):
     args["bits"] = _choose(args["bits"], BIT_SETTINGS, "bits")
     args["ptq"] = _choose(args["ptq"], PTQ_SETTINGS, "ptq")
     args["speed_bits"] = _choose(args["speed_bits"], BIT_SETTINGS, "speed_bits")
+    args["finn_bits"] = _choose(args["finn_bits"], BIT_SETTINGS, "finn_bits")
     for name, least in (("grid_jobs", 1), ("grid_threads", 0), ("speed_repeats", 1), ("demo_runs", 0)):
         if args[name] < least:
             raise ConfigError(f"--{name}={args[name]}: must be {least} or more")
@@ -199,6 +206,8 @@ def _measure_one(measure, key):
 def run_row(key, passed):
     """One demo run with the row's flags: its accuracy, speed and stage times as strings."""
     flags = [*passed, *BIT_SETTINGS[key["bits"]], *PTQ_SETTINGS[key["ptq"]]]
+    # The row's quantized top-1 and images/s are the Brevitas model's; fast_eval adds onnxruntime's.
+    flags.append("--eval_backend=brevitas")
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         result = demo.main(demo.make_args([*flags, f"--output={Path(folder) / 'model.onnx'}"]))
@@ -431,7 +440,27 @@ def demo_text(seconds):
         f"(FINN's frontend check {finn} with the seed flags here).", ""]
 
 
-def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=()):
+def finn_text(finn_rows, rows):
+    first = finn_rows[0]
+    return [
+        "## FINN: hardware cost per bit-width setting", "",
+        "Each row: one demo run with the setting's flags (no PTQ) and `--finn_build=True`, i.e. "
+        "finn_build.py on its export: FINN's frontend, streamlining, hardware layers, the "
+        f"dataflow partition, specialization for {first.get('part', '-')}, SetFolding for "
+        f"{first.get('target_fps', '-')} frames/s at a {first.get('clock_ns', '-')} ns clock, "
+        "and FINN's own estimates (res_estimation, exp_cycles_per_layer) summed over the "
+        "layers. No Vivado: these are FINN's analytical estimates, not synthesis results. "
+        "*FINN checks*: finn_build.py's self-checks (every layer a hardware layer in one "
+        "partition, the hardware graph's logits against the QONNX graph's on 8 images). "
+        "*best PTQ top-1*: the best row of the accuracy grid above for the same bit widths. "
+        "*of which thresholds*: the LUTs FINN's Thresholding layers take (their threshold "
+        "memories in LUTRAM, FINN's default choice). FINN reports no LUT estimate for some "
+        "layer types (MVAU_rtl, FMPadding, the stream layers): the totals leave them out.", "",
+        finn_table(finn_rows, rows, BIT_DESCRIPTIONS), "",
+        f"![accuracy against FINN's LUT and frame-rate estimates]({FINN_PLOT_NAME})", ""]
+
+
+def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(), finn_rows=()):
     agreement = [float(row["ort_agreement"]) for row in rows if row.get("ort_agreement")]
     ratios = [float(row["ort_vs_float"]) for row in rows if row.get("ort_vs_float")]
     lines = [
@@ -477,6 +506,8 @@ def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(
                   f"median {median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x), "
                   "each ratio from one run.", ""]
     lines += [f"![accuracy per configuration]({PLOT_NAME})", ""]
+    if finn_rows:
+        lines += finn_text(finn_rows, rows)
     if speed_rows:
         lines += [
             "## Speed", "",
@@ -511,6 +542,24 @@ def _version(package):
     return version(package)
 
 
+def _finn_measure(key, passed):
+    return finn_row([*passed, *BIT_SETTINGS[key["bits"]]])
+
+
+def finn_section(args, passed, flags_text, out):
+    """(rows, failures) of the FINN builds, one per setting of --finn_bits; none without FINN."""
+    from check_export import FINN_INSTALL_HINT, finn_available
+    if not args["finn_bits"]:
+        return [], []
+    if not finn_available():
+        return [], [("FINN section", f"skipped: {FINN_INSTALL_HINT}")]
+    keys = [{"bits": name, "flags": flags_text, "row_flags": " ".join(BIT_SETTINGS[name])}
+            for name in args["finn_bits"]]
+    # FINN's graph passes are single-threaded Python: builds run grid_jobs at a time.
+    return resumable(out / FINN_CSV_NAME, keys, partial(_finn_measure, passed=passed),
+                     "FINN builds", args["grid_jobs"], max(1, torch.get_num_threads() // args["grid_jobs"]))
+
+
 def main(args, passed, command="python benchmark.py"):
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -531,6 +580,8 @@ def main(args, passed, command="python benchmark.py"):
                                    "benchmark grid", args["grid_jobs"], threads)
     finally:
         torch.set_num_threads(default_threads)
+    finn_rows, finn_failures = finn_section(args, passed, flags_text, out)
+    failures += finn_failures
     speed_rows = []
     if args["speed"]:
         sources = {"demo data": flags_text, "224x224": f"{args['speed_224_images']} images"}
@@ -548,7 +599,10 @@ def main(args, passed, command="python benchmark.py"):
         failures += [failure] if failure else []
     if rows:
         plot(rows, out / PLOT_NAME)
-    write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command, demo_seconds)
+    if finn_rows:
+        plot_finn(finn_rows, rows, out / FINN_PLOT_NAME)
+    write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command, demo_seconds,
+                 finn_rows)
     return rows, speed_rows
 
 

@@ -297,25 +297,24 @@ def check_equivalence(model, images, brevitas_model, qonnx_logits=None):
 
 # ------------------------------------------------------------------------------------ FINN
 def finn_frontend(model):
-    """(converted, streamlined, seconds of each) from FINN's frontend on a cleaned QONNX model."""
-    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
-    from finn.transformation.streamline import Streamline
+    """(converted, streamlined, seconds of each) from FINN's frontend on a cleaned QONNX model,
+    the same two steps finn_build.py starts with (finn_steps.frontend and .streamline)."""
+    import finn_steps
     with warnings.catch_warnings():
         # FINN's passes warn once per node they leave alone; the report says what is left.
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        converted = model.transform(ConvertQONNXtoFINN())
+        converted = finn_steps.frontend(model)
         convert_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        streamlined = converted.transform(Streamline())
+        streamlined = finn_steps.streamline(converted)
     return converted, streamlined, {"convert": convert_seconds,
                                     "streamline": time.perf_counter() - start}
 
 
 def finn_available():
     try:
-        import finn.transformation.qonnx.convert_qonnx_to_finn  # noqa: F401
-        import finn.transformation.streamline  # noqa: F401
+        import finn_steps  # noqa: F401
     except ImportError:
         return False
     return True
@@ -342,7 +341,8 @@ def on_input_grid(model, images):
 
 
 def check_finn(model, images, qonnx_logits=None):
-    """FINN's ConvertQONNXtoFINN and Streamline run, and their graphs give the QONNX graph's logits.
+    """FINN's ConvertQONNXtoFINN and streamlining (finn_steps.streamline: through the residuals, then
+    Streamline) run, and their graphs give the QONNX graph's logits.
 
     All three graphs get the images rounded onto the input Quant's grid (`on_input_grid`). On
     a value exactly halfway between two levels the Quant node rounds to even, while FINN's

@@ -20,6 +20,7 @@ import torch
 from brevitas.export import export_onnx_qcdq
 
 from data import batches
+from evaluate import evaluate
 
 
 def export_qcdq(model, example, path):
@@ -64,18 +65,26 @@ def run_session(session, loader, desc="onnxruntime evaluation"):
 
 
 @torch.no_grad()
-def torch_predictions(model, loader, desc="Brevitas predictions"):
-    """Predicted classes of a PyTorch model over `loader`."""
+def torch_predictions(model, loader, desc="Brevitas predictions", limit=None):
+    """Predicted classes of a PyTorch model over `loader` (its first `limit` images, if given)."""
     device = next(model.parameters()).device
     model.eval()
-    return torch.cat([model(images).argmax(dim=1).cpu() for images, _ in batches(loader, device, desc)])
+    predictions, count = [], 0
+    for images, _ in batches(loader, device, desc):
+        if limit is not None and count >= limit:
+            break
+        predictions.append(model(images).argmax(dim=1).cpu())
+        count += len(images)
+    return torch.cat(predictions)[:limit]
 
 
-def fast_evaluate(model, loader, threads=None):
+def fast_evaluate(model, loader, threads=None, sample=None):
     """Top-1 (%), images/s and top-1 agreement (%) with `model` of its QCDQ export in onnxruntime.
 
     The export goes to a temporary file; images/s is timed like `evaluate.evaluate` times the
     PyTorch model (the loop over the loader, data loading included), without the export.
+    The agreement is measured on the loader's first `sample` images (all of them if None): the
+    Brevitas model is the slow path this replaces.
     """
     device = next(model.parameters()).device
     example = next(iter(loader))[0][:1].to(device)
@@ -84,9 +93,22 @@ def fast_evaluate(model, loader, threads=None):
         path = export_qcdq(model, example, Path(folder) / "model_qcdq.onnx")
         export_seconds = time.perf_counter() - start
         predictions, labels, images_per_s = run_session(ort_session(path, threads), loader)
-    reference = torch_predictions(model, loader)
+    reference = torch_predictions(model, loader, limit=sample)
     return SimpleNamespace(
         top1=100.0 * (predictions == labels).float().mean().item(),
-        images_per_s=images_per_s,
-        agreement=100.0 * (predictions == reference).float().mean().item(),
-        export_seconds=export_seconds)
+        images_per_s=images_per_s, scored=len(labels),
+        agreement=100.0 * (predictions[:len(reference)] == reference).float().mean().item(),
+        agreement_images=len(reference), export_seconds=export_seconds)
+
+
+def evaluate_quantized(model, loader, backend, sample):
+    """The quantized model's top-1 (%), images/s and images scored, measured by `backend`:
+    "brevitas" runs the fake-quantized PyTorch model, "onnxruntime" its QCDQ export (with its
+    top-1 agreement with the Brevitas model on `sample` images)."""
+    if backend == "brevitas":
+        top1, images_per_s, scored = evaluate(model, loader, "quantized evaluation")
+        return SimpleNamespace(top1=top1, images_per_s=images_per_s, scored=scored,
+                               backend="Brevitas (PyTorch)", agreement=None)
+    result = fast_evaluate(model, loader, sample=sample)
+    result.backend = "onnxruntime (QCDQ export)"
+    return result

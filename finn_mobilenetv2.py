@@ -47,10 +47,15 @@ gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
+# quantized evaluation: "onnxruntime" runs the model exported as QCDQ (several times faster on CPU),
+# "brevitas" the fake-quantized PyTorch model; "auto" = onnxruntime on cpu, brevitas on cuda
+eval_backend = "auto"
+agreement_images = 500  # with onnxruntime: images its top-1 is compared on with the Brevitas model's
 # 3. export and checks
 check_export = True  # check the exported graph and run it against the Brevitas model on a few images
 check_finn = False  # also run FINN's frontend on it, where finn is installed (about 2 minutes)
 check_images = 2  # validation images the checks execute (about 2 s each at 32x32, far more at 224x224; 8 or more with check_finn)
+finn_build = False  # then compile the export into FINN hardware layers + estimates (finn_build.py; minutes)
 netron = False  # after the run, serve the exported model in Netron on localhost (pip install netron)
 verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
@@ -59,6 +64,7 @@ FLAGS = flags_of(globals())
 from data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
 from evaluate import evaluate  # noqa: E402
+from fast_eval import evaluate_quantized  # noqa: E402
 from export import export_finn_onnx, run_metadata  # noqa: E402
 from models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
 import quant_utils as qu  # noqa: E402
@@ -87,6 +93,13 @@ def load_model_and_data(args):
     calib_loader = make_loader(calib_set, args.batch_size, workers)
     val_loader = make_loader(val_set, args.batch_size, workers)
     return model.to(args.device), calib_loader, val_loader, name
+
+
+def resolve_backend(args):
+    """The eval_backend flag with "auto" resolved for the device."""
+    if args.eval_backend != "auto":
+        return args.eval_backend
+    return "onnxruntime" if torch.device(args.device).type == "cpu" else "brevitas"
 
 
 def describe_data(name, size, scored):
@@ -151,13 +164,19 @@ def main(args):
         with stage("bn_corr", model):
             qu.apply_bn_correction(calib_loader, model)
     with stage("quantized evaluation"):
-        quant_top1, quant_ips, _ = evaluate(model, val_loader, "quantized evaluation")
-    print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}")
+        quant = evaluate_quantized(model, val_loader, resolve_backend(args), args.agreement_images)
+    quant_top1, quant_ips = quant.top1, quant.images_per_s
+    print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}, "
+          f"measured by {quant.backend}")
+    if quant.agreement is not None:
+        print(f"  its top-1 agrees with the Brevitas model's on {quant.agreement:.2f}% of "
+              f"{quant.agreement_images} images")
 
     # 3. Export QONNX for FINN
     metadata = run_metadata(
         {name: getattr(args, name) for name in FLAGS if name != "cache_dir"},
-        float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}", dataset=dataset)
+        float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}",
+        quant_top1_measured_by=quant.backend, dataset=dataset)
     with stage("export"):
         export_finn_onnx(model, example, args.output, metadata)
     print(f"exported {args.output}")
@@ -170,12 +189,27 @@ def main(args):
                                          finn=args.check_finn)
         print(format_metadata(report.metadata))
         print(report)
+    build = None
+    if args.finn_build:
+        with stage("finn_build"):
+            build = run_finn_build(args.output)
     if args.netron:
         serve_in_netron(args.output)
-    return SimpleNamespace(report=report,
+    return SimpleNamespace(report=report, build=build,
         float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_ips,
         quant_images_per_s=quant_ips, seconds=stage.seconds, model=model, output=args.output,
         calib_loader=calib_loader, val_loader=val_loader)
+
+
+def run_finn_build(path):
+    """finn_build.py on the export, into a finn_build/ folder beside it; its result."""
+    import finn_build
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "finn_build")
+    print(f"FINN build of {path} into {out_dir}/")
+    result = finn_build.main(finn_build.make_args([f"--model={path}", f"--out_dir={out_dir}"]))
+    for failure in result.failures:
+        print(f"FAILED {failure}")
+    return result
 
 
 def serve_in_netron(path):
@@ -206,7 +240,8 @@ def cli(argv):
         print("interrupted: the run stopped cleanly; no output file was written or changed",
               file=sys.stderr)
         return 130
-    return 1 if result.report is not None and not result.report.ok else 0
+    failed_checks = result.report is not None and not result.report.ok
+    return 1 if failed_checks or (result.build is not None and result.build.failures) else 0
 
 
 if __name__ == "__main__":

@@ -52,11 +52,13 @@ def validate_args(args):
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
     for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",
-                 "check_images", "qronos_alpha"):
+                 "check_images", "qronos_alpha", "agreement_images"):
         _check_positive(name, getattr(args, name))
     if not 1 <= args.digits_stages <= len(MOBILENET_V2_STAGES):
         raise ConfigError(f"--digits_stages={args.digits_stages}: MobileNetV2 has stages 1 to "
                           f"{len(MOBILENET_V2_STAGES)}; 3 is the shortest with every structure")
+    if args.eval_backend not in ("auto", "brevitas", "onnxruntime"):
+        raise ConfigError(f"--eval_backend={args.eval_backend!r}: choose auto, brevitas or onnxruntime")
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: must be 0 or more")
     _check_device(args.device)
@@ -66,5 +68,8 @@ def validate_args(args):
         raise ConfigError(f"--weights={args.weights}: ImageNet weights need --data_dir=PATH/TO/IMAGENET; "
                           "without it the digits demo trains its own model (drop --weights)")
     check_writable(args.output, "--output")
+    if args.finn_build and importlib.util.find_spec("finn") is None:
+        raise ConfigError("--finn_build=True needs FINN: pip install --no-deps finn-plus==1.6.1 && "
+                          "pip install -r requirements-finn.txt (or make .venv/.finn)")
     if args.netron and importlib.util.find_spec("netron") is None:
         raise ConfigError("--netron=True needs the netron package: pip install netron")

@@ -80,3 +80,14 @@ def imagenet_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / "mobilenet_v2.pth"
     torch.save(mobilenet_v2().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def finn_build_run(bias_corrected, tmp_path_factory):
+    """finn_build.py on the bias-corrected export, once for the session: (its result, out_dir).
+    The FINN check tests reuse its first two steps' graphs (intermediate/1_frontend.onnx and
+    2_streamline.onnx), so FINN's frontend runs once in the suite."""
+    finn_build = pytest.importorskip("finn_build", exc_type=ImportError)
+    out_dir = tmp_path_factory.mktemp("finn_build")
+    args = finn_build.make_args([f"--model={bias_corrected.output}", f"--out_dir={out_dir}"])
+    return finn_build.main(args), out_dir

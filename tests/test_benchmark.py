@@ -18,7 +18,7 @@ QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calib
 def run_benchmark(out_dir, cache_dir, *flags):
     args, passed = benchmark.make_args(
         [f"--out_dir={out_dir}", f"--cache_dir={cache_dir}", *SMALL, "--calib_size=128",
-         "--speed=False", *flags])
+         "--speed=False", "--finn_bits=", *flags])
     return benchmark.main(args, passed, command="python benchmark.py (test)")
 
 
@@ -127,3 +127,24 @@ def test_a_failing_timed_demo_run_is_reported_not_raised(monkeypatch):
     assert seconds == []
     assert failure[1] == "exit status 2: error: --cache_dir: broken"
     assert "--cache_dir=/nowhere" in failure[0]["demo runs"]
+
+
+def test_finn_section_reports_each_settings_estimates_beside_its_accuracy(
+        tmp_path, cache_dir, finn_build_run, monkeypatch):
+    # The FINN build of each row is the session's real one (finn_build_run, ~2 minutes); here,
+    # what the benchmark makes of it: the row, the CSV, the table in RESULTS.md and the plot.
+    import finn_build
+    result, _ = finn_build_run
+    built = []
+    monkeypatch.setattr(finn_build, "main", lambda args: built.append(args.model) or result)
+    run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none", "--finn_bits=W8A8",
+                  "--fast_eval=False")
+    (row,) = list(csv.DictReader(open(tmp_path / benchmark.FINN_CSV_NAME, newline="")))
+    assert len(built) == 1 and row["bits"] == "W8A8" and row["finn_checks"] == "passed"
+    totals = result.estimates["totals"]
+    assert (row["LUT"], row["DSP"]) == (f"{totals['LUT']:.0f}", f"{totals['DSP']:.0f}")
+    assert float(row["estimated_fps"]) == pytest.approx(result.estimates["estimated_fps"], abs=0.5)
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert "## FINN: hardware cost per bit-width setting" in report
+    assert f"| W8A8 | {benchmark.BIT_DESCRIPTIONS['W8A8']} |" in report
+    assert (tmp_path / benchmark.FINN_PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

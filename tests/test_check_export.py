@@ -61,13 +61,16 @@ def finn_images(bias_corrected):
 
 
 @pytest.fixture(scope="module")
-def finn_graphs(bias_corrected):
-    """(cleaned QONNX, converted, streamlined, seconds): FINN's frontend, once for the module,
-    on the bias-corrected export (its Convs carry quantized biases: FINN's harder case)."""
+def finn_graphs(bias_corrected, finn_build_run):
+    """(cleaned QONNX, converted, streamlined, seconds): FINN's frontend on the bias-corrected
+    export (its Convs carry quantized biases: FINN's harder case), as finn_build.py ran it."""
     if not ce.finn_available():
         pytest.skip(ce.FINN_INSTALL_HINT)
-    cleaned = cleanup_model(ModelWrapper(str(bias_corrected.output)))
-    return (cleaned, *ce.finn_frontend(cleaned))
+    result, out_dir = finn_build_run
+    converted, streamlined = (ModelWrapper(str(out_dir / "intermediate" / name))
+                              for name in ("1_frontend.onnx", "2_streamline.onnx"))
+    seconds = {"convert": result.seconds["frontend"], "streamline": result.seconds["streamline"]}
+    return cleanup_model(ModelWrapper(str(bias_corrected.output))), converted, streamlined, seconds
 
 
 def check_finn_on(finn_graphs, images, streamlined=None):

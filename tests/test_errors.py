@@ -52,6 +52,7 @@ def assert_refused(capsys, output, argv, *fragments):
     (["gpfq"], ["--name=value"]),
     (["--weights=IMAGENET1K_V9", "--data_dir=somewhere"], ["--weights='IMAGENET1K_V9'", "IMAGENET1K_V1"]),
     (["--device=tpu"], ["--device='tpu'"]),
+    (["--eval_backend=ort"], ["--eval_backend='ort'", "onnxruntime"]),
     (["--digits_stages=8"], ["--digits_stages=8", "1 to 7"]),
     (["--weights=IMAGENET1K_V2"], ["--weights=IMAGENET1K_V2", "--data_dir"]),
 ])
@@ -150,3 +151,11 @@ def test_netron_without_the_package_is_refused(capsys, output, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "netron" else real_find_spec(name, *args))
     assert_refused(capsys, output, ["--netron=True"], "--netron=True", "pip install netron")
+
+
+def test_finn_build_without_finn_is_refused(capsys, output, monkeypatch):
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "finn" else real_find_spec(name, *args))
+    assert_refused(capsys, output, ["--finn_build=True"], "--finn_build=True", "finn-plus")

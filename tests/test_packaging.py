@@ -18,7 +18,7 @@ def test_conda_file_pins_the_same_versions_as_requirements():
 def test_readme_headline_results_are_the_committed_benchmark_rows():
     """Each row of the README's results table says what benchmark.csv holds for that setting."""
     import csv
-    with open(ROOT / "benchmark.csv", newline="") as file:
+    with open(ROOT / "results" / "benchmark.csv", newline="") as file:
         measured = list(csv.DictReader(file))
     section = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
     table = [line.split("|")[1:-1] for line in section.splitlines()

@@ -1,0 +1,98 @@
+"""The benchmark's FINN section: what each bit-width setting costs in hardware, by FINN's own
+estimates, beside its accuracy.
+
+Each row is one demo run with the setting's flags and `--finn_build=True` (no PTQ: the
+estimates follow the bit widths and layer shapes; PTQ only moves the weights within them).
+finn_build.py compiles the export into FINN's hardware layers, checks them against the QONNX
+graph and sums FINN's per-layer estimates (res_estimation, exp_cycles_per_layer) for the part
+and clock of its flags. benchmark.py calls `finn_row` per setting and writes the table and plot.
+"""
+import tempfile
+import time
+from pathlib import Path
+
+import finn_mobilenetv2 as demo
+from files import atomic_path
+
+RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+
+
+def finn_row(flags):
+    """One demo run with `flags` and the FINN build: accuracy, FINN's estimates, the build's checks."""
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        result = demo.main(demo.make_args(
+            [*flags, "--finn_build=True", f"--output={Path(folder) / 'model.onnx'}"]))
+        wall = time.perf_counter() - start
+    build = result.build
+    row = {"quant_top1": f"{result.quant_top1:.2f}", "float_top1": f"{result.float_top1:.2f}",
+           "finn_checks": "passed" if not build.failures else "failed: " + build.failures[0],
+           "s_finn_build": f"{sum(build.seconds.values()):.0f}", "s_demo_total": f"{wall:.0f}"}
+    if build.estimates is None:  # the build stopped before the estimates (split partition)
+        return row
+    estimates = build.estimates
+    row.update({key: f"{estimates['totals'][key]:.0f}" for key in RESOURCES})
+    row.update({
+        "hw_layers": str(len(estimates["layers"])),
+        "estimated_fps": f"{estimates['estimated_fps']:.0f}",
+        "bottleneck": f"{estimates['bottleneck']} ({estimates['max_cycles']} cycles)",
+        "target_fps": str(estimates["target_fps"]), "clock_ns": str(estimates["clock_ns"]),
+        "part": estimates["part"],
+        "threshold_LUT": f"{_lut_of(estimates, 'Thresholding'):.0f}"})
+    return row
+
+
+def _lut_of(estimates, prefix):
+    return sum(layer["LUT"] for layer in estimates["layers"] if layer["op_type"].startswith(prefix))
+
+
+def best_top1(grid_rows, bits_name):
+    """(best PTQ name, its top-1) of a bit-width setting in the accuracy grid, or None."""
+    group = [row for row in grid_rows if row["bits"] == bits_name]
+    if not group:
+        return None
+    best = max(group, key=lambda row: float(row["quant_top1"]))
+    return best["ptq"], float(best["quant_top1"])
+
+
+def finn_table(rows, grid_rows, descriptions):
+    """Markdown: per bit-width setting, its accuracy and FINN's estimates."""
+    header = ["bits", "setting", "top-1 % (no PTQ)", "best PTQ top-1 %", "LUT",
+              "of which thresholds", "BRAM_18K", "URAM", "DSP", "est. frames/s", "bottleneck",
+              "hw layers", "FINN checks", "build (s)"]
+    cells = []
+    for row in rows:
+        best = best_top1(grid_rows, row["bits"])
+        cells.append([row["bits"], descriptions[row["bits"]], row["quant_top1"],
+                      f"{best[1]:.2f} ({best[0]})" if best else "-",
+                      *(row.get(key, "-") for key in ("LUT", "threshold_LUT", "BRAM_18K", "URAM",
+                                                       "DSP", "estimated_fps", "bottleneck",
+                                                       "hw_layers")),
+                      row["finn_checks"], row["s_finn_build"]])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells_row) + " |" for cells_row in cells])
+
+
+def plot_finn(rows, grid_rows, path):
+    """Best top-1 against FINN's LUT estimate and against its frame rate, one point per setting."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    points = [(row["bits"], float(row["LUT"]), float(row["estimated_fps"]),
+               (best_top1(grid_rows, row["bits"]) or (None, float(row["quant_top1"])))[1])
+              for row in rows if row.get("LUT")]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, index, label in ((axes[0], 1, "LUTs (FINN estimate)"),
+                             (axes[1], 2, "frames/s (FINN estimate)")):
+        for point in points:
+            ax.scatter(point[index], point[3], color="tab:blue")
+            ax.annotate(point[0], (point[index], point[3]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(label)
+        ax.grid(linewidth=0.3)
+    axes[0].set_ylabel("top-1 (%), best PTQ")
+    figure.suptitle("MobileNetV2 for FINN: accuracy against hardware cost per bit-width setting")
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)

@@ -1,0 +1,196 @@
+"""FINN's compiler steps for a QONNX MobileNetV2, each one short function on a ModelWrapper.
+
+finn_build.py runs them in order and checks the result; check_export.py's FINN check runs the
+first two. Nothing here needs Xilinx tools:
+
+    model = streamline(frontend(cleanup_model(qonnx_model)))
+    model = convert_to_hw(lower_convs(model), qonnx_model)
+    parent, accelerator = partition(model, out_dir)
+    accelerator = fold(specialize(accelerator, part), target_fps, clock_ns)
+    estimates = estimate(accelerator, part, clock_ns)
+"""
+import logging
+import os
+from functools import partial
+
+import numpy as np
+from onnx import helper
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.composed import ComposedTransformation
+from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
+from qonnx.transformation.infer_data_layouts import InferDataLayouts
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.transformation.insert_topk import InsertTopK
+from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+
+import finn.transformation.streamline.absorb as absorb
+import finn.transformation.streamline.reorder as reorder
+from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+from finn.analysis.fpgadataflow.res_estimation import res_estimation
+from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
+    InferDuplicateStreamsLayer)
+from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+    InferElementwiseBinaryOperation)
+from finn.transformation.fpgadataflow.convert_to_hw.global_acc_pool import InferGlobalAccPoolLayer
+from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
+from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+    InferQuantizedMatrixVectorActivation)
+from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
+    InferVectorVectorActivation)
+from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
+from finn.transformation.fpgadataflow.set_folding import SetFolding
+from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+from finn.transformation.streamline import Streamline
+from finn.transformation.streamline.collapse_repeated import CollapseRepeatedTranspose
+from finn.transformation.streamline.remove import RemoveIdentityTranspose
+from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+
+# FINN logs a warning per node a pass leaves alone (hundreds); the checks report what matters.
+logging.getLogger("finn_logger").setLevel(logging.ERROR)
+OUTPUT_SCALE = "finn_build_output_scale"  # metadata key: the logits' step, absorbed into TopK
+
+
+def frontend(model):
+    """FINN's ConvertQONNXtoFINN on a cleaned QONNX model: Quant nodes become MultiThreshold + Mul."""
+    return model.transform(ConvertQONNXtoFINN())
+
+
+def streamline(model):
+    """Move every float scale into a MultiThreshold, through the inverted residuals.
+
+    Each residual Add joins two streams scaled by one shared factor (the export aligns them);
+    a block's input Mul also feeds its first conv. Forking that Mul into one copy per consumer
+    lets the residual copies move past the Add as one Mul, the other past the conv, and
+    Streamline then folds all of them (with BatchNorm and the weight scales) into thresholds.
+    """
+    model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())  # signed quants' -128
+    model = model.transform(reorder.MoveMulPastFork())
+    model = model.transform(reorder.MoveLinearPastEltwiseAdd())
+    return model.transform(Streamline())
+
+
+def lower_convs(model):
+    """Convs to Im2Col + MatMul in channels-last, the Transposes this adds moved and cancelled."""
+    model = model.transform(LowerConvsToMatMul())
+    model = model.transform(ComposedTransformation([
+        absorb.AbsorbTransposeIntoMultiThreshold(),
+        reorder.MoveTransposePastFork(),  # a block input feeds its first conv and its Add
+        reorder.MoveTransposePastJoinAdd(),
+        absorb.AbsorbConsecutiveTransposes(),
+        CollapseRepeatedTranspose(),
+        RemoveIdentityTranspose()]))
+    model = model.transform(RoundAndClipThresholds())
+    return model.transform(InferDataLayouts())
+
+
+def software_input_quantizer(model, qonnx_model):
+    """Replace the MultiThreshold on the float graph input by Div + Quant(scale 1).
+
+    The input quantizer stays in software. As thresholds it rounds ties up; Brevitas' Quant
+    rounds them to even, and the digits images hit exact ties (288 of 3072 inputs of one
+    image), which moved logits by up to 12 output steps. Div + Quant rounds as Brevitas does.
+    """
+    source = qonnx_model.find_consumer(qonnx_model.graph.input[0].name)
+    threshold = model.find_consumer(model.graph.input[0].name)
+    zero_point = qonnx_model.get_initializer(source.input[2])
+    if source.op_type != "Quant" or threshold.op_type != "MultiThreshold" or np.any(zero_point):
+        return model
+    scale, divided = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
+    one, zero, bits = (model.make_new_valueinfo_name() for _ in range(3))
+    model.set_initializer(scale, qonnx_model.get_initializer(source.input[1]))
+    model.set_initializer(one, np.array(1.0, dtype=np.float32))
+    model.set_initializer(zero, np.array(0.0, dtype=np.float32))
+    model.set_initializer(bits, qonnx_model.get_initializer(source.input[3]))
+    index = list(model.graph.node).index(threshold)
+    model.graph.node.remove(threshold)
+    model.graph.node.insert(index, helper.make_node(
+        "Quant", [divided, one, zero, bits], [threshold.output[0]], domain="qonnx.custom_op.general",
+        **{attribute.name: helper.get_attribute_value(attribute) for attribute in source.attribute}))
+    model.graph.node.insert(index, helper.make_node("Div", [model.graph.input[0].name, scale],
+                                                    [divided]))
+    return model.transform(InferShapes()).transform(InferDataTypes())
+
+
+def integer_add(model, node):
+    """The residual Adds: two integer streams (float scale Muls must not become hardware)."""
+    return node.op_type == "Add" and all(
+        model.get_initializer(name) is None and model.get_tensor_datatype(name).is_integer()
+        for name in node.input)
+
+
+def convert_to_hw(model, qonnx_model):
+    """FINN's hardware layers: MVAU (pointwise convs, first conv, classifier), VVAU (depthwise),
+    ConvolutionInputGenerator + FMPadding, Thresholding, ElementwiseAdd + DuplicateStreams for
+    the residuals, GlobalAccPool, LabelSelect (top-1). The logits' scale goes into TopK."""
+    model = software_input_quantizer(model, qonnx_model)
+    model = model.transform(InferGlobalAccPoolLayer())  # a sum, then a Mul(1/pixels) ...
+    model = model.transform(ComposedTransformation([  # ... moved into the next thresholds
+        absorb.AbsorbConsecutiveTransposes(), reorder.MoveScalarLinearPastInvariants(),
+        absorb.AbsorbTransposeIntoFlatten(), absorb.AbsorbMulIntoMultiThreshold(),
+        RemoveIdentityTranspose()]))
+    model = model.transform(RoundAndClipThresholds())
+    last = model.find_producer(model.graph.output[0].name)
+    if last.op_type == "Mul" and model.get_initializer(last.input[1]).size == 1:
+        model.set_metadata_prop(OUTPUT_SCALE, str(float(model.get_initializer(last.input[1]))))
+    model = model.transform(InsertTopK(k=1))
+    model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
+    for transformation in (
+            # Thresholds first, as standalone layers: inside a VVAU/MVAU they would sit in LUTs
+            # (about 10k LUTs per 48-channel VVAU) and keep the MVAUs from the RTL backend.
+            InferThresholdingLayer(), InferConvInpGen(),
+            InferVectorVectorActivation(),  # before MVAU: it takes the MatMuls marked depthwise
+            InferQuantizedMatrixVectorActivation(), InferElementwiseBinaryOperation(integer_add),
+            InferDuplicateStreamsLayer(), InferLabelSelectLayer(),
+            absorb.AbsorbConsecutiveTransposes(), RemoveCNVtoFCFlatten(), InferDataLayouts(),
+            GiveUniqueNodeNames(), GiveReadableTensorNames()):
+        model = model.transform(transformation)
+    return model
+
+
+def partition(model, out_dir):
+    """FINN's CreateDataflowPartition: the parent graph, each accelerator a node in it whose
+    own graph is saved under out_dir/partition/."""
+    parent = model.transform(CreateDataflowPartition(
+        partition_model_dir=os.path.abspath(os.path.join(out_dir, "partition"))))
+    parent.save(os.path.join(out_dir, "dataflow_parent.onnx"))
+    return parent
+
+
+def partition_model(parent):
+    """The graph of the parent's one StreamingDataflowPartition node."""
+    (node,) = parent.get_nodes_by_op_type("StreamingDataflowPartition")
+    return ModelWrapper(next(attribute.s.decode() for attribute in node.attribute
+                             if attribute.name == "model"))
+
+
+def specialize(model, part):
+    """Each hardware layer becomes its HLS or RTL variant for `part`."""
+    model = model.transform(SpecializeLayers(part))
+    return model.transform(GiveUniqueNodeNames()).transform(InferShapes()).transform(InferDataTypes())
+
+
+def fold(model, fps, period_ns):
+    """FINN's SetFolding: PE/SIMD per layer for `fps` frames per second at `period_ns`."""
+    return model.transform(SetFolding(int(1e9 / period_ns / fps))).transform(GiveUniqueNodeNames())
+
+
+def estimate(model, part, period_ns):
+    """FINN's analytical estimates: per layer resources and cycles, totals, throughput."""
+    resources = model.analysis(partial(res_estimation, fpgapart=part))
+    cycles = model.analysis(exp_cycles_per_layer)
+    layers = [{"name": node.name, "op_type": node.op_type,
+               **{key: resources[node.name].get(key, 0)
+                  for key in ("LUT", "BRAM_18K", "URAM", "DSP")},
+               "cycles": cycles[node.name]} for node in model.graph.node]
+    totals = {key: sum(layer[key] for layer in layers) for key in ("LUT", "BRAM_18K", "URAM", "DSP")}
+    slowest = max(layers, key=lambda layer: layer["cycles"])
+    return {"part": part, "clock_ns": period_ns, "layers": layers, "totals": totals,
+            "max_cycles": slowest["cycles"], "bottleneck": slowest["name"],
+            "estimated_fps": 1e9 / period_ns / slowest["cycles"]}
+
+

@@ -1,0 +1,40 @@
+"""The quantized evaluation's backends: onnxruntime on the QCDQ export (the CPU default) measures
+what the Brevitas model measures."""
+from types import SimpleNamespace
+
+from evaluate import evaluate
+from fast_eval import evaluate_quantized
+import finn_mobilenetv2 as demo
+
+
+def test_onnxruntime_measures_the_brevitas_models_top1(w8a8):
+    fast = evaluate_quantized(w8a8.model, w8a8.val_loader, "onnxruntime", sample=1000)
+    brevitas_top1, _, scored = evaluate(w8a8.model, w8a8.val_loader)
+    assert fast.scored == scored == len(w8a8.val_loader.dataset)
+    assert fast.agreement_images == scored
+    assert fast.agreement >= 99.5
+    # Each image that disagrees moves top-1 by at most one image's share.
+    assert abs(fast.top1 - brevitas_top1) <= 100.0 - fast.agreement + 1e-9
+    assert "onnxruntime" in fast.backend
+
+
+def test_the_agreement_sample_is_the_first_images_only(w8a8):
+    fast = evaluate_quantized(w8a8.model, w8a8.val_loader, "onnxruntime", sample=70)
+    assert fast.agreement_images == 70 and fast.scored == len(w8a8.val_loader.dataset)
+
+
+def test_auto_picks_onnxruntime_on_cpu_and_brevitas_on_cuda():
+    assert demo.resolve_backend(SimpleNamespace(eval_backend="auto", device="cpu")) == "onnxruntime"
+    assert demo.resolve_backend(SimpleNamespace(eval_backend="auto", device="cuda:0")) == "brevitas"
+    assert demo.resolve_backend(SimpleNamespace(eval_backend="brevitas", device="cpu")) == "brevitas"
+
+
+def test_the_demo_says_which_backend_measured_its_top1(w8a8):
+    # The session's runs use the default backend (onnxruntime on a CPU), recorded in the file.
+    from check_export import metadata_of
+    from qonnx.core.modelwrapper import ModelWrapper
+    metadata = metadata_of(ModelWrapper(str(w8a8.output)))
+    default = demo.resolve_backend(demo.make_args([]))
+    assert metadata["quant_top1_measured_by"] == {
+        "onnxruntime": "onnxruntime (QCDQ export)", "brevitas": "Brevitas (PyTorch)"}[default]
+    assert metadata["quant_top1"] == f"{w8a8.quant_top1:.2f}"

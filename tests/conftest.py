@@ -18,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 import finn_mobilenetv2 as demo  # noqa: E402
 
 SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--calib_size=256",
-         "--val_size=200", "--batch_size=64", "--check_export=False"]  # tests that check exports ask for it
+         "--val_size=200", "--batch_size=64", "--check_export=False",  # tests that check exports ask for it
+         "--eval_backend=brevitas"]  # the onnxruntime default has its own tests (test_eval_backend.py)
 
 
 @pytest.fixture(scope="session")

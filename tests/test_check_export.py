@@ -374,8 +374,16 @@ def test_demo_checks_its_export_and_prints_report_and_metadata(cache_dir, tmp_pa
     import finn_mobilenetv2 as demo
     from conftest import SMALL
     status = demo.cli([f"--cache_dir={cache_dir}", *SMALL, f"--output={tmp_path / 'm.onnx'}",
-                       "--check_export=True", "--check_finn=False"])
+                       "--check_export=True", "--check_finn=False", "--eval_backend=auto"])
     printed = capsys.readouterr().out
     assert status == 0
     assert "weight_bit_width = 8" in printed and "torch_version = " in printed
     assert "equivalence" in printed and "result: OK" in printed
+    # The quantized top-1 says what measured it, on screen and in the file (the default backend:
+    # onnxruntime on a CPU, with its agreement with the Brevitas model).
+    backend = {"onnxruntime": "onnxruntime (QCDQ export)", "brevitas": "Brevitas (PyTorch)"}[
+        demo.resolve_backend(demo.make_args([]))]
+    assert f"validation images, measured by {backend}" in printed
+    assert f"quant_top1_measured_by = {backend}" in printed
+    if "onnxruntime" in backend:
+        assert "its top-1 agrees with the Brevitas model's on " in printed

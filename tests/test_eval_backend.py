@@ -27,14 +27,3 @@ def test_auto_picks_onnxruntime_on_cpu_and_brevitas_on_cuda():
     assert demo.resolve_backend(SimpleNamespace(eval_backend="auto", device="cpu")) == "onnxruntime"
     assert demo.resolve_backend(SimpleNamespace(eval_backend="auto", device="cuda:0")) == "brevitas"
     assert demo.resolve_backend(SimpleNamespace(eval_backend="brevitas", device="cpu")) == "brevitas"
-
-
-def test_the_demo_says_which_backend_measured_its_top1(w8a8):
-    # The session's runs use the default backend (onnxruntime on a CPU), recorded in the file.
-    from check_export import metadata_of
-    from qonnx.core.modelwrapper import ModelWrapper
-    metadata = metadata_of(ModelWrapper(str(w8a8.output)))
-    default = demo.resolve_backend(demo.make_args([]))
-    assert metadata["quant_top1_measured_by"] == {
-        "onnxruntime": "onnxruntime (QCDQ export)", "brevitas": "Brevitas (PyTorch)"}[default]
-    assert metadata["quant_top1"] == f"{w8a8.quant_top1:.2f}"

@@ -46,6 +46,7 @@ gptq = False  # GPTQ weight rounding (not with gpfq)
 gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
+gpxq_impl = "fast"  # GPFQ and Qronos: "fast" (fast_gpxq.py, same integer weights, ~10x faster) or "brevitas" (its own loop)
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
 # quantized evaluation: "onnxruntime" runs the model exported as QCDQ (several times faster on CPU),
 # "brevitas" the fake-quantized PyTorch model; "auto" = onnxruntime on cpu, brevitas on cuda
@@ -156,10 +157,10 @@ def main(args):
             qu.apply_gptq(calib_loader, model)
     if args.gpfq:
         with stage("gpfq", model):
-            qu.apply_gpfq(calib_loader, model)
+            qu.apply_gpfq(calib_loader, model, args.gpxq_impl)
     if args.qronos:
         with stage("qronos", model):
-            qu.apply_qronos(calib_loader, model, args.qronos_alpha)
+            qu.apply_qronos(calib_loader, model, args.qronos_alpha, args.gpxq_impl)
     if args.bn_corr:  # last: BatchNorm statistics of the final weights
         with stage("bn_corr", model):
             qu.apply_bn_correction(calib_loader, model)

@@ -32,6 +32,10 @@ from brevitas.quant import (
 from torch import nn
 
 from data import batches
+from fast_gpxq import FastGPFQ, FastQronos, run_gpfq_mode
+
+# GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
+GPXQ_IMPLS = ("fast", "brevitas")
 
 
 def default_quantize_maps_finn():
@@ -184,12 +188,34 @@ def apply_gptq(loader, model):
     _apply_gpxq(loader, model, gptq_mode, "GPTQ")
 
 
-def apply_gpfq(loader, model):
-    """GPFQ: greedy path-following weight quantization, against the float layer's output."""
-    _apply_gpxq(loader, model, gpfq_mode, "GPFQ")
+def _apply_fast_gpxq(loader, model, algorithm_impl, desc, act_order=False):
+    """GPFQ or Qronos by fast_gpxq: one node-by-node pass over the calibration batches."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        images = [images for images, _ in batches(loader, device, f"{desc} data")]
+        model(images[0])  # initializes the weight quantizers, as in _apply_gpxq
+        run_gpfq_mode(images, model, algorithm_impl, act_order, desc)
 
 
-def apply_qronos(loader, model, alpha=1e-3):
+def _check_gpxq_impl(impl):
+    if impl not in GPXQ_IMPLS:
+        raise ValueError(f"impl={impl!r}: choose one of {', '.join(GPXQ_IMPLS)}")
+
+
+def apply_gpfq(loader, model, impl="fast"):
+    """GPFQ: greedy path-following weight quantization, against the float layer's output.
+
+    impl="fast" runs fast_gpxq.py (the same integer weights, many times faster); "brevitas"
+    runs Brevitas' own gpfq_mode loop.
+    """
+    _check_gpxq_impl(impl)
+    if impl == "fast":
+        _apply_fast_gpxq(loader, model, FastGPFQ, "GPFQ")
+    else:
+        _apply_gpxq(loader, model, gpfq_mode, "GPFQ")
+
+
+def apply_qronos(loader, model, alpha=1e-3, impl="fast"):
     """Qronos: round weights layer by layer against the float layer's output, correcting both the
     rounding error so far and the error the quantized layers before feed in (brevitas.graph.qronos).
 
@@ -197,10 +223,14 @@ def apply_qronos(loader, model, alpha=1e-3):
     but a few hundred calibration images give the late 1x1 convs (up to 960 input channels, at
     1x1 pixels for 32x32 inputs) a covariance of lower rank than its size; on the digits model
     1e-3 followed the float model more closely on training images held out from calibration.
-    Like GPTQ and GPFQ it sets the final weights: use one of the three.
+    Like GPTQ and GPFQ it sets the final weights: use one of the three. `impl` as in apply_gpfq.
     """
-    qronos_mode = partial(gpfq_mode, act_order=True, algorithm_impl=partial(Qronos, alpha=alpha))
-    _apply_gpxq(loader, model, qronos_mode, "Qronos")
+    _check_gpxq_impl(impl)
+    if impl == "fast":
+        _apply_fast_gpxq(loader, model, partial(FastQronos, alpha=alpha), "Qronos", act_order=True)
+    else:
+        qronos_mode = partial(gpfq_mode, act_order=True, algorithm_impl=partial(Qronos, alpha=alpha))
+        _apply_gpxq(loader, model, qronos_mode, "Qronos")
 
 
 @torch.no_grad()

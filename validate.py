@@ -11,6 +11,7 @@ import torch
 from configurator import ConfigError
 from files import check_writable
 from models import MOBILENET_V2_STAGES, resolve_weights
+from quant_utils import GPXQ_IMPLS
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
 
@@ -45,6 +46,8 @@ def validate_args(args):
     if len(rounding) > 1:
         raise ConfigError(f"--{' and --'.join(rounding)} are all weight rounding; choose one "
                           "(set the others to False)")
+    if args.gpxq_impl not in GPXQ_IMPLS:
+        raise ConfigError(f"--gpxq_impl={args.gpxq_impl!r}: choose {' or '.join(GPXQ_IMPLS)}")
     _check_bit_width("weight_bit_width", args.weight_bit_width)
     _check_bit_width("act_bit_width", args.act_bit_width)
     for name in ("depthwise_bit_width", "first_conv_bit_width", "last_linear_bit_width"):

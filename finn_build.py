@@ -2,7 +2,7 @@
 
     python finn_build.py --model=quant_mobilenet_v2.onnx --out_dir=finn_build
 
-The run reads top to bottom, one short function per step:
+The run reads top to bottom, one short function per step (in finn_steps.py):
 (1) FINN's frontend, (2) streamlining through the inverted residuals, (3) lowering convs to
 MatMuls, (4) conversion to FINN's hardware layers, executed by FINN in Python against the QONNX
 graph, (5) the dataflow partition, (6) HLS/RTL specialization for `fpga_part`, (7) folding for

@@ -1,7 +1,8 @@
 """GPFQ and Qronos with the same quantized weights as Brevitas' implementations, many times faster.
 
-    run_gpfq_mode(batches, model, FastGPFQ)                                # GPFQ
-    run_gpfq_mode(batches, model, partial(FastQronos, alpha=1e-3), act_order=True)  # Qronos
+    model(images[0])  # the weight quantizers must be initialized, as for Brevitas' gpfq_mode
+    run_gpfq_mode(images, model, FastGPFQ)                                            # GPFQ
+    run_gpfq_mode(images, model, partial(FastQronos, alpha=1e-3), act_order=True)     # Qronos
 
 Brevitas' `gpfq_mode` re-runs the model from its input for every layer and every batch, twice:
 quantized, then in float after switching quantization off and on again module by module (walks
@@ -381,12 +382,13 @@ def run_gpfq_mode(images, model, algorithm_impl, act_order=False, desc="GPFQ"):
     """
     quant_run, float_run = GraphRun(model, images), GraphRun(model, images)
     with gpfq_mode(model, act_order=act_order, algorithm_impl=algorithm_impl) as gpxq:
-        layers = gpxq.gpxq_layers
+        layers, done = gpxq.gpxq_layers, set()
         with tqdm(total=len(layers), desc=desc, leave=False, dynamic_ncols=True) as progress:
             for node in model.graph.nodes:
-                if progress.n == len(layers):
+                if len(done) == len(layers):
                     break  # the rest of the graph feeds no layer
-                if node.op == "call_module" and node.target in layers:
+                # a layer called twice is optimized at its first call, as Brevitas' hook does
+                if node.op == "call_module" and node.target in layers and node.target not in done:
                     layer, module = layers[node.target], model.get_submodule(node.target)
                     # batch by batch, quantized input first: Brevitas' update_batch pairs them
                     for quant_args, float_args in zip(quant_run.inputs(node), float_run.inputs(node)):
@@ -394,6 +396,7 @@ def run_gpfq_mode(images, model, algorithm_impl, act_order=False, desc="GPFQ"):
                         with in_float(model, node):
                             _feed(layer, module, float_args, gpxq.current_layer)
                     gpxq.update()
+                    done.add(node.target)
                     progress.update()
                 quant_run.step(node)
                 with in_float(model, node):

@@ -46,9 +46,11 @@ def _lut_of(estimates, prefix):
     return sum(layer["LUT"] for layer in estimates["layers"] if layer["op_type"].startswith(prefix))
 
 
-def best_top1(grid_rows, bits_name):
-    """(best PTQ name, its top-1) of a bit-width setting in the accuracy grid, or None."""
-    group = [row for row in grid_rows if row["bits"] == bits_name]
+def best_top1(grid_rows, row):
+    """(best PTQ name, its top-1) of the FINN row's bit-width setting in the accuracy grid, or
+    None where the grid has no rows of that setting from the same float model."""
+    group = [grid_row for grid_row in grid_rows if grid_row["bits"] == row["bits"]
+             and grid_row["float_top1"] == row["float_top1"]]
     if not group:
         return None
     best = max(group, key=lambda row: float(row["quant_top1"]))
@@ -57,13 +59,13 @@ def best_top1(grid_rows, bits_name):
 
 def finn_table(rows, grid_rows, descriptions):
     """Markdown: per bit-width setting, its accuracy and FINN's estimates."""
-    header = ["bits", "setting", "top-1 % (no PTQ)", "best PTQ top-1 %", "LUT",
+    header = ["bits", "setting", "float top-1 %", "top-1 % (no PTQ)", "best PTQ top-1 %", "LUT",
               "of which thresholds", "BRAM_18K", "URAM", "DSP", "est. frames/s", "bottleneck",
               "hw layers", "FINN checks", "build (s)"]
     cells = []
     for row in rows:
-        best = best_top1(grid_rows, row["bits"])
-        cells.append([row["bits"], descriptions[row["bits"]], row["quant_top1"],
+        best = best_top1(grid_rows, row)
+        cells.append([row["bits"], descriptions[row["bits"]], row["float_top1"], row["quant_top1"],
                       f"{best[1]:.2f} ({best[0]})" if best else "-",
                       *(row.get(key, "-") for key in ("LUT", "threshold_LUT", "BRAM_18K", "URAM",
                                                        "DSP", "estimated_fps", "bottleneck",
@@ -73,13 +75,13 @@ def finn_table(rows, grid_rows, descriptions):
     return "\n".join(lines + ["| " + " | ".join(cells_row) + " |" for cells_row in cells])
 
 
-def plot_finn(rows, grid_rows, path):
-    """Best top-1 against FINN's LUT estimate and against its frame rate, one point per setting."""
+def plot_finn(rows, path):
+    """Top-1 (no PTQ, the FINN row's own run) against FINN's LUT estimate and against its frame
+    rate, one point per setting."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    points = [(row["bits"], float(row["LUT"]), float(row["estimated_fps"]),
-               (best_top1(grid_rows, row["bits"]) or (None, float(row["quant_top1"])))[1])
+    points = [(row["bits"], float(row["LUT"]), float(row["estimated_fps"]), float(row["quant_top1"]))
               for row in rows if row.get("LUT")]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, index, label in ((axes[0], 1, "LUTs (FINN estimate)"),
@@ -90,7 +92,7 @@ def plot_finn(rows, grid_rows, path):
                         xytext=(4, 4), fontsize=8)
         ax.set_xlabel(label)
         ax.grid(linewidth=0.3)
-    axes[0].set_ylabel("top-1 (%), best PTQ")
+    axes[0].set_ylabel("quantized top-1 (%), no PTQ")
     figure.suptitle("MobileNetV2 for FINN: accuracy against hardware cost per bit-width setting")
     figure.tight_layout()
     with atomic_path(path) as tmp:

@@ -452,7 +452,9 @@ def finn_text(finn_rows, rows):
         "layers. No Vivado: these are FINN's analytical estimates, not synthesis results. "
         "*FINN checks*: finn_build.py's self-checks (every layer a hardware layer in one "
         "partition, the hardware graph's logits against the QONNX graph's on 8 images). "
-        "*best PTQ top-1*: the best row of the accuracy grid above for the same bit widths. "
+        "*best PTQ top-1*: the best row of the accuracy grid above for the same bit widths, "
+        "where the grid measured the same float model (same float top-1; '-' otherwise). The "
+        "plot shows each row's own top-1 without PTQ. "
         "*of which thresholds*: the LUTs FINN's Thresholding layers take (their threshold "
         "memories in LUTRAM, FINN's default choice). FINN reports no LUT estimate for some "
         "layer types (MVAU_rtl, FMPadding, the stream layers): the totals leave them out.", "",
@@ -600,7 +602,7 @@ def main(args, passed, command="python benchmark.py"):
     if rows:
         plot(rows, out / PLOT_NAME)
     if finn_rows:
-        plot_finn(finn_rows, rows, out / FINN_PLOT_NAME)
+        plot_finn(finn_rows, out / FINN_PLOT_NAME)
     write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command, demo_seconds,
                  finn_rows)
     return rows, speed_rows

@@ -108,10 +108,11 @@ def report(rows, args, passed, command):
         f"Made by `{command}` ({platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, brevitas {benchmark._version('brevitas')}), {torch.get_num_threads()} "
         f"PyTorch thread(s) for both implementations. calib_size={args['calib_size']}; demo flags "
-        f"{' '.join(passed) or 'none'}. Seconds of `apply_gpfq` / `apply_qronos` (what main() "
-        "times as its `gpfq` / `qronos` stage) on copies of the same calibrated model, Brevitas "
-        "first; one timing each. Integer weights: weight / scale by Brevitas' own quantizer, of "
-        "every Conv and Linear.", "",
+        f"{' '.join(passed) or 'none'}. Seconds of `apply_gpfq` / `apply_qronos` (main()'s `gpfq` "
+        "/ `qronos` stage) on copies of the same calibrated model whose weight quantizers are "
+        "already initialized (in main() the stage also holds that first forward pass, alike for "
+        "both), Brevitas first; one timing each. Integer weights: weight / scale by Brevitas' "
+        "own quantizer, of every Conv and Linear.", "",
         benchmark.markdown_table(header, cells), ""])
 
 

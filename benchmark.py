@@ -98,6 +98,7 @@ DEMO_DEFAULTS = ["--check_finn=False"]
 GOALS = {"W8A8": ("none", 0.2), "PW3": ("best", 0.5), "PW4A4": ("best", 1.0)}
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
 FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn_estimates.png"
+GPXQ_REPORT_NAME = "gpxq_speed.md"  # bench_gpxq.py's report, included when present
 
 
 def make_args(argv=()):
@@ -462,6 +463,15 @@ def finn_text(finn_rows, rows):
         f"![accuracy against FINN's LUT and frame-rate estimates]({FINN_PLOT_NAME})", ""]
 
 
+def gpxq_text(path):
+    """bench_gpxq.py's side-by-side report as a section, when it has been run into the same folder."""
+    if not path.exists():
+        return []
+    text = path.read_text().strip().replace("\n# ", "\n## ")
+    return [f"#{text}" if text.startswith("# ") else text, "",
+            f"(From `{path.name}`, written by bench_gpxq.py; run it again to measure again.)", ""]
+
+
 def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(), finn_rows=()):
     agreement = [float(row["ort_agreement"]) for row in rows if row.get("ort_agreement")]
     ratios = [float(row["ort_vs_float"]) for row in rows if row.get("ort_vs_float")]
@@ -510,6 +520,7 @@ def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(
     lines += [f"![accuracy per configuration]({PLOT_NAME})", ""]
     if finn_rows:
         lines += finn_text(finn_rows, rows)
+    lines += gpxq_text(Path(path).parent / GPXQ_REPORT_NAME)
     if speed_rows:
         lines += [
             "## Speed", "",

@@ -148,3 +148,11 @@ def test_finn_section_reports_each_settings_estimates_beside_its_accuracy(
     assert "## FINN: hardware cost per bit-width setting" in report
     assert f"| W8A8 | {benchmark.BIT_DESCRIPTIONS['W8A8']} |" in report
     assert (tmp_path / benchmark.FINN_PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_includes_bench_gpxq_side_by_side_table_when_measured(tmp_path):
+    report = tmp_path / benchmark.GPXQ_REPORT_NAME
+    assert benchmark.gpxq_text(report) == []
+    report.write_text("# GPFQ and Qronos: Brevitas vs fast\n\n| bits | speed-up |\n|---|---|\n| PW4 | 27.4x |\n")
+    section = "\n".join(benchmark.gpxq_text(report))
+    assert section.startswith("## GPFQ and Qronos") and "| PW4 | 27.4x |" in section

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test benchmark clean
+.PHONY: demo test benchmark finn_build clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.finn
 	$(PY) -m pytest tests -q
+
+finn_build: $(VENV)/.finn
+	$(PY) finn_build.py $(ARGS)
 
 benchmark: $(VENV)/.finn
 	$(PY) benchmark.py $(ARGS)

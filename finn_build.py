@@ -38,13 +38,20 @@ import numpy as np  # noqa: E402
 from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
-from finn.core.onnx_exec import execute_onnx  # noqa: E402
-from finn.util.basic import getHWCustomOp  # noqa: E402
-
-import finn_steps as fs  # noqa: E402
 from check_export import (  # noqa: E402
-    FINN_MIN_EXACT, FINN_TOLERANCE, CheckResult, compare_logits, metadata_of, run_graph, run_images)
+    FINN_INSTALL_HINT, FINN_MIN_EXACT, FINN_TOLERANCE, CheckResult, compare_logits, metadata_of,
+    run_graph, run_images)
 from files import atomic_path  # noqa: E402
+
+try:  # FINN (finn-plus) is installed apart from requirements.txt: see requirements-finn.txt
+    from finn.core.onnx_exec import execute_onnx
+    from finn.util.basic import getHWCustomOp
+
+    import finn_steps as fs
+except ImportError as error:
+    FINN_IMPORT_ERROR = error
+else:
+    FINN_IMPORT_ERROR = None
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -222,6 +229,9 @@ def partition_and_check(model, qonnx_model, out_dir):
 
 
 def validate_args(args):
+    if FINN_IMPORT_ERROR is not None:
+        raise ConfigError(f"FINN is not installed ({FINN_IMPORT_ERROR}): {FINN_INSTALL_HINT}, "
+                          "or run `make finn_build`, which does both")
     if not os.path.isfile(args.model):
         raise ConfigError(f"--model={args.model}: no such file; export one with "
                           "`python finn_mobilenetv2.py` first")

@@ -88,7 +88,8 @@ def finn_build_run(bias_corrected, tmp_path_factory):
     """finn_build.py on the bias-corrected export, once for the session: (its result, out_dir).
     The FINN check tests reuse its first two steps' graphs (intermediate/1_frontend.onnx and
     2_streamline.onnx), so FINN's frontend runs once in the suite."""
-    finn_build = pytest.importorskip("finn_build", exc_type=ImportError)
+    pytest.importorskip("finn_steps", exc_type=ImportError)
+    import finn_build
     out_dir = tmp_path_factory.mktemp("finn_build")
     args = finn_build.make_args([f"--model={bias_corrected.output}", f"--out_dir={out_dir}"])
     return finn_build.main(args), out_dir

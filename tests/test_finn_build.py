@@ -12,8 +12,8 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import qonnx_make_model
 from qonnx.util.cleanup import cleanup_model
 
-finn_build = pytest.importorskip("finn_build", exc_type=ImportError)
-import finn_steps as fs  # noqa: E402
+fs = pytest.importorskip("finn_steps", exc_type=ImportError)
+import finn_build  # noqa: E402
 from check_export import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
 
@@ -91,6 +91,16 @@ def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corr
     model.set_initializer(node.input[1], rows)
     result = finn_build.check_hw_graph(model, qonnx_model, 8)
     assert result.failed, str(result)
+
+
+def test_without_finn_the_build_is_refused_with_the_install_command(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(finn_build, "FINN_IMPORT_ERROR", ImportError("No module named 'finn'"))
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    assert finn_build.cli([f"--model={model}", f"--out_dir={tmp_path / 'build'}"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and "pip install --no-deps finn-plus" in message, message
+    assert not (tmp_path / "build").exists()
 
 
 def test_unknown_flag_is_refused(capsys):

@@ -46,7 +46,7 @@ gptq = False  # GPTQ weight rounding (not with gpfq)
 gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
-gpxq_impl = "fast"  # GPFQ and Qronos: "fast" (fast_gpxq.py, same integer weights, ~10x faster) or "brevitas" (its own loop)
+gpxq_impl = "fast"  # GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, 11-25x faster) or "brevitas"
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
 # quantized evaluation: "onnxruntime" runs the model exported as QCDQ (several times faster on CPU),
 # "brevitas" the fake-quantized PyTorch model; "auto" = onnxruntime on cpu, brevitas on cuda

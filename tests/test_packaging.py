@@ -21,6 +21,7 @@ def test_readme_headline_results_are_the_committed_benchmark_rows():
     with open(ROOT / "results" / "benchmark.csv", newline="") as file:
         measured = list(csv.DictReader(file))
     section = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
+    section = section.split("What each bit-width setting costs", 1)[0]  # the FINN table: below
     table = [line.split("|")[1:-1] for line in section.splitlines()
              if re.match(r"\| (W|PW)\w+ \|", line)]
     assert len(table) == 5
@@ -30,3 +31,17 @@ def test_readme_headline_results_are_the_committed_benchmark_rows():
         none = next(row for row in rows if row["ptq"] == "none")
         assert (float_top1, plain) == (best["float_top1"], none["quant_top1"]), bits
         assert (best_ptq, best_top1, drop) == (best["ptq"], best["quant_top1"], best["drop"]), bits
+
+
+def test_readme_finn_estimates_are_the_committed_finn_rows():
+    """Each row of the README's FINN table says what results/finn.csv holds for that setting."""
+    import csv
+    with open(ROOT / "results" / "finn.csv", newline="") as file:
+        measured = {row["bits"]: row for row in csv.DictReader(file)}
+    section = (ROOT / "README.md").read_text().split("What each bit-width setting costs", 1)[1]
+    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.split("```")[0].splitlines()
+             if re.match(r"\| (W|PW)\w+ \|", line)]
+    assert len(table) == len(measured) == 6
+    columns = ["quant_top1", "LUT", "threshold_LUT", "BRAM_18K", "URAM", "DSP", "estimated_fps"]
+    for bits, *cells in table:
+        assert cells == [measured[bits][column] for column in columns], bits

@@ -23,7 +23,11 @@ def test_the_agreement_sample_is_the_first_images_only(w8a8):
     assert fast.agreement_images == 70 and fast.scored == len(w8a8.val_loader.dataset)
 
 
-def test_auto_picks_onnxruntime_on_cpu_and_brevitas_on_cuda():
-    assert demo.resolve_backend(SimpleNamespace(eval_backend="auto", device="cpu")) == "onnxruntime"
-    assert demo.resolve_backend(SimpleNamespace(eval_backend="auto", device="cuda:0")) == "brevitas"
-    assert demo.resolve_backend(SimpleNamespace(eval_backend="brevitas", device="cpu")) == "brevitas"
+def test_auto_picks_onnxruntime_for_imagenet_on_cpu_and_brevitas_otherwise():
+    def backend(flag, device, data_dir):
+        return demo.resolve_backend(SimpleNamespace(eval_backend=flag, device=device, data_dir=data_dir))
+    assert backend("auto", "cpu", "/data/imagenet") == "onnxruntime"
+    assert backend("auto", "cuda:0", "/data/imagenet") == "brevitas"
+    assert backend("auto", "cpu", "") == "brevitas"  # the digits
+    assert backend("onnxruntime", "cpu", "") == "onnxruntime"
+    assert backend("brevitas", "cpu", "/data/imagenet") == "brevitas"

@@ -58,7 +58,7 @@ def best_top1(grid_rows, row):
 
 
 def finn_table(rows, grid_rows, descriptions):
-    """Markdown: per bit-width setting, its accuracy and FINN's estimates."""
+    """(header, cells) of the table: per bit-width setting, its accuracy and FINN's estimates."""
     header = ["bits", "setting", "float top-1 %", "top-1 % (no PTQ)", "best PTQ top-1 %", "LUT",
               "of which thresholds", "BRAM_18K", "URAM", "DSP", "est. frames/s", "bottleneck",
               "hw layers", "FINN checks", "build (s)"]
@@ -71,8 +71,7 @@ def finn_table(rows, grid_rows, descriptions):
                                                        "DSP", "estimated_fps", "bottleneck",
                                                        "hw_layers")),
                       row["finn_checks"], row["s_finn_build"]])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(cells_row) + " |" for cells_row in cells])
+    return header, cells
 
 
 def plot_finn(rows, path):

@@ -459,7 +459,7 @@ def finn_text(finn_rows, rows):
         "*of which thresholds*: the LUTs FINN's Thresholding layers take (their threshold "
         "memories in LUTRAM, FINN's default choice). FINN reports no LUT estimate for some "
         "layer types (MVAU_rtl, FMPadding, the stream layers): the totals leave them out.", "",
-        finn_table(finn_rows, rows, BIT_DESCRIPTIONS), "",
+        markdown_table(*finn_table(finn_rows, rows, BIT_DESCRIPTIONS)), "",
         f"![accuracy against FINN's LUT and frame-rate estimates]({FINN_PLOT_NAME})", ""]
 
 

@@ -48,11 +48,14 @@ speed_224_images = 64  # random 224x224 images per timed pass
 speed_bits = "W8A8,PW4A4"  # bit-width settings timed in the speed section
 finn_bits = "all"  # bit-width settings FINN compiles for its estimates (about 10 min each, 2 cores); "" = none
 demo_runs = 3  # timed runs of the demo with its seed flags (digits model cached); 0 = skip
+imagenet_calib_sizes = "16,64"  # ImageNet time table (224x224, generated data): two calib_size values; "" = skip
+imagenet_val_sizes = "64,512"  # and two val_size values
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import finn_mobilenetv2 as demo  # noqa: E402
 from bench_finn import finn_row, finn_table, plot_finn  # noqa: E402
+from bench_imagenet import generated_imagenet, seed_run_minutes, time_keys, time_row, time_table  # noqa: E402
 from fast_eval import export_qcdq, fast_evaluate, ort_session  # noqa: E402
 from files import atomic_path  # noqa: E402
 
@@ -98,6 +101,7 @@ DEMO_DEFAULTS = ["--check_finn=False"]
 GOALS = {"W8A8": ("none", 0.2), "PW3": ("best", 0.5), "PW4A4": ("best", 1.0)}
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
 FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn_estimates.png"
+IMAGENET_CSV_NAME = "imagenet_times.csv"
 GPXQ_REPORT_NAME = "gpxq_speed.md"  # bench_gpxq.py's report, included when present
 
 
@@ -114,10 +118,25 @@ def make_args(argv=()):
     args["ptq"] = _choose(args["ptq"], PTQ_SETTINGS, "ptq")
     args["speed_bits"] = _choose(args["speed_bits"], BIT_SETTINGS, "speed_bits")
     args["finn_bits"] = _choose(args["finn_bits"], BIT_SETTINGS, "finn_bits")
+    for name in ("imagenet_calib_sizes", "imagenet_val_sizes"):
+        args[name] = _two_sizes(args[name], name, args["imagenet_calib_sizes"] != "")
     for name, least in (("grid_jobs", 1), ("grid_threads", 0), ("speed_repeats", 1), ("demo_runs", 0)):
         if args[name] < least:
             raise ConfigError(f"--{name}={args[name]}: must be {least} or more")
     return args, passed
+
+
+def _two_sizes(text, flag, wanted):
+    """Two increasing image counts from "16,64" (none when the section is off)."""
+    if not wanted:
+        return []
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        sizes = []
+    if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
+        raise ConfigError(f"--{flag}={text}: give two increasing image counts, like 16,64")
+    return sizes
 
 
 def _choose(names, settings, flag):
@@ -472,7 +491,8 @@ def gpxq_text(path):
             f"(From `{path.name}`, written by bench_gpxq.py; run it again to measure again.)", ""]
 
 
-def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(), finn_rows=()):
+def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(), finn_rows=(),
+                 imagenet_rows=()):
     agreement = [float(row["ort_agreement"]) for row in rows if row.get("ort_agreement")]
     ratios = [float(row["ort_vs_float"]) for row in rows if row.get("ort_vs_float")]
     lines = [
@@ -532,6 +552,8 @@ def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(
             f"(1000 classes) on {args['speed_224_images']} random 224x224 images, batch 32: "
             "images/s only, its outputs are meaningless.", "",
             speed_table(speed_rows), ""]
+    if imagenet_rows:
+        lines += imagenet_text(imagenet_rows)
     if demo_seconds:
         lines += demo_text(demo_seconds)
     if failures:
@@ -573,6 +595,41 @@ def finn_section(args, passed, flags_text, out):
                      "FINN builds", args["grid_jobs"], max(1, torch.get_num_threads() // args["grid_jobs"]))
 
 
+def imagenet_section(args, out):
+    """(rows, failures) of the ImageNet time table, on a generated folder made for the run."""
+    if not args["imagenet_calib_sizes"]:
+        return [], []
+    keys = time_keys(args["imagenet_calib_sizes"], args["imagenet_val_sizes"])
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir, weights = generated_imagenet(Path(folder), args["imagenet_calib_sizes"][-1],
+                                               args["imagenet_val_sizes"][-1])
+        return resumable(out / IMAGENET_CSV_NAME, keys,
+                         partial(time_row, data_dir=data_dir, weights=weights), "ImageNet time table")
+
+
+def imagenet_text(rows):
+    minutes, passes = seed_run_minutes(rows)
+    first = rows[0]
+    return [
+        "## ImageNet run: time per stage at 224x224", "",
+        "Time only, not accuracy: each row of imagenet_times.csv is one run of the demo's `main()` on "
+        "a generated ImageNet-layout folder (500x375 JPEGs of about ImageNet's file size) with a "
+        "random-weights MobileNetV2 file, `--device=cpu` and the demo's defaults otherwise "
+        f"({first['threads']} threads, {first['workers']} DataLoader workers, eval_backend auto = "
+        f"onnxruntime, check_images={first['check_images']}). Each stage is fitted as fixed + per "
+        "image through its median seconds at the two sizes of what it grows with; *s at the seed's "
+        "sizes* applies the fit to 1000 calibration and 50000 validation images (agreement: "
+        "500). The quantized evaluation is shown in its parts: the QCDQ export, onnxruntime "
+        "scoring every validation image, and the Brevitas model on the agreement sample. GPFQ "
+        "and Qronos run fast_gpxq.py (the default gpxq_impl), GPTQ Brevitas' own gptq_mode. "
+        "*load* lists the generated folder's few hundred files: listing ImageNet's 1.33 million "
+        "takes longer (not measured here).", "",
+        markdown_table(*time_table(rows)), "",
+        f"The seed's run without PTQ (8-bit, calib 1000, val 50000), by these fits: about "
+        f"{minutes:.0f} min. Each PTQ pass adds: " + ", ".join(
+            f"{name} {value:.0f} min" for name, value in passes.items()) + ".", ""]
+
+
 def main(args, passed, command="python benchmark.py"):
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -606,6 +663,8 @@ def main(args, passed, command="python benchmark.py"):
             lambda key: speed_row(key, passed, args["speed_repeats"], args["speed_224_images"]),
             "speed")
         failures += speed_failures
+    imagenet_rows, imagenet_failures = imagenet_section(args, out)
+    failures += imagenet_failures
     demo_seconds = []
     if args["speed"] and args["demo_runs"] and not any(arg.startswith("--data_dir=") for arg in passed):
         demo_seconds, failure = demo_run_seconds(passed, args["demo_runs"])
@@ -615,7 +674,7 @@ def main(args, passed, command="python benchmark.py"):
     if finn_rows:
         plot_finn(finn_rows, out / FINN_PLOT_NAME)
     write_report(out / "RESULTS.md", rows, speed_rows, failures, args, command, demo_seconds,
-                 finn_rows)
+                 finn_rows, imagenet_rows)
     return rows, speed_rows
 
 

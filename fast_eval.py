@@ -82,7 +82,8 @@ def fast_evaluate(model, loader, threads=None, sample=None):
     """Top-1 (%), images/s and top-1 agreement (%) with `model` of its QCDQ export in onnxruntime.
 
     The export goes to a temporary file; images/s is timed like `evaluate.evaluate` times the
-    PyTorch model (the loop over the loader, data loading included), without the export.
+    PyTorch model (the loop over the loader, data loading included), without the export
+    (export_seconds) or the Brevitas model's predictions (agreement_seconds).
     The agreement is measured on the loader's first `sample` images (all of them if None): the
     Brevitas model is the slow path this replaces.
     """
@@ -93,12 +94,15 @@ def fast_evaluate(model, loader, threads=None, sample=None):
         path = export_qcdq(model, example, Path(folder) / "model_qcdq.onnx")
         export_seconds = time.perf_counter() - start
         predictions, labels, images_per_s = run_session(ort_session(path, threads), loader)
+    start = time.perf_counter()
     reference = torch_predictions(model, loader, limit=sample)
+    agreement_seconds = time.perf_counter() - start
     return SimpleNamespace(
         top1=100.0 * (predictions == labels).sum().item() / len(labels),  # exact, as evaluate()
         images_per_s=images_per_s, scored=len(labels),
         agreement=100.0 * (predictions[:len(reference)] == reference).sum().item() / len(reference),
-        agreement_images=len(reference), export_seconds=export_seconds)
+        agreement_images=len(reference), export_seconds=export_seconds,
+        agreement_seconds=agreement_seconds)
 
 
 def evaluate_quantized(model, loader, backend, sample):

@@ -131,8 +131,10 @@ class Stages:
 def main(args):
     validate_args(args)
     torch.manual_seed(args.seed)
+    start = time.perf_counter()
     float_model, calib_loader, val_loader, data_name = load_model_and_data(args)
     stage = Stages(args, val_loader)
+    stage.seconds["load"] = time.perf_counter() - start
     with stage("float evaluation"):
         float_top1, float_ips, scored = evaluate(float_model, val_loader, "float evaluation")
     dataset = describe_data(data_name, len(val_loader.dataset), scored)
@@ -201,7 +203,7 @@ def main(args):
         serve_in_netron(args.output)
     return SimpleNamespace(report=report, build=build,
         float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_ips,
-        quant_images_per_s=quant_ips, seconds=stage.seconds, model=model, output=args.output,
+        quant_images_per_s=quant_ips, quant=quant, seconds=stage.seconds, model=model, output=args.output,
         calib_loader=calib_loader, val_loader=val_loader)
 
 

@@ -30,6 +30,7 @@ from brevitas.quant import (
     Int8ActPerTensorFloat, Int8ActPerTensorFloatMSE, Int8WeightPerChannelFloatMSE, Int32Bias,
     Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMSE)
 from torch import nn
+from tqdm import tqdm
 
 from data import batches
 from fast_gpxq import FastGPFQ, FastQronos, run_gpfq_mode
@@ -171,15 +172,23 @@ def apply_bias_correction(loader, model):
         _run(loader, model, "bias correction")
 
 
-def _apply_gpxq(loader, model, mode, desc):
+def _calibration_images(loader, model, desc):
+    """The calibration images as batches on the model's device, decoded once: the GPxQ passes
+    go over them once per layer (about 600 MB per 1000 images at 224x224)."""
     device = next(model.parameters()).device
+    return [images for images, _ in batches(loader, device, f"{desc} data")]
+
+
+def _apply_gpxq(loader, model, mode, desc):
     with torch.no_grad():
+        images = _calibration_images(loader, model, desc)
         # GPxQ needs initialized weight quantizers: one quantized forward pass does it.
-        images, _ = next(batches(loader, device, f"{desc} warm-up"))
-        model(images)
+        model(images[0])
         with mode(model) as gpxq:
             for layer in range(gpxq.num_layers):
-                _run(loader, gpxq.model, f"{desc} layer {layer + 1}/{gpxq.num_layers}")
+                for batch in tqdm(images, desc=f"{desc} layer {layer + 1}/{gpxq.num_layers}",
+                                  leave=False, dynamic_ncols=True):
+                    gpxq.model(batch)
                 gpxq.update()
 
 
@@ -190,9 +199,8 @@ def apply_gptq(loader, model):
 
 def _apply_fast_gpxq(loader, model, algorithm_impl, desc, act_order=False):
     """GPFQ or Qronos by fast_gpxq: one node-by-node pass over the calibration batches."""
-    device = next(model.parameters()).device
     with torch.no_grad():
-        images = [images for images, _ in batches(loader, device, f"{desc} data")]
+        images = _calibration_images(loader, model, desc)
         model(images[0])  # initializes the weight quantizers, as in _apply_gpxq
         run_gpfq_mode(images, model, algorithm_impl, act_order, desc)
 

@@ -1,0 +1,191 @@
+"""The benchmark's ImageNet section: the time of every stage of the demo's ImageNet run at 224x224.
+
+It measures time, not accuracy. No ImageNet and no pretrained weights can be downloaded where it
+was written, so it makes an ImageNet-layout folder of generated JPEGs (500x375 pixels, about 106 KB
+each, near ImageNet's average file size, so decoding costs what it would) and a MobileNetV2 weights
+file with random weights and BatchNorm statistics (a random init with its all-equal BatchNorm
+statistics would export differently). Every top-1 those runs print is meaningless.
+
+Each row is one run of the demo's `main()` on that folder with the demo's defaults (workers,
+batch size, eval_backend auto: onnxruntime on a CPU, check_images) and one set of PTQ passes, at
+one calib_size and val_size. The table fits each stage as seconds = fixed + per image x images,
+through the stage's median seconds at two sizes of what it grows with, and says what that gives
+for the seed's run (1000 calibration, 50000 validation images). benchmark.py calls `time_row`
+per row and `time_table` for its report.
+"""
+import math
+import tempfile
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+
+import finn_mobilenetv2 as demo
+from data import IMAGENET_WNIDS
+
+# The PTQ passes of each run. GPTQ, GPFQ and Qronos each set the final weights: one per run.
+RUNS = {
+    "none": [],
+    "act_eq+bias_corr+gpfq+bn_corr": ["--act_eq=True", "--bias_corr=True", "--gpfq=True",
+                                      "--bn_corr=True"],
+    "gptq": ["--gptq=True"],
+    "qronos": ["--qronos=True"],
+}
+# Stages by what their time grows with; the quantized evaluation is split into its parts.
+CALIB_STAGES = ("calibration", "act_eq", "bias_corr", "gptq", "gpfq", "qronos", "bn_corr")
+VAL_STAGES = ("float evaluation", "ORT scoring")
+FIXED_STAGES = ("load", "QCDQ export", "export", "export checks")
+AGREEMENT = "Brevitas agreement"  # the Brevitas model on min(val_size, agreement_images) images
+SEED_SIZES = {"calib_size": 1000, "val_size": 50000}
+CLASSES = 10  # class folders of the generated data (their number does not change the timings)
+
+
+# --------------------------------------------------------------------------------- the inputs
+def make_imagenet_folder(root, train_wnids, val_wnids, per_class=2, size=(48, 48), seed=0):
+    """An ImageNet-layout folder of generated JPEGs: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG.
+
+    The images are smooth random colour fields with noise, so that they compress like photos.
+    size is (width, height).
+    """
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    width, height = size
+    for split, wnids in (("train", train_wnids), ("val", val_wnids)):
+        for wnid in wnids:
+            folder = Path(root) / split / wnid
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                coarse = rng.integers(0, 256, (max(1, height // 4), max(1, width // 4), 3), np.uint8)
+                pixels = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+                pixels = np.clip(pixels + rng.normal(0, 8, pixels.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{wnid}_{index}.JPEG", quality=90)
+    return Path(root)
+
+
+def random_weights_file(path, seed=0):
+    """A torchvision MobileNetV2 state_dict with random weights and BatchNorm statistics."""
+    from torchvision.models import mobilenet_v2
+    generator = torch.Generator().manual_seed(seed)
+    model = mobilenet_v2()
+    for norm in (module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)):
+        size = norm.num_features
+        norm.weight.data = 0.5 + torch.rand(size, generator=generator)
+        norm.bias.data = 0.1 * torch.randn(size, generator=generator)
+        norm.running_mean = 0.1 * torch.randn(size, generator=generator)
+        norm.running_var = 0.5 + torch.rand(size, generator=generator)
+    torch.save(model.state_dict(), path)
+    return Path(path)
+
+
+def generated_imagenet(root, train_images, val_images):
+    """(data_dir, weights file) in `root`: at least the given numbers of train and val images."""
+    wnids = IMAGENET_WNIDS[:CLASSES]
+    make_imagenet_folder(root / "imagenet", wnids, [], math.ceil(train_images / CLASSES), (500, 375))
+    make_imagenet_folder(root / "imagenet", [], wnids, math.ceil(val_images / CLASSES), (500, 375), 1)
+    return root / "imagenet", random_weights_file(root / "mobilenet_v2_random.pth")
+
+
+# ----------------------------------------------------------------------------------- the rows
+def time_keys(calib_sizes, val_sizes):
+    """The rows: each set of PTQ passes at both calibration sizes (with the smaller val_size), and
+    one run without PTQ at the larger val_size (the validation stages do not depend on PTQ)."""
+    keys = [{"run": run, "calib_size": str(size), "val_size": str(val_sizes[0])}
+            for run in RUNS if run != "none" for size in calib_sizes]
+    keys.append({"run": "none", "calib_size": str(calib_sizes[0]), "val_size": str(val_sizes[-1])})
+    return keys
+
+
+def time_row(key, data_dir, weights):
+    """One demo run for `key` (run, calib_size, val_size): each stage's seconds, as strings."""
+    with tempfile.TemporaryDirectory() as folder:
+        result = demo.main(demo.make_args([
+            f"--data_dir={data_dir}", f"--weights={weights}", "--device=cpu",
+            f"--calib_size={key['calib_size']}", f"--val_size={key['val_size']}",
+            f"--output={Path(folder) / 'model.onnx'}", *RUNS[key["run"]]]))
+    seconds = dict(result.seconds)
+    quant = result.quant
+    if quant.agreement is None:
+        raise RuntimeError("the quantized evaluation did not run in onnxruntime (eval_backend)")
+    seconds.update({"QCDQ export": quant.export_seconds, "ORT scoring": quant.scored / quant.images_per_s,
+                    AGREEMENT: quant.agreement_seconds})
+    row = {f"s_{name}": f"{value:.2f}" for name, value in seconds.items()}
+    row.update({"threads": str(torch.get_num_threads()), "agreement_images": str(quant.agreement_images),
+                "check_images": str(demo.FLAGS["check_images"]), "workers": str(demo.FLAGS["workers"])})
+    return row
+
+
+# ---------------------------------------------------------------------------------- the table
+def fit(points):
+    """(fixed seconds, seconds per image) of the line through the median seconds at the smallest
+    and the largest size; `points` are (size, seconds)."""
+    sizes = sorted({size for size, _ in points})
+    at = {size: median(seconds for point_size, seconds in points if point_size == size)
+          for size in sizes}
+    low, high = sizes[0], sizes[-1]
+    if low == high:
+        return at[low], 0.0
+    per_image = (at[high] - at[low]) / (high - low)
+    return at[low] - per_image * low, per_image
+
+
+def _points(rows, stage, size_name):
+    column = f"s_{stage}"
+    return [(int(row[size_name]), float(row[column])) for row in rows if row.get(column)]
+
+
+# What each stage's time grows with: the row's column, and its size in the seed's run.
+GROWS_WITH = {**{stage: None for stage in FIXED_STAGES},
+              **{stage: "calib_size" for stage in CALIB_STAGES},
+              **{stage: "val_size" for stage in VAL_STAGES}, AGREEMENT: "agreement_images"}
+
+
+def seed_size(size_name):
+    return demo.FLAGS["agreement_images"] if size_name == "agreement_images" else SEED_SIZES[size_name]
+
+
+def stage_fits(rows):
+    """{stage: (grows with, measured (size, s) points, fixed s, s per image, s at the seed's sizes)}
+    for the stages the rows measured. A stage that grows with nothing is the median of its runs."""
+    fits = {}
+    for stage, size_name in GROWS_WITH.items():
+        points = _points(rows, stage, size_name or "val_size")
+        if not points:
+            continue
+        if size_name is None:
+            seconds = median(value for _, value in points)
+            fits[stage] = (size_name, points, seconds, 0.0, seconds)
+        else:
+            fixed, per_image = fit(points)
+            fits[stage] = (size_name, points, fixed, per_image, fixed + per_image * seed_size(size_name))
+    return fits
+
+
+def _measured(size_name, points):
+    if size_name is None:
+        return f"median of {len(points)} runs: " + ", ".join(f"{value:.1f}" for _, value in points)
+    sizes = sorted({size for size, _ in points})
+    return ", ".join(f"{size}: {median(v for s, v in points if s == size):.1f}" for size in sizes)
+
+
+def time_table(rows):
+    """(header, cells) of the time table: one row per stage."""
+    header = ["stage", "grows with", "measured s (images: median s)", "fixed s",
+              "s per 1000 images", "s at the seed's sizes"]
+    cells = []
+    for stage, (size_name, points, fixed, per_image, at_seed) in stage_fits(rows).items():
+        grows = "-" if size_name is None else (
+            f"{size_name} (up to {seed_size(size_name)})" if size_name == "agreement_images" else size_name)
+        cells.append([stage, grows, _measured(size_name, points), f"{fixed:.1f}",
+                      "-" if size_name is None else f"{per_image * 1000:.1f}",
+                      f"{at_seed:.1f}" if at_seed < 10 else f"{at_seed:.0f}"])
+    return header, cells
+
+
+def seed_run_minutes(rows):
+    """(minutes of the seed's run without PTQ, {PTQ pass: the minutes it adds}) by the fits."""
+    fits = stage_fits(rows)
+    base = [stage for stage in (*FIXED_STAGES, "calibration", *VAL_STAGES, AGREEMENT)]
+    total = sum(fits[stage][4] for stage in base if stage in fits) / 60
+    passes = {stage: fits[stage][4] / 60 for stage in CALIB_STAGES if stage in fits and stage not in base}
+    return total, passes

@@ -96,13 +96,14 @@ def time_keys(calib_sizes, val_sizes):
     return keys
 
 
-def time_row(key, data_dir, weights):
-    """One demo run for `key` (run, calib_size, val_size): each stage's seconds, as strings."""
+def time_row(key, data_dir, weights, flags=()):
+    """One demo run for `key` (run, calib_size, val_size): each stage's seconds, as strings.
+    `flags`: more demo flags (the benchmark passes none: the demo's defaults are what it times)."""
     with tempfile.TemporaryDirectory() as folder:
         result = demo.main(demo.make_args([
             f"--data_dir={data_dir}", f"--weights={weights}", "--device=cpu",
             f"--calib_size={key['calib_size']}", f"--val_size={key['val_size']}",
-            f"--output={Path(folder) / 'model.onnx'}", *RUNS[key["run"]]]))
+            f"--output={Path(folder) / 'model.onnx'}", *RUNS[key["run"]], *flags]))
     seconds = dict(result.seconds)
     quant = result.quant
     if quant.agreement is None:
@@ -110,8 +111,9 @@ def time_row(key, data_dir, weights):
     seconds.update({"QCDQ export": quant.export_seconds, "ORT scoring": quant.scored / quant.images_per_s,
                     AGREEMENT: quant.agreement_seconds})
     row = {f"s_{name}": f"{value:.2f}" for name, value in seconds.items()}
+    args = result.args
     row.update({"threads": str(torch.get_num_threads()), "agreement_images": str(quant.agreement_images),
-                "check_images": str(demo.FLAGS["check_images"]), "workers": str(demo.FLAGS["workers"])})
+                "check_images": str(args.check_images), "workers": str(args.workers)})
     return row
 
 

@@ -204,7 +204,7 @@ def main(args):
     return SimpleNamespace(report=report, build=build,
         float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_ips,
         quant_images_per_s=quant_ips, quant=quant, seconds=stage.seconds, model=model, output=args.output,
-        calib_loader=calib_loader, val_loader=val_loader)
+        calib_loader=calib_loader, val_loader=val_loader, args=args)
 
 
 def run_finn_build(path):

@@ -57,21 +57,6 @@ def full_depth(run_demo, tmp_path_factory):
                     "--digits_stages=7", "--digits_epochs=1", "--bias_corr=True")
 
 
-def make_imagenet_folder(root, train_wnids, val_wnids, per_class=2, size=48):
-    """A tiny ImageNet-layout folder of random JPEGs: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG."""
-    import numpy as np
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for split, wnids in (("train", train_wnids), ("val", val_wnids)):
-        for wnid in wnids:
-            folder = root / split / wnid
-            folder.mkdir(parents=True)
-            for index in range(per_class):
-                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{index}.JPEG")
-    return root
-
-
 @pytest.fixture(scope="session")
 def imagenet_weights(tmp_path_factory):
     """A local MobileNetV2 ImageNet-shaped state_dict file (random weights: no download here)."""

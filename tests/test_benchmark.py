@@ -18,7 +18,7 @@ QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calib
 def run_benchmark(out_dir, cache_dir, *flags):
     args, passed = benchmark.make_args(
         [f"--out_dir={out_dir}", f"--cache_dir={cache_dir}", *SMALL, "--calib_size=128",
-         "--speed=False", "--finn_bits=", *flags])
+         "--speed=False", "--finn_bits=", "--imagenet_calib_sizes=", *flags])
     return benchmark.main(args, passed, command="python benchmark.py (test)")
 
 
@@ -86,6 +86,8 @@ def test_benchmark_refuses_unknown_settings_and_flags():
         benchmark.make_args(["--no_such_flag=1"])
     with pytest.raises(demo.ConfigError, match="--grid_jobs=0"):
         benchmark.make_args(["--grid_jobs=0"])
+    with pytest.raises(demo.ConfigError, match="--imagenet_val_sizes=64,64: give two increasing"):
+        benchmark.make_args(["--imagenet_val_sizes=64,64"])
 
 
 def test_parallel_grid_jobs_measure_the_same_rows_as_one_process(tmp_path, cache_dir):

@@ -8,7 +8,8 @@ from torchvision.models import mobilenet_v2
 
 import finn_mobilenetv2 as demo
 import quant_utils
-from conftest import ROOT, SMALL, make_imagenet_folder
+from bench_imagenet import make_imagenet_folder
+from conftest import ROOT, SMALL
 
 PREVIOUS = b"the previous export"
 

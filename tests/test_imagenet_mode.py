@@ -4,7 +4,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import make_imagenet_folder
+from bench_imagenet import make_imagenet_folder
 from data import ImageNetFolder, random_subset
 from models import imagenet_transform
 

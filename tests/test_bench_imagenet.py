@@ -1,0 +1,51 @@
+"""The benchmark's ImageNet time table: a row holds every stage of a 224x224 run of the demo, each
+stage is fitted against what it grows with, and the seed's run is estimated from those fits."""
+import pytest
+
+from bench_imagenet import (
+    AGREEMENT, CALIB_STAGES, FIXED_STAGES, VAL_STAGES, fit, generated_imagenet, seed_run_minutes,
+    stage_fits, time_row, time_table)
+
+
+def test_fit_is_the_line_through_the_median_seconds_at_the_smallest_and_largest_size():
+    fixed, per_image = fit([(16, 10.0), (16, 12.0), (16, 30.0), (64, 20.0)])  # median at 16: 12
+    assert per_image == pytest.approx(8.0 / 48)
+    assert fixed == pytest.approx(12.0 - 16 * 8.0 / 48)
+
+
+def _row(calib_size, val_size, **seconds):
+    return {"calib_size": str(calib_size), "val_size": str(val_size),
+            "agreement_images": str(min(val_size, 500)),
+            **{f"s_{name.replace('_', ' ') if name != 'bias_corr' else name}": str(value)
+               for name, value in seconds.items()}}
+
+
+def test_each_stage_grows_with_its_own_size_and_the_seed_run_adds_them_up():
+    rows = [_row(16, 64, export=5.0, calibration=2.0, float_evaluation=3.0, bias_corr=4.0),
+            _row(64, 64, export=7.0, calibration=8.0, float_evaluation=3.0, bias_corr=10.0),
+            _row(16, 512, export=6.0, calibration=2.0, float_evaluation=17.0)]
+    rows[0]["s_Brevitas agreement"], rows[2]["s_Brevitas agreement"] = "6.4", "50.0"
+    fits = stage_fits(rows)
+    assert fits["export"][4] == 6.0  # no size: the median of its runs
+    assert fits["calibration"][3] == pytest.approx(6.0 / 48)  # 2 s more per 48 images... times 3
+    assert fits["calibration"][4] == pytest.approx(2.0 + 6.0 / 48 * (1000 - 16))
+    assert fits["float evaluation"][4] == pytest.approx(3.0 + 14.0 / 448 * (50000 - 64))
+    assert fits["Brevitas agreement"][4] == pytest.approx(50.0)  # 500 images: the sample's size
+    minutes, passes = seed_run_minutes(rows)
+    base = sum(fits[name][4] for name in ("export", "calibration", "float evaluation", AGREEMENT))
+    assert minutes == pytest.approx(base / 60)
+    assert list(passes) == ["bias_corr"] and passes["bias_corr"] == pytest.approx(fits["bias_corr"][4] / 60)
+
+
+def test_a_time_row_holds_every_stage_of_a_224x224_run(tmp_path):
+    data_dir, weights = generated_imagenet(tmp_path, 2, 4)
+    key = {"run": "none", "calib_size": "2", "val_size": "4"}
+    row = {**key, **time_row(key, data_dir, weights, ["--workers=0", "--batch_size=2", "--check_images=1"])}
+    stages = [*FIXED_STAGES, "calibration", *VAL_STAGES, AGREEMENT]
+    assert all(float(row[f"s_{stage}"]) > 0 for stage in stages), row
+    assert not any(f"s_{stage}" in row for stage in CALIB_STAGES if stage != "calibration")
+    assert row["agreement_images"] == "4" and row["check_images"] == "1" and row["workers"] == "0"
+    parts = sum(float(row[f"s_{stage}"]) for stage in ("QCDQ export", "ORT scoring", AGREEMENT))
+    assert parts <= float(row["s_quantized evaluation"])  # the parts of one stage, timed inside it
+    header, cells = time_table([row])
+    assert [cell[0] for cell in cells] == stages

@@ -349,6 +349,43 @@ class GraphRun:
                 del interpreter.env[used]
 
 
+def _nbytes(value):
+    if isinstance(value, torch.Tensor):
+        return value.nbytes
+    if isinstance(value, QuantTensor):
+        return value.value.nbytes
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(item) for item in value)
+    return 0
+
+
+def pass_bytes(model, images):
+    """About the most bytes `run_gpfq_mode` keeps alive at once over `images` (the batches): the
+    peak of one image's live values in a node-by-node run, times the images, twice (quantized
+    and float). One image runs through the model to measure it."""
+    run, peak = GraphRun(model, [images[0][:1]]), 0
+    env = run.interpreters[0].env
+    for node in model.graph.nodes:
+        run.step(node)
+        peak = max(peak, sum(_nbytes(value) for value in env.values()))
+    return 2 * peak * sum(len(batch) for batch in images)
+
+
+def available_bytes(device):
+    """Free memory where `device`'s tensors live: the GPU's, or MemAvailable of /proc/meminfo;
+    None where neither can be read."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 @contextmanager
 def in_float(model, node):
     """Quantization off for the module that `node` calls, as gpfq_mode switches it off for the

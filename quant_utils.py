@@ -33,7 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data import batches
-from fast_gpxq import FastGPFQ, FastQronos, run_gpfq_mode
+from fast_gpxq import FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode
 
 # GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
 GPXQ_IMPLS = ("fast", "brevitas")
@@ -197,12 +197,28 @@ def apply_gptq(loader, model):
     _apply_gpxq(loader, model, gptq_mode, "GPTQ")
 
 
+# The share of free memory fast_gpxq's pass may take; beyond it Brevitas' loop runs instead.
+FAST_GPXQ_MEMORY_SHARE = 0.8
+
+
 def _apply_fast_gpxq(loader, model, algorithm_impl, desc, act_order=False):
-    """GPFQ or Qronos by fast_gpxq: one node-by-node pass over the calibration batches."""
+    """GPFQ or Qronos by fast_gpxq: one node-by-node pass over the calibration batches.
+
+    False, having done nothing, where that pass would not fit in memory: it holds every
+    calibration image's activations at once (gigabytes at 224x224), Brevitas' loop one batch.
+    """
     with torch.no_grad():
         images = _calibration_images(loader, model, desc)
         model(images[0])  # initializes the weight quantizers, as in _apply_gpxq
+        needed, free = pass_bytes(model, images), available_bytes(images[0].device)
+        if free is not None and needed > FAST_GPXQ_MEMORY_SHARE * free:
+            print(f"{desc}: the fast path would hold about {needed / 1e9:.1f} GB of activations "
+                  f"for {sum(len(batch) for batch in images)} images, {free / 1e9:.1f} GB are free: "
+                  "running Brevitas' implementation instead (the same weights, slower; "
+                  "a smaller --calib_size keeps the fast one)")
+            return False
         run_gpfq_mode(images, model, algorithm_impl, act_order, desc)
+    return True
 
 
 def _check_gpxq_impl(impl):
@@ -217,9 +233,7 @@ def apply_gpfq(loader, model, impl="fast"):
     runs Brevitas' own gpfq_mode loop.
     """
     _check_gpxq_impl(impl)
-    if impl == "fast":
-        _apply_fast_gpxq(loader, model, FastGPFQ, "GPFQ")
-    else:
+    if impl == "brevitas" or not _apply_fast_gpxq(loader, model, FastGPFQ, "GPFQ"):
         _apply_gpxq(loader, model, gpfq_mode, "GPFQ")
 
 
@@ -234,9 +248,8 @@ def apply_qronos(loader, model, alpha=1e-3, impl="fast"):
     Like GPTQ and GPFQ it sets the final weights: use one of the three. `impl` as in apply_gpfq.
     """
     _check_gpxq_impl(impl)
-    if impl == "fast":
-        _apply_fast_gpxq(loader, model, partial(FastQronos, alpha=alpha), "Qronos", act_order=True)
-    else:
+    fast = partial(FastQronos, alpha=alpha)
+    if impl == "brevitas" or not _apply_fast_gpxq(loader, model, fast, "Qronos", act_order=True):
         qronos_mode = partial(gpfq_mode, act_order=True, algorithm_impl=partial(Qronos, alpha=alpha))
         _apply_gpxq(loader, model, qronos_mode, "Qronos")
 

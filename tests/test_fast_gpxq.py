@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import fast_gpxq
 import finn_mobilenetv2 as demo
 import quant_utils as qu
 from configurator import ConfigError
@@ -92,3 +93,39 @@ def test_unknown_gpxq_impl_is_refused_naming_the_flag(tmp_path):
 def test_apply_gpfq_refuses_an_unknown_impl():
     with pytest.raises(ValueError, match="impl='slow'"):
         qu.apply_gpfq(None, None, impl="slow")
+
+
+def test_the_pass_memory_estimate_covers_the_largest_activation_of_every_image(calibrated):
+    model, loader = calibrated
+    images = [batch for batch, _ in loader]
+    outputs = []  # bytes of each graph module's output, per image
+    layers = [model.get_submodule(node.target) for node in model.graph.nodes if node.op == "call_module"]
+    hooks = [layer.register_forward_hook(lambda module, args, out: outputs.append(
+        fast_gpxq._nbytes(out) / len(images[0]))) for layer in layers]
+    with torch.no_grad():
+        model(images[0])
+    for hook in hooks:
+        hook.remove()
+    count = sum(len(batch) for batch in images)
+    # quantized and float, every image: at least the largest activation of each, twice
+    assert fast_gpxq.pass_bytes(model, images) >= 2 * count * max(outputs) > 0
+
+
+def test_fast_gpxq_gives_way_to_brevitas_where_its_pass_would_not_fit_in_memory(
+        calibrated, monkeypatch, capsys):
+    model, loader = calibrated
+    needed = fast_gpxq.pass_bytes(model, [batch for batch, _ in loader])
+    brevitas_runs = []
+    monkeypatch.setattr(qu, "_apply_gpxq", lambda loader, model, mode, desc: brevitas_runs.append(desc))
+    monkeypatch.setattr(qu, "available_bytes", lambda device: needed)  # needs more than 80% of it
+    untouched = integer_weights(model)
+    assert _same(run("gpfq", "fast", model, loader), untouched)  # nothing done by the fast path...
+    assert brevitas_runs == ["GPFQ"]  # ... Brevitas' loop ran instead
+    assert "running Brevitas' implementation instead" in capsys.readouterr().out
+    monkeypatch.setattr(qu, "available_bytes", lambda device: 2 * needed)
+    assert not _same(run("gpfq", "fast", model, loader), untouched) and brevitas_runs == ["GPFQ"]
+
+
+def _same(weights, others):
+    return weights.keys() == others.keys() and all(torch.equal(weights[name], others[name])
+                                                   for name in weights)

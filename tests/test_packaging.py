@@ -45,3 +45,16 @@ def test_readme_finn_estimates_are_the_committed_finn_rows():
     columns = ["quant_top1", "LUT", "threshold_LUT", "BRAM_18K", "URAM", "DSP", "estimated_fps"]
     for bits, *cells in table:
         assert cells == [measured[bits][column] for column in columns], bits
+
+
+def test_readme_imagenet_time_table_is_the_committed_rows_fits():
+    """The README's ImageNet time table says what bench_imagenet fits to results/imagenet_times.csv."""
+    import csv
+    from bench_imagenet import time_table
+    with open(ROOT / "results" / "imagenet_times.csv", newline="") as file:
+        _, cells = time_table(list(csv.DictReader(file)))
+    section = (ROOT / "README.md").read_text().split("How long an ImageNet run takes", 1)[1]
+    table = [[cell.strip() for cell in line.split("|")[1:-1]]
+             for line in section.split("\n\n")[2].splitlines()[2:]]
+    assert table == [[cell[index] for index in (0, 1, 3, 4, 5)] for cell in cells]
+    assert len(table) == 14

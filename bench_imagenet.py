@@ -104,6 +104,12 @@ def time_row(key, data_dir, weights, flags=()):
             f"--data_dir={data_dir}", f"--weights={weights}", "--device=cpu",
             f"--calib_size={key['calib_size']}", f"--val_size={key['val_size']}",
             f"--output={Path(folder) / 'model.onnx'}", *RUNS[key["run"]], *flags]))
+    return stage_row(result)
+
+
+def stage_row(result):
+    """The seconds of each stage of a demo run on ImageNet (its `main()` result), and the settings
+    they depend on, as strings; the quantized evaluation also in its parts."""
     seconds = dict(result.seconds)
     quant = result.quant
     if quant.agreement is None:

@@ -69,6 +69,29 @@ def imagenet_weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def imagenet_run(imagenet_weights, tmp_path_factory):
+    """The demo in ImageNet mode, once for the session, on a generated folder whose val/ holds
+    one undecodable file: (its result, what it printed, the warnings' messages, the export)."""
+    import contextlib
+    import io
+    import warnings
+    from bench_imagenet import make_imagenet_folder
+    root = tmp_path_factory.mktemp("imagenet_run")
+    data = make_imagenet_folder(root / "imagenet", ["n01440764", "n01443537"], ["n01443537"])
+    (data / "val" / "n01443537" / "broken.JPEG").write_bytes(b"not a jpeg")
+    output = root / "imagenet.onnx"
+    printed = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+        warnings.simplefilter("always")
+        result = demo.main(demo.make_args([
+            f"--data_dir={data}", f"--weights={imagenet_weights}", f"--output={output}",
+            "--calib_size=4", "--val_size=4", "--batch_size=2", "--workers=0",
+            "--check_images=1",  # qonnx runs the 224x224 graph node by node: about 3 s per image
+            "--device=cpu"]))
+    return result, printed.getvalue(), [str(warning.message) for warning in caught], output
+
+
+@pytest.fixture(scope="session")
 def finn_build_run(bias_corrected, tmp_path_factory):
     """finn_build.py on the bias-corrected export, once for the session: (its result, out_dir).
     The FINN check tests reuse its first two steps' graphs (intermediate/1_frontend.onnx and

@@ -4,7 +4,7 @@ import pytest
 
 from bench_imagenet import (
     AGREEMENT, CALIB_STAGES, FIXED_STAGES, VAL_STAGES, fit, generated_imagenet, seed_run_minutes,
-    stage_fits, time_row, time_table)
+    stage_fits, stage_row, time_table)
 
 
 def test_fit_is_the_line_through_the_median_seconds_at_the_smallest_and_largest_size():
@@ -37,15 +37,24 @@ def test_each_stage_grows_with_its_own_size_and_the_seed_run_adds_them_up():
     assert list(passes) == ["bias_corr"] and passes["bias_corr"] == pytest.approx(fits["bias_corr"][4] / 60)
 
 
-def test_a_time_row_holds_every_stage_of_a_224x224_run(tmp_path):
-    data_dir, weights = generated_imagenet(tmp_path, 2, 4)
-    key = {"run": "none", "calib_size": "2", "val_size": "4"}
-    row = {**key, **time_row(key, data_dir, weights, ["--workers=0", "--batch_size=2", "--check_images=1"])}
+def test_a_time_row_holds_every_stage_of_a_224x224_run(imagenet_run):
+    key = {"run": "none", "calib_size": "4", "val_size": "4"}  # the run's sizes
+    row = {**key, **stage_row(imagenet_run[0])}
     stages = [*FIXED_STAGES, "calibration", *VAL_STAGES, AGREEMENT]
     assert all(float(row[f"s_{stage}"]) > 0 for stage in stages), row
     assert not any(f"s_{stage}" in row for stage in CALIB_STAGES if stage != "calibration")
-    assert row["agreement_images"] == "4" and row["check_images"] == "1" and row["workers"] == "0"
+    assert row["agreement_images"] == "2" and row["check_images"] == "1" and row["workers"] == "0"
     parts = sum(float(row[f"s_{stage}"]) for stage in ("QCDQ export", "ORT scoring", AGREEMENT))
     assert parts <= float(row["s_quantized evaluation"])  # the parts of one stage, timed inside it
     header, cells = time_table([row])
     assert [cell[0] for cell in cells] == stages
+
+
+def test_the_generated_folder_holds_photo_sized_jpegs_and_a_weights_file(tmp_path):
+    from PIL import Image
+    data_dir, weights = generated_imagenet(tmp_path, 12, 3)
+    train, val = sorted((data_dir / "train").rglob("*.JPEG")), sorted((data_dir / "val").rglob("*.JPEG"))
+    assert len(train) >= 12 and len(val) >= 3
+    assert Image.open(train[0]).size == (500, 375)
+    assert 50_000 < train[0].stat().st_size < 250_000  # about ImageNet's average (~110 KB)
+    assert weights.is_file()

@@ -11,13 +11,6 @@ from models import imagenet_transform
 TENCH, GOLDFISH, TABBY = "n01440764", "n01443537", "n02123045"
 
 
-def imagenet_args(data_dir, weights, output):
-    return [f"--data_dir={data_dir}", f"--weights={weights}", f"--output={output}",
-            "--calib_size=4", "--val_size=4", "--batch_size=2", "--workers=0",
-            "--check_images=1",  # qonnx runs the 224x224 graph node by node: about 3 s per image
-            "--device=cpu"]
-
-
 def test_val_with_only_some_classes_is_labelled_with_canonical_indices(tmp_path):
     root = make_imagenet_folder(tmp_path, [TENCH, GOLDFISH, TABBY], [GOLDFISH, TABBY])
     val = ImageNetFolder(root / "val")
@@ -35,14 +28,9 @@ def test_subsets_are_seeded_and_sized(tmp_path):
     assert random_subset(train, 100, 0) is train  # larger than the split: all of it
 
 
-def test_imagenet_mode_runs_to_an_export_with_local_weights(tmp_path, imagenet_weights, capsys):
-    import finn_mobilenetv2 as demo
-    root = make_imagenet_folder(tmp_path / "imagenet", [TENCH, GOLDFISH], [GOLDFISH])
-    (root / "val" / GOLDFISH / "broken.JPEG").write_bytes(b"not a jpeg")
-    output = tmp_path / "imagenet.onnx"
-    with pytest.warns(UserWarning, match="broken.JPEG"):
-        result = demo.main(demo.make_args(imagenet_args(root, imagenet_weights, output)))
-    printed = capsys.readouterr().out
+def test_imagenet_mode_runs_to_an_export_with_local_weights(imagenet_run):
+    result, printed, warned, output = imagenet_run
+    assert any("broken.JPEG" in message for message in warned)
     assert "on ImageNet, 2 of 3 validation images, 1 could not be decoded" in printed
     # ImageNet on a CPU: the quantized top-1 is measured on the QCDQ export in onnxruntime.
     assert "validation images, 1 could not be decoded, measured by onnxruntime (QCDQ export)" in printed

@@ -1,4 +1,5 @@
 """The layer maps users edit: fresh copies, the README's three snippets, lambda arity."""
+import functools
 import re
 
 import pytest
@@ -29,6 +30,7 @@ def readme_snippets():
     return [block for block in blocks if 'maps["compute_layer_map"]' in block]
 
 
+@functools.lru_cache  # snippet 3 is run by two tests
 def run_snippet(code):
     namespace = {"nn": nn, "maps": default_quantize_maps_finn()}
     exec(code, namespace)

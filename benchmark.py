@@ -7,7 +7,9 @@
 Every row is one run of the demo's own `main()`, with the row's flags on top of the pass-through
 flags. Next to the demo's eager PyTorch figures, each row also runs the quantized model exported
 as QCDQ in onnxruntime (fast_eval.py). A speed section then times float, Brevitas and onnxruntime
-evaluation side by side, repeated, on the digits data and on 224x224 inputs.
+evaluation side by side, repeated, on the digits data and on 224x224 inputs; FINN's estimates per
+bit-width setting follow (bench_finn.py), and the ImageNet time table: every stage of the demo at
+224x224 on a generated ImageNet-layout folder (bench_imagenet.py; time only, not accuracy).
 
 Finished rows are kept in the CSV, rewritten whole after every row: an interrupted run picks up
 where it stopped, and only rows whose flags changed are measured again. Delete the CSV to start over.

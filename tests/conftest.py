@@ -5,7 +5,7 @@ non-degenerate numbers without touching the user's cache: MobileNetV2's first 3 
 width 0.5 (every layer type and residual structure of the full model in 20 layers instead of 53,
 about 97% top-1), 8 epochs. The suite's cost (GPxQ re-runs the model per layer, FINN's graph
 passes grow with the square of the node count) follows the layer count. The full-depth export
-keeps its own structural tests (`full_depth`).
+keeps its own structural tests (`full_depth`: the ImageNet-mode run's 1000-class model).
 """
 import sys
 from pathlib import Path
@@ -50,11 +50,10 @@ def bias_corrected(run_demo, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def full_depth(run_demo, tmp_path_factory):
-    """The full 7-stage MobileNetV2, bias-corrected, for structural tests: 1 epoch of training
-    is enough, as these count and inspect nodes rather than compare numbers."""
-    return run_demo(tmp_path_factory.mktemp("full_depth") / "quant_mobilenet_v2.onnx",
-                    "--digits_stages=7", "--digits_epochs=1", "--bias_corr=True")
+def full_depth(imagenet_run):
+    """The full MobileNetV2 (torchvision's, 1000 classes), bias-corrected, for structural tests:
+    the ImageNet-mode run's, as these count and inspect nodes rather than compare numbers."""
+    return imagenet_run[0]
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +69,9 @@ def imagenet_weights(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def imagenet_run(imagenet_weights, tmp_path_factory):
-    """The demo in ImageNet mode, once for the session, on a generated folder whose val/ holds
-    one undecodable file: (its result, what it printed, the warnings' messages, the export)."""
+    """The demo in ImageNet mode with bias correction, once for the session, on a generated
+    folder whose val/ holds one undecodable file: (its result, what it printed, the warnings'
+    messages, the export)."""
     import contextlib
     import io
     import warnings
@@ -87,7 +87,7 @@ def imagenet_run(imagenet_weights, tmp_path_factory):
             f"--data_dir={data}", f"--weights={imagenet_weights}", f"--output={output}",
             "--calib_size=4", "--val_size=4", "--batch_size=2", "--workers=0",
             "--check_images=1",  # qonnx runs the 224x224 graph node by node: about 3 s per image
-            "--device=cpu"]))
+            "--device=cpu", "--bias_corr=True"]))
     return result, printed.getvalue(), [str(warning.message) for warning in caught], output
 
 

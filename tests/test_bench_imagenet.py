@@ -40,9 +40,10 @@ def test_each_stage_grows_with_its_own_size_and_the_seed_run_adds_them_up():
 def test_a_time_row_holds_every_stage_of_a_224x224_run(imagenet_run):
     key = {"run": "none", "calib_size": "4", "val_size": "4"}  # the run's sizes
     row = {**key, **stage_row(imagenet_run[0])}
-    stages = [*FIXED_STAGES, "calibration", *VAL_STAGES, AGREEMENT]
+    stages = [*FIXED_STAGES, "calibration", "bias_corr", *VAL_STAGES, AGREEMENT]
     assert all(float(row[f"s_{stage}"]) > 0 for stage in stages), row
-    assert not any(f"s_{stage}" in row for stage in CALIB_STAGES if stage != "calibration")
+    assert float(row["s_bias_corr"]) > 0  # the run's one PTQ pass
+    assert not any(f"s_{stage}" in row for stage in CALIB_STAGES if stage not in ("calibration", "bias_corr"))
     assert row["agreement_images"] == "2" and row["check_images"] == "1" and row["workers"] == "0"
     parts = sum(float(row[f"s_{stage}"]) for stage in ("QCDQ export", "ORT scoring", AGREEMENT))
     assert parts <= float(row["s_quantized evaluation"])  # the parts of one stage, timed inside it

@@ -193,7 +193,7 @@ def time_table(rows):
 def seed_run_minutes(rows):
     """(minutes of the seed's run without PTQ, {PTQ pass: the minutes it adds}) by the fits."""
     fits = stage_fits(rows)
-    base = [stage for stage in (*FIXED_STAGES, "calibration", *VAL_STAGES, AGREEMENT)]
+    base = (*FIXED_STAGES, "calibration", *VAL_STAGES, AGREEMENT)
     total = sum(fits[stage][4] for stage in base if stage in fits) / 60
     passes = {stage: fits[stage][4] / 60 for stage in CALIB_STAGES if stage in fits and stage not in base}
     return total, passes

@@ -172,18 +172,20 @@ def apply_bias_correction(loader, model):
         _run(loader, model, "bias correction")
 
 
-def _calibration_images(loader, model, desc):
-    """The calibration images as batches on the model's device, decoded once: the GPxQ passes
-    go over them once per layer (about 600 MB per 1000 images at 224x224)."""
+@torch.no_grad()
+def _gpxq_images(loader, model, desc):
+    """The calibration images as batches on the model's device, decoded once (the GPxQ passes go
+    over them once per layer: about 600 MB per 1000 images at 224x224), after the one quantized
+    forward pass that initializes the weight quantizers GPxQ needs."""
     device = next(model.parameters()).device
-    return [images for images, _ in batches(loader, device, f"{desc} data")]
+    images = [images for images, _ in batches(loader, device, f"{desc} data")]
+    model(images[0])
+    return images
 
 
-def _apply_gpxq(loader, model, mode, desc):
+def _apply_gpxq(images, model, mode, desc):
+    """Brevitas' own GPxQ loop: every calibration batch through the model once per layer."""
     with torch.no_grad():
-        images = _calibration_images(loader, model, desc)
-        # GPxQ needs initialized weight quantizers: one quantized forward pass does it.
-        model(images[0])
         with mode(model) as gpxq:
             for layer in range(gpxq.num_layers):
                 for batch in tqdm(images, desc=f"{desc} layer {layer + 1}/{gpxq.num_layers}",
@@ -194,22 +196,20 @@ def _apply_gpxq(loader, model, mode, desc):
 
 def apply_gptq(loader, model):
     """GPTQ: quantize weights layer by layer, correcting each for the error of the previous ones."""
-    _apply_gpxq(loader, model, gptq_mode, "GPTQ")
+    _apply_gpxq(_gpxq_images(loader, model, "GPTQ"), model, gptq_mode, "GPTQ")
 
 
 # The share of free memory fast_gpxq's pass may take; beyond it Brevitas' loop runs instead.
 FAST_GPXQ_MEMORY_SHARE = 0.8
 
 
-def _apply_fast_gpxq(loader, model, algorithm_impl, desc, act_order=False):
+def _apply_fast_gpxq(images, model, algorithm_impl, desc, act_order=False):
     """GPFQ or Qronos by fast_gpxq: one node-by-node pass over the calibration batches.
 
     False, having done nothing, where that pass would not fit in memory: it holds every
     calibration image's activations at once (gigabytes at 224x224), Brevitas' loop one batch.
     """
     with torch.no_grad():
-        images = _calibration_images(loader, model, desc)
-        model(images[0])  # initializes the weight quantizers, as in _apply_gpxq
         needed, free = pass_bytes(model, images), available_bytes(images[0].device)
         if free is not None and needed > FAST_GPXQ_MEMORY_SHARE * free:
             print(f"{desc}: the fast path would hold about {needed / 1e9:.1f} GB of activations "
@@ -233,8 +233,9 @@ def apply_gpfq(loader, model, impl="fast"):
     runs Brevitas' own gpfq_mode loop.
     """
     _check_gpxq_impl(impl)
-    if impl == "brevitas" or not _apply_fast_gpxq(loader, model, FastGPFQ, "GPFQ"):
-        _apply_gpxq(loader, model, gpfq_mode, "GPFQ")
+    images = _gpxq_images(loader, model, "GPFQ")
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, FastGPFQ, "GPFQ"):
+        _apply_gpxq(images, model, gpfq_mode, "GPFQ")
 
 
 def apply_qronos(loader, model, alpha=1e-3, impl="fast"):
@@ -248,10 +249,10 @@ def apply_qronos(loader, model, alpha=1e-3, impl="fast"):
     Like GPTQ and GPFQ it sets the final weights: use one of the three. `impl` as in apply_gpfq.
     """
     _check_gpxq_impl(impl)
-    fast = partial(FastQronos, alpha=alpha)
-    if impl == "brevitas" or not _apply_fast_gpxq(loader, model, fast, "Qronos", act_order=True):
+    images, fast = _gpxq_images(loader, model, "Qronos"), partial(FastQronos, alpha=alpha)
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "Qronos", act_order=True):
         qronos_mode = partial(gpfq_mode, act_order=True, algorithm_impl=partial(Qronos, alpha=alpha))
-        _apply_gpxq(loader, model, qronos_mode, "Qronos")
+        _apply_gpxq(images, model, qronos_mode, "Qronos")
 
 
 @torch.no_grad()

@@ -116,7 +116,7 @@ def test_fast_gpxq_gives_way_to_brevitas_where_its_pass_would_not_fit_in_memory(
     model, loader = calibrated
     needed = fast_gpxq.pass_bytes(model, [batch for batch, _ in loader])
     brevitas_runs = []
-    monkeypatch.setattr(qu, "_apply_gpxq", lambda loader, model, mode, desc: brevitas_runs.append(desc))
+    monkeypatch.setattr(qu, "_apply_gpxq", lambda images, model, mode, desc: brevitas_runs.append(desc))
     monkeypatch.setattr(qu, "available_bytes", lambda device: needed)  # needs more than 80% of it
     untouched = integer_weights(model)
     assert _same(run("gpfq", "fast", model, loader), untouched)  # nothing done by the fast path...

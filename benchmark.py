@@ -8,8 +8,8 @@ Every row is one run of the demo's own `main()`, with the row's flags on top of 
 flags. Next to the demo's eager PyTorch figures, each row also runs the quantized model exported
 as QCDQ in onnxruntime (fast_eval.py). A speed section then times float, Brevitas and onnxruntime
 evaluation side by side, repeated, on the digits data and on 224x224 inputs; FINN's estimates per
-bit-width setting follow (bench_finn.py), and the ImageNet time table: every stage of the demo at
-224x224 on a generated ImageNet-layout folder (bench_imagenet.py; time only, not accuracy).
+bit-width setting follow (bench/finn_estimates.py), and the ImageNet time table: every stage of the demo at
+224x224 on a generated ImageNet-layout folder (bench/imagenet_times.py; time only, not accuracy).
 
 Finished rows are kept in the CSV, rewritten whole after every row: an interrupted run picks up
 where it stopped, and only rows whose flags changed are measured again. Delete the CSV to start over.
@@ -34,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
+from finn_demo.configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where RESULTS.md and the CSVs and plots it is made from go
@@ -56,10 +56,10 @@ FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import finn_mobilenetv2 as demo  # noqa: E402
-from bench_finn import finn_row, finn_table, plot_finn  # noqa: E402
-from bench_imagenet import generated_imagenet, seed_run_minutes, time_keys, time_row, time_table  # noqa: E402
-from fast_eval import export_qcdq, fast_evaluate, ort_session  # noqa: E402
-from files import atomic_path  # noqa: E402
+from bench.finn_estimates import finn_row, finn_table, plot_finn  # noqa: E402
+from bench.imagenet_times import generated_imagenet, seed_run_minutes, time_keys, time_row, time_table  # noqa: E402
+from finn_demo.fast_eval import export_qcdq, fast_evaluate, ort_session  # noqa: E402
+from finn_demo.files import atomic_path  # noqa: E402
 
 # Bit widths: weights of the pointwise (1x1) convs, and of depthwise / first conv where they
 # differ. As in the README's layer-map snippets (which change Conv2d weights only), the classifier
@@ -104,7 +104,7 @@ GOALS = {"W8A8": ("none", 0.2), "PW3": ("best", 0.5), "PW4A4": ("best", 1.0)}
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
 FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn_estimates.png"
 IMAGENET_CSV_NAME = "imagenet_times.csv"
-GPXQ_REPORT_NAME = "gpxq_speed.md"  # bench_gpxq.py's report, included when present
+GPXQ_REPORT_NAME = "gpxq_speed.md"  # bench/gpxq_speed.py's report, included when present
 
 
 def make_args(argv=()):
@@ -485,12 +485,12 @@ def finn_text(finn_rows, rows):
 
 
 def gpxq_text(path):
-    """bench_gpxq.py's side-by-side report as a section, when it has been run into the same folder."""
+    """bench/gpxq_speed.py's side-by-side report as a section, when it has been run into the same folder."""
     if not path.exists():
         return []
     text = path.read_text().strip().replace("\n# ", "\n## ")
     return [f"#{text}" if text.startswith("# ") else text, "",
-            f"(From `{path.name}`, written by bench_gpxq.py; run it again to measure again.)", ""]
+            f"(From `{path.name}`, written by bench/gpxq_speed.py; run it again to measure again.)", ""]
 
 
 def write_report(path, rows, speed_rows, failures, args, command, demo_seconds=(), finn_rows=(),

@@ -299,7 +299,7 @@ def check_equivalence(model, images, brevitas_model, qonnx_logits=None):
 def finn_frontend(model):
     """(converted, streamlined, seconds of each) from FINN's frontend on a cleaned QONNX model,
     the same two steps finn_build.py starts with (finn_steps.frontend and .streamline)."""
-    import finn_steps
+    from finn_demo import finn_steps
     with warnings.catch_warnings():
         # FINN's passes warn once per node they leave alone; the report says what is left.
         warnings.simplefilter("ignore")
@@ -314,7 +314,7 @@ def finn_frontend(model):
 
 def finn_available():
     try:
-        import finn_steps  # noqa: F401
+        from finn_demo import finn_steps  # noqa: F401
     except ImportError:
         return False
     return True
@@ -405,8 +405,8 @@ def run_images(metadata, count):
     """
     if "data_dir" not in metadata:
         return None
-    from data import digits_datasets, imagenet_datasets, random_subset
-    from models import imagenet_transform
+    from finn_demo.data import digits_datasets, imagenet_datasets, random_subset
+    from finn_demo.models import imagenet_transform
     if metadata["data_dir"]:
         _, val_set = imagenet_datasets(metadata["data_dir"],
                                        imagenet_transform(metadata.get("weights", "")))

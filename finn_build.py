@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-from configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.configurator import ConfigError, apply_overrides, flags_of
 
 # ---------------------------------------------------------------------------------------- flags
 model = "quant_mobilenet_v2.onnx"  # the QONNX file finn_mobilenetv2.py exported
@@ -41,13 +41,13 @@ from qonnx.util.cleanup import cleanup_model  # noqa: E402
 from check_export import (  # noqa: E402
     FINN_INSTALL_HINT, FINN_MIN_EXACT, FINN_TOLERANCE, CheckResult, compare_logits, metadata_of,
     run_graph, run_images)
-from files import atomic_path  # noqa: E402
+from finn_demo.files import atomic_path  # noqa: E402
 
 try:  # FINN (finn-plus) is installed apart from requirements.txt: see requirements-finn.txt
     from finn.core.onnx_exec import execute_onnx
     from finn.util.basic import getHWCustomOp
 
-    import finn_steps as fs
+    from finn_demo import finn_steps as fs
 except ImportError as error:
     FINN_IMPORT_ERROR = error
 else:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import torch
 
-from configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.configurator import ConfigError, apply_overrides, flags_of
 
 # ---------------------------------------------------------------------------------------- flags
 # data and model
@@ -62,14 +62,14 @@ verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
-from data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
+from finn_demo.data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
-from evaluate import evaluate  # noqa: E402
-from fast_eval import evaluate_quantized  # noqa: E402
-from export import export_finn_onnx, run_metadata  # noqa: E402
-from models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
+from finn_demo.evaluate import evaluate  # noqa: E402
+from finn_demo.fast_eval import evaluate_quantized  # noqa: E402
+from finn_demo.export import export_finn_onnx, run_metadata  # noqa: E402
+from finn_demo.models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
 import quant_utils as qu  # noqa: E402
-from validate import validate_args  # noqa: E402
+from finn_demo.validate import validate_args  # noqa: E402
 
 
 def make_args(argv=()):

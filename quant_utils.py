@@ -32,8 +32,8 @@ from brevitas.quant import (
 from torch import nn
 from tqdm import tqdm
 
-from data import batches
-from fast_gpxq import FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode
+from finn_demo.data import batches
+from finn_demo.fast_gpxq import FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode
 
 # GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
 GPXQ_IMPLS = ("fast", "brevitas")

@@ -75,7 +75,7 @@ def imagenet_run(imagenet_weights, tmp_path_factory):
     import contextlib
     import io
     import warnings
-    from bench_imagenet import make_imagenet_folder
+    from imagenet_folder import make_imagenet_folder
     root = tmp_path_factory.mktemp("imagenet_run")
     data = make_imagenet_folder(root / "imagenet", ["n01440764", "n01443537"], ["n01443537"])
     (data / "val" / "n01443537" / "broken.JPEG").write_bytes(b"not a jpeg")
@@ -96,7 +96,7 @@ def finn_build_run(bias_corrected, tmp_path_factory):
     """finn_build.py on the bias-corrected export, once for the session: (its result, out_dir).
     The FINN check tests reuse its first two steps' graphs (intermediate/1_frontend.onnx and
     2_streamline.onnx), so FINN's frontend runs once in the suite."""
-    pytest.importorskip("finn_steps", exc_type=ImportError)
+    pytest.importorskip("finn_demo.finn_steps", exc_type=ImportError)
     import finn_build
     out_dir = tmp_path_factory.mktemp("finn_build")
     args = finn_build.make_args([f"--model={bias_corrected.output}", f"--out_dir={out_dir}"])

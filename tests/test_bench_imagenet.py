@@ -2,7 +2,7 @@
 stage is fitted against what it grows with, and the seed's run is estimated from those fits."""
 import pytest
 
-from bench_imagenet import (
+from bench.imagenet_times import (
     AGREEMENT, CALIB_STAGES, FIXED_STAGES, VAL_STAGES, fit, generated_imagenet, seed_run_minutes,
     stage_fits, stage_row, time_table)
 

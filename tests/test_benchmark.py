@@ -10,7 +10,7 @@ import torch
 import benchmark
 import finn_mobilenetv2 as demo
 from conftest import SMALL
-from fast_eval import fast_evaluate
+from finn_demo.fast_eval import fast_evaluate
 
 QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calibration small
 

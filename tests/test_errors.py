@@ -8,7 +8,7 @@ from torchvision.models import mobilenet_v2
 
 import finn_mobilenetv2 as demo
 import quant_utils
-from bench_imagenet import make_imagenet_folder
+from imagenet_folder import make_imagenet_folder
 from conftest import ROOT, SMALL
 
 PREVIOUS = b"the previous export"
@@ -136,7 +136,7 @@ def test_ctrl_c_during_calibration_ends_cleanly(capsys, monkeypatch, output, cac
 
 def test_failure_during_export_leaves_the_previous_file_and_no_partial_file(
         monkeypatch, output, cache_dir):
-    import export
+    from finn_demo import export
 
     def failing_save(*args, **kwargs):
         raise KeyboardInterrupt

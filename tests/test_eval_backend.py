@@ -2,8 +2,8 @@
 what the Brevitas model measures."""
 from types import SimpleNamespace
 
-from evaluate import evaluate
-from fast_eval import evaluate_quantized
+from finn_demo.evaluate import evaluate
+from finn_demo.fast_eval import evaluate_quantized
 import finn_mobilenetv2 as demo
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-import fast_gpxq
+from finn_demo import fast_gpxq
 import finn_mobilenetv2 as demo
 import quant_utils as qu
-from configurator import ConfigError
+from finn_demo.configurator import ConfigError
 from conftest import SMALL
 
 CALIB = ["--calib_size=16", "--batch_size=8"]

@@ -12,7 +12,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import qonnx_make_model
 from qonnx.util.cleanup import cleanup_model
 
-fs = pytest.importorskip("finn_steps", exc_type=ImportError)
+fs = pytest.importorskip("finn_demo.finn_steps", exc_type=ImportError)
 import finn_build  # noqa: E402
 from check_export import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402

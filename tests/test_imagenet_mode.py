@@ -4,9 +4,9 @@ import onnx
 import pytest
 import torch
 
-from bench_imagenet import make_imagenet_folder
-from data import ImageNetFolder, random_subset
-from models import imagenet_transform
+from imagenet_folder import make_imagenet_folder
+from finn_demo.data import ImageNetFolder, random_subset
+from finn_demo.models import imagenet_transform
 
 TENCH, GOLDFISH, TABBY = "n01440764", "n01443537", "n02123045"
 

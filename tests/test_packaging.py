@@ -50,7 +50,7 @@ def test_readme_finn_estimates_are_the_committed_finn_rows():
 def test_readme_imagenet_time_table_is_the_committed_rows_fits():
     """The README's ImageNet time table says what bench_imagenet fits to results/imagenet_times.csv."""
     import csv
-    from bench_imagenet import time_table
+    from bench.imagenet_times import time_table
     with open(ROOT / "results" / "imagenet_times.csv", newline="") as file:
         _, cells = time_table(list(csv.DictReader(file)))
     section = (ROOT / "README.md").read_text().split("How long an ImageNet run takes", 1)[1]

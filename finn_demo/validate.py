@@ -8,9 +8,9 @@ import importlib.util
 
 import torch
 
-from configurator import ConfigError
-from files import check_writable
-from models import MOBILENET_V2_STAGES, resolve_weights
+from finn_demo.configurator import ConfigError
+from finn_demo.files import check_writable
+from finn_demo.models import MOBILENET_V2_STAGES, resolve_weights
 from quant_utils import GPXQ_IMPLS
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits

@@ -19,8 +19,8 @@ import onnxruntime as ort
 import torch
 from brevitas.export import export_onnx_qcdq
 
-from data import batches
-from evaluate import evaluate
+from finn_demo.data import batches
+from finn_demo.evaluate import evaluate
 
 
 def export_qcdq(model, example, path):

@@ -11,7 +11,7 @@ from torch.utils.data.dataloader import default_collate
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
-from configurator import ConfigError
+from finn_demo.configurator import ConfigError
 
 DIGITS_IMAGE_SIZE = 32  # MobileNetV2 downsamples 32x; 32x32 leaves a 1x1 map before the classifier
 DIGITS_TEST_SIZE = 497  # of 1797 images; a fixed split so cached models and figures stay comparable

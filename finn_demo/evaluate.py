@@ -3,7 +3,7 @@ import time
 
 import torch
 
-from data import batches
+from finn_demo.data import batches
 
 
 @torch.no_grad()

@@ -8,8 +8,8 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from tqdm import tqdm
 
-from configurator import ConfigError
-from files import atomic_path
+from finn_demo.configurator import ConfigError
+from finn_demo.files import atomic_path
 
 DEFAULT_IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 # torchvision's MobileNetV2 stages (expansion t, channels c, blocks n, stride s), its default

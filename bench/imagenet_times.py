@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
-import numpy as np
 import torch
 
 import finn_mobilenetv2 as demo
-from data import IMAGENET_WNIDS
+from finn_demo.data import IMAGENET_WNIDS
+from tests.imagenet_folder import make_imagenet_folder
 
 # The PTQ passes of each run. GPTQ, GPFQ and Qronos each set the final weights: one per run.
 RUNS = {
@@ -42,27 +42,6 @@ CLASSES = 10  # class folders of the generated data (their number does not chang
 
 
 # --------------------------------------------------------------------------------- the inputs
-def make_imagenet_folder(root, train_wnids, val_wnids, per_class=2, size=(48, 48), seed=0):
-    """An ImageNet-layout folder of generated JPEGs: train/<wnid>/*.JPEG and val/<wnid>/*.JPEG.
-
-    The images are smooth random colour fields with noise, so that they compress like photos.
-    size is (width, height).
-    """
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    width, height = size
-    for split, wnids in (("train", train_wnids), ("val", val_wnids)):
-        for wnid in wnids:
-            folder = Path(root) / split / wnid
-            folder.mkdir(parents=True)
-            for index in range(per_class):
-                coarse = rng.integers(0, 256, (max(1, height // 4), max(1, width // 4), 3), np.uint8)
-                pixels = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
-                pixels = np.clip(pixels + rng.normal(0, 8, pixels.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{index}.JPEG", quality=90)
-    return Path(root)
-
-
 def random_weights_file(path, seed=0):
     """A torchvision MobileNetV2 state_dict with random weights and BatchNorm statistics."""
     from torchvision.models import mobilenet_v2

@@ -1,7 +1,7 @@
 """GPFQ and Qronos side by side: Brevitas' implementation against fast_gpxq.py, in one run.
 
-    python bench_gpxq.py                          # digits model, PW4 and PW3, GPFQ and Qronos
-    python bench_gpxq.py --bits=PW4 --algorithms=gpfq --calib_size=64   # part of it
+    python -m bench.gpxq_speed                          # digits model, PW4 and PW3, GPFQ and Qronos
+    python -m bench.gpxq_speed --bits=PW4 --algorithms=gpfq --calib_size=64   # part of it
 
 For each bit-width setting (benchmark.py's) the demo's model is quantized and calibrated once;
 each algorithm then runs on two copies of it, Brevitas' implementation first, with the same
@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as benchmark.py, before t
 import brevitas.nn as qnn  # noqa: E402
 import torch  # noqa: E402
 
-from configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
+from finn_demo.configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where gpxq_speed.md and gpxq_speed.csv go
@@ -34,7 +34,7 @@ FLAGS = flags_of(globals())
 import benchmark  # noqa: E402
 import finn_mobilenetv2 as demo  # noqa: E402
 import quant_utils as qu  # noqa: E402
-from files import atomic_path  # noqa: E402
+from finn_demo.files import atomic_path  # noqa: E402
 
 ALGORITHMS = ("gpfq", "qronos")
 
@@ -116,7 +116,7 @@ def report(rows, args, passed, command):
         benchmark.markdown_table(header, cells), ""])
 
 
-def main(args, passed, command="python bench_gpxq.py"):
+def main(args, passed, command="python -m bench.gpxq_speed"):
     torch.set_num_threads(args["threads"])
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +137,6 @@ def main(args, passed, command="python bench_gpxq.py"):
 
 if __name__ == "__main__":
     try:
-        main(*make_args(sys.argv[1:]), command=" ".join(["python bench_gpxq.py", *sys.argv[1:]]))
+        main(*make_args(sys.argv[1:]), command=" ".join(["python -m bench.gpxq_speed", *sys.argv[1:]]))
     except ConfigError as error:
         sys.exit(f"error: {error}")

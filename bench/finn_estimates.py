@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import finn_mobilenetv2 as demo
-from files import atomic_path
+from finn_demo.files import atomic_path
 
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 

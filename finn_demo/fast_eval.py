@@ -14,13 +14,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import onnxruntime as ort
 import torch
 from brevitas.export import export_onnx_qcdq
 
-from finn_demo.data import batches
-from finn_demo.evaluate import evaluate
+from finn_demo.evaluate import evaluate, predict, top1
 
 
 def export_qcdq(model, example, path):
@@ -53,29 +51,16 @@ def ort_session(path, threads=None, int8_kernels=False):
 
 def run_session(session, loader, desc="onnxruntime evaluation"):
     """(predicted classes, labels, images per second) of an onnxruntime session over `loader`."""
-    predictions, labels = [], []
-    start = time.perf_counter()
-    for images, targets in batches(loader, "cpu", desc):
-        logits = session.run(None, {"x": images.numpy()})[0]
-        predictions.append(torch.from_numpy(np.argmax(logits, axis=1)))
-        labels.append(targets)
-    seconds = time.perf_counter() - start
-    predictions, labels = torch.cat(predictions), torch.cat(labels)
+    def forward(images):
+        return torch.from_numpy(session.run(None, {"x": images.numpy()})[0])
+    predictions, labels, seconds = predict(forward, loader, "cpu", desc)
     return predictions, labels, len(labels) / seconds
 
 
-@torch.no_grad()
 def torch_predictions(model, loader, desc="Brevitas predictions", limit=None):
     """Predicted classes of a PyTorch model over `loader` (its first `limit` images, if given)."""
-    device = next(model.parameters()).device
     model.eval()
-    predictions, count = [], 0
-    for images, _ in batches(loader, device, desc):
-        if limit is not None and count >= limit:
-            break
-        predictions.append(model(images).argmax(dim=1).cpu())
-        count += len(images)
-    return torch.cat(predictions)[:limit]
+    return predict(model, loader, next(model.parameters()).device, desc, limit)[0]
 
 
 def fast_evaluate(model, loader, threads=None, sample=None):
@@ -98,9 +83,9 @@ def fast_evaluate(model, loader, threads=None, sample=None):
     reference = torch_predictions(model, loader, limit=sample)
     agreement_seconds = time.perf_counter() - start
     return SimpleNamespace(
-        top1=100.0 * (predictions == labels).sum().item() / len(labels),  # exact, as evaluate()
+        top1=top1(predictions, labels),
         images_per_s=images_per_s, scored=len(labels),
-        agreement=100.0 * (predictions[:len(reference)] == reference).sum().item() / len(reference),
+        agreement=top1(predictions[:len(reference)], reference),
         agreement_images=len(reference), export_seconds=export_seconds,
         agreement_seconds=agreement_seconds)
 
@@ -110,8 +95,8 @@ def evaluate_quantized(model, loader, backend, sample):
     "brevitas" runs the fake-quantized PyTorch model, "onnxruntime" its QCDQ export (with its
     top-1 agreement with the Brevitas model on `sample` images)."""
     if backend == "brevitas":
-        top1, images_per_s, scored = evaluate(model, loader, "quantized evaluation")
-        return SimpleNamespace(top1=top1, images_per_s=images_per_s, scored=scored,
+        accuracy, images_per_s, scored = evaluate(model, loader, "quantized evaluation")
+        return SimpleNamespace(top1=accuracy, images_per_s=images_per_s, scored=scored,
                                backend="Brevitas (PyTorch)", agreement=None)
     result = fast_evaluate(model, loader, sample=sample)
     result.backend = "onnxruntime (QCDQ export)"

@@ -12,6 +12,7 @@ out_dir/intermediate/. Exit status 1 when a self-check fails, 2 on bad flags.
 After (6) the layers only run in cppsim/rtlsim, which need Vitis HLS/Vivado: the Python check
 runs on the graph of (4), which holds the same layers before specialization.
 """
+import hashlib
 import json
 import os
 import sys
@@ -30,7 +31,7 @@ fpga_part = "xczu7ev-ffvc1156-2-e"  # the FPGA part layers are specialized and e
 clock_ns = 5.0  # target clock period in ns (200 MHz): turns target_fps into cycles per frame
 target_fps = 1000  # frames per second SetFolding parallelizes the layers for
 verify_images = 8  # validation images the hardware graph runs on in Python (0 skips the check)
-reuse = False  # load a step's model from out_dir/intermediate/ when there (same --model only!)
+reuse = False  # load a step's model from out_dir/intermediate/ when made from the same --model and flags
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
@@ -39,8 +40,8 @@ from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
 from check_export import (  # noqa: E402
-    FINN_INSTALL_HINT, FINN_MIN_EXACT, FINN_TOLERANCE, CheckResult, compare_logits, metadata_of,
-    run_graph, run_images)
+    FINN_INSTALL_HINT, FINN_MIN_EXACT, FINN_TOLERANCE, CheckResult, compare_logits, finn_installed,
+    metadata_of, run_graph, run_images)
 from finn_demo.files import atomic_path  # noqa: E402
 
 try:  # FINN (finn-plus) is installed apart from requirements.txt: see requirements-finn.txt
@@ -54,6 +55,7 @@ else:
     FINN_IMPORT_ERROR = None
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
+SOURCE_KEY = "finn_build_source"  # metadata of each intermediate model: what it was made from
 
 
 def make_args(argv=()):
@@ -64,23 +66,34 @@ def make_args(argv=()):
 class Steps:
     """Runs each step on a model, prints one line with its seconds, saves the result.
 
-    With reuse on, a step whose model is already in out_dir/intermediate/ is loaded instead.
+    With reuse on, a step whose model is already in out_dir/intermediate/ is loaded instead, if
+    it was made from the same source file (sha256) with the same step flags, which each saved
+    model records in its metadata; from the first step that is run again, every later step runs.
     """
 
-    def __init__(self, out_dir, reuse):
+    def __init__(self, out_dir, reuse, source):
         self.folder = os.path.join(out_dir, "intermediate")
         os.makedirs(self.folder, exist_ok=True)
         self.reuse, self.seconds = reuse, {}
+        self.source_sha256 = hashlib.sha256(Path(source).read_bytes()).hexdigest()
 
     def __call__(self, name, function, model, *args):
         path = os.path.join(self.folder, f"{len(self.seconds) + 1}_{name}.onnx")
+        key = json.dumps({"source_sha256": self.source_sha256, "step": name, "flags": [
+            arg for arg in args if isinstance(arg, (str, int, float))]})
         start = time.perf_counter()
         if self.reuse and os.path.exists(path):
-            return self.record(name, start, ModelWrapper(path), "loaded")
+            saved = ModelWrapper(path)
+            if saved.get_metadata_prop(SOURCE_KEY) == key:
+                return self.record(name, start, saved, "loaded")
+            print(f"    {path} was made from another --model or other flags: running {name} again")
+        self.reuse = False  # the steps after a step that runs again depend on its new result
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FINN warns once per node it leaves alone
             model = function(model, *args)
-        model.save(path)
+        model.set_metadata_prop(SOURCE_KEY, key)
+        with atomic_path(path) as tmp:  # an interrupted save leaves no half file to reuse
+            model.save(str(tmp))
         return self.record(name, start, model)
 
     def record(self, name, start, model, how="done"):
@@ -230,8 +243,11 @@ def partition_and_check(model, qonnx_model, out_dir):
 
 def validate_args(args):
     if FINN_IMPORT_ERROR is not None:
-        raise ConfigError(f"FINN is not installed ({FINN_IMPORT_ERROR}): {FINN_INSTALL_HINT}, "
-                          "or run `make finn_build`, which does both")
+        state = (f"installed but module {FINN_IMPORT_ERROR.name or '?'} does not import"
+                 if finn_installed() else "not installed")
+        raise ConfigError(f"FINN is {state} ({type(FINN_IMPORT_ERROR).__name__}: "
+                          f"{FINN_IMPORT_ERROR}): {FINN_INSTALL_HINT}, or run `make finn_build`, "
+                          "which does both")
     if not os.path.isfile(args.model):
         raise ConfigError(f"--model={args.model}: no such file; export one with "
                           "`python finn_mobilenetv2.py` first")
@@ -271,7 +287,7 @@ def main(args):
     for name in OUTPUTS:
         Path(args.out_dir, name).unlink(missing_ok=True)
     qonnx_model = cleanup_model(ModelWrapper(args.model))
-    step = Steps(args.out_dir, args.reuse)
+    step = Steps(args.out_dir, args.reuse, args.model)
     model = build_hw_graph(step, qonnx_model)
     failures = []
     if args.verify_images:

@@ -4,6 +4,8 @@ Edit the flags below, or override any of them on the command line:
     python finn_mobilenetv2.py --weight_bit_width=4 --bias_corr=True
 The run reads top to bottom: load model and data, (1) insert quantization nodes,
 (2) recover accuracy with post-training quantization, (3) export QONNX for FINN.
+The PTQ passes run in Brevitas' order (quant_utils.quantize_and_recover): act_eq on the float
+graph, calibration, GPTQ / GPFQ / Qronos, bn_corr, then bias_corr last.
 """
 import os
 import sys
@@ -14,11 +16,14 @@ from types import SimpleNamespace
 import torch
 
 from finn_demo.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.quiet import quiet_third_party
+
+quiet_third_party()  # before Brevitas loads: it and torch print notices that are not the demo's
 
 # ---------------------------------------------------------------------------------------- flags
 # data and model
 data_dir = ""  # ImageNet folder with train/<wnid>/ and val/<wnid>/; "" runs the embedded digits demo
-weights = ""  # ImageNet: torchvision weights name (IMAGENET1K_V1, IMAGENET1K_V2) or a .pth file; "" = IMAGENET1K_V1
+weights = ""  # ImageNet: torchvision weights name (IMAGENET1K_V2, IMAGENET1K_V1) or a .pth file; "" = IMAGENET1K_V2
 calib_size = 1000  # calibration images: a seeded random subset of the training split
 val_size = 50000  # validation images: a seeded random subset of val/ (all of it when it is smaller)
 batch_size = 32  # images per batch, for calibration, PTQ and evaluation
@@ -37,17 +42,18 @@ act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network inp
 depthwise_bit_width = None  # weights of depthwise convs (groups != 1)
 first_conv_bit_width = None  # weights of the first conv, features.0.0
 last_linear_bit_width = None  # weights of the final Linear classifier
-# 2. post-training quantization (PTQ)
+# 2. post-training quantization (PTQ), run in this order: act_eq, calibration, gptq / gpfq / qronos,
+# bn_corr, bias_corr (last: it corrects the mean error every earlier pass leaves)
 act_eq = False  # activation equalization (SmoothQuant), on the float graph before quantizing
 act_eq_alpha = 0.5  # its migration strength, in [0, 1]
 act_eq_add_mul_node = False  # let it insert Mul nodes where scales cannot be folded
-bias_corr = False  # bias correction after calibration
 gptq = False  # GPTQ weight rounding (not with gpfq)
 gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
 gpxq_impl = "fast"  # GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, 11-25x faster) or "brevitas"
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
+bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
 # quantized evaluation: "onnxruntime" runs the model exported as QCDQ (several times faster on CPU),
 # "brevitas" the fake-quantized PyTorch model; "auto" = onnxruntime for ImageNet on cpu, else brevitas
 eval_backend = "auto"
@@ -62,7 +68,7 @@ verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
-from finn_demo.data import digits_datasets, imagenet_datasets, make_loader, random_subset  # noqa: E402
+from finn_demo.data import digits_datasets, first_images, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
 from finn_demo.evaluate import evaluate  # noqa: E402
 from finn_demo.fast_eval import evaluate_quantized  # noqa: E402
@@ -141,34 +147,14 @@ def main(args):
     print(f"float model: top-1 {float_top1:.2f}% on {dataset}")
     example = next(iter(calib_loader))[0][:1].to(args.device)
 
-    # 1. Insert quantization nodes
-    model = qu.preprocess_for_finn_quantize(float_model, example)
-    if args.act_eq:
-        with stage("act_eq", model):
-            qu.apply_act_equalization(calib_loader, model, args.act_eq_alpha, args.act_eq_add_mul_node)
+    # 1. Insert quantization nodes, then 2. keep or recover accuracy with post-training
+    # quantization, in quant_utils.quantize_and_recover's order: act_eq on the float graph,
+    # quantize + calibration, GPTQ / GPFQ / Qronos, bn_corr, bias_corr last.
     maps = qu.bit_width_maps(
         args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
         args.first_conv_bit_width, args.last_linear_bit_width)
-    model = qu.quantize_finn(model, **maps).to(args.device)
-    with stage("calibration", model):
-        qu.calibrate(calib_loader, model)
-
-    # 2. Keep or recover accuracy with post-training quantization
-    if args.bias_corr:
-        with stage("bias_corr", model):
-            qu.apply_bias_correction(calib_loader, model)
-    if args.gptq:
-        with stage("gptq", model):
-            qu.apply_gptq(calib_loader, model)
-    if args.gpfq:
-        with stage("gpfq", model):
-            qu.apply_gpfq(calib_loader, model, args.gpxq_impl)
-    if args.qronos:
-        with stage("qronos", model):
-            qu.apply_qronos(calib_loader, model, args.qronos_alpha, args.gpxq_impl)
-    if args.bn_corr:  # last: BatchNorm statistics of the final weights
-        with stage("bn_corr", model):
-            qu.apply_bn_correction(calib_loader, model)
+    model = qu.quantize_and_recover(float_model, calib_loader, example, maps, stage=stage,
+                                    **{name: getattr(args, name) for name in qu.PTQ_FLAGS})
     with stage("quantized evaluation"):
         quant = evaluate_quantized(model, val_loader, resolve_backend(args), args.agreement_images)
     quant_top1, quant_ips = quant.top1, quant.images_per_s
@@ -190,7 +176,7 @@ def main(args):
     if args.check_export:
         with stage("export checks"):
             count = max(args.check_images, FINN_IMAGES) if args.check_finn else args.check_images
-            images = next(iter(val_loader))[0][:count]
+            images = first_images(val_loader, count)  # across batches: count may exceed batch_size
             report = check_exported_file(args.output, images, brevitas_model=model,
                                          finn=args.check_finn)
         print(format_metadata(report.metadata))
@@ -229,22 +215,36 @@ def serve_in_netron(path):
         netron.stop()
 
 
+def file_state(path):
+    """What identifies the file at `path` now (inode, modification time, size); None if absent."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def cli(argv):
     """Run the demo from command-line arguments and return its exit status.
 
-    Bad input ends the run with a one-line message (a traceback only with --verbose=True);
-    Ctrl-C ends it cleanly. Either way the output file is left as it was.
+    Bad input ends the run with a one-line message (a traceback only with --verbose=True),
+    the output file left as it was; Ctrl-C ends it cleanly, saying whether the export was written.
     """
+    args = before = None
     try:
-        result = main(make_args(argv))
+        args = make_args(argv)
+        before = file_state(args.output)
+        result = main(args)
     except ConfigError as error:
-        if "--verbose=True" in argv:
+        if args is not None and args.verbose:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the run stopped cleanly; no output file was written or changed",
-              file=sys.stderr)
+        written = args is not None and file_state(args.output) != before
+        print("interrupted: the run stopped cleanly; " + (
+            f"the export {args.output} was written; the steps after it did not finish" if written
+            else "no output file was written or changed"), file=sys.stderr)
         return 130
     failed_checks = result.report is not None and not result.report.ok
     return 1 if failed_checks or (result.build is not None and result.build.failures) else 0

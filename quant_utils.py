@@ -1,6 +1,12 @@
 """Quantize MobileNetV2 for FINN with Brevitas, and recover accuracy with Brevitas' PTQ passes.
 
-Each function does one thing and can be used on its own:
+`quantize_and_recover` runs the whole flow in its fixed order (the demo, the benchmark and the
+tests all call it):
+
+    model = quantize_and_recover(float_model, calib_loader, example, bit_width_maps(4),
+                                 gpfq=True, bn_corr=True, bias_corr=True)
+
+and each step stays one function that can be used on its own:
 
     model = preprocess_for_finn_quantize(float_model, example_images)
     model = quantize_finn(model, **default_quantize_maps_finn())
@@ -12,7 +18,9 @@ written here, on `brevitas.graph.quantize.quantize`. The choices follow what FIN
 ingests: float per-channel weight scales and per-tensor activation scales (FINN turns them into
 thresholds), BatchNorm kept as its own node, scales aligned before every Add.
 """
+import copy
 import inspect
+from contextlib import nullcontext
 from functools import partial
 
 import brevitas.nn as qnn
@@ -28,7 +36,7 @@ from brevitas.graph.quantize import preprocess_for_quantize, quantize
 from brevitas.graph.standardize import MeanMethodToAdaptiveAvgPool2d
 from brevitas.quant import (
     Int8ActPerTensorFloat, Int8ActPerTensorFloatMSE, Int8WeightPerChannelFloatMSE, Int32Bias,
-    Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMSE)
+    Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMaxInit, Uint8ActPerTensorFloatMSE)
 from torch import nn
 from tqdm import tqdm
 
@@ -67,7 +75,12 @@ def default_quantize_maps_finn():
             nn.Linear: weight_layer(qnn.QuantLinear)},
         "quant_act_map": {
             nn.ReLU: (qnn.QuantReLU, {
-                "act_quant": Uint8ActPerTensorFloat, "bit_width": 8, "return_quant_tensor": True})},
+                "act_quant": Uint8ActPerTensorFloat, "bit_width": 8, "return_quant_tensor": True}),
+            # MobileNetV2's ReLU6 keeps its clip: a fixed [0, 6] range (scale 6 / (2**bits - 1)),
+            # so the quantized network never passes a value the float one clips, as in the seed.
+            nn.ReLU6: (qnn.QuantReLU, {
+                "act_quant": Uint8ActPerTensorFloatMaxInit, "max_val": 6.0, "bit_width": 8,
+                "return_quant_tensor": True})},
         "unsigned_act_tuple": (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid)}
 
 
@@ -87,7 +100,7 @@ def bit_width_maps(
         kwargs["bit_width"] = act_bit_width
     if act_bit_width < 8:
         # With few levels, the percentile scale (99.999th) spends them on rare peaks; an MSE-fitted
-        # scale clips those instead (benchmark's PW4A4 on digits: 89.5% -> 93.8% before any PTQ).
+        # scale clips those instead, which keeps more top-1 at 4-bit activations.
         # It calibrates about 10x slower (RESULTS.md), so 8-bit activations keep the percentile.
         maps["quant_identity_map"]["signed"][1]["act_quant"] = Int8ActPerTensorFloatMSE
         maps["quant_identity_map"]["unsigned"][1]["act_quant"] = Uint8ActPerTensorFloatMSE
@@ -95,17 +108,20 @@ def bit_width_maps(
     return maps
 
 
-def preprocess_for_finn_quantize(model, x):
-    """Trace `model` with Brevitas' tracer and standardize its graph, keeping BatchNorm.
+def preprocess_for_finn_quantize(model, x, relu6_to_relu=False):
+    """Trace `model` with Brevitas' tracer and standardize its graph, keeping BatchNorm and ReLU6.
 
     `x` is an example input: it sizes the AvgPool2d that replaces the global average pool.
+    Brevitas' own default, relu6_to_relu=True, turns ReLU6 into ReLU: the quantized network
+    would then pass values above 6 that the float one clips.
     Brevitas' tracer is required, not torch.fx's: Brevitas' graph rewrites silently do nothing on
     a torch.fx graph and the residual handler then spins for tens of minutes.
     """
     model = symbolic_trace(model.eval())
     model = MeanMethodToAdaptiveAvgPool2d().apply(model)
     model = AdaptiveAvgPoolToAvgPool().apply(model, x)
-    return preprocess_for_quantize(model, trace_model=False, merge_bn=False)
+    return preprocess_for_quantize(
+        model, trace_model=False, merge_bn=False, relu6_to_relu=relu6_to_relu)
 
 
 def _check_kwarg_lambdas(layer_map, map_name):
@@ -270,3 +286,56 @@ def apply_bn_correction(loader, model):
         bad = ~(torch.isfinite(norm.running_mean) & torch.isfinite(norm.running_var))
         norm.running_mean[bad], norm.running_var[bad] = mean[bad], var[bad]
     model.eval()  # norm_correction_mode leaves BatchNorm in training mode
+
+
+# quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
+PTQ_FLAGS = ("act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq", "qronos",
+             "qronos_alpha", "gpxq_impl", "bn_corr", "bias_corr")
+
+
+def _untimed(name, model=None):
+    return nullcontext()
+
+
+def quantize_and_recover(
+        float_model, calib_loader, example, maps=None, *, act_eq=False, act_eq_alpha=0.5,
+        act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False, qronos_alpha=1e-3,
+        gpxq_impl="fast", bn_corr=False, bias_corr=False, stage=_untimed):
+    """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
+
+    1. act_eq (on the float graph: it rescales float weights before they are quantized),
+    2. quantize_finn with `maps` (default: default_quantize_maps_finn()), then calibration,
+    3. one of gptq / gpfq / qronos (they set the final integer weights),
+    4. bn_corr (BatchNorm statistics of those final weights' activations),
+    5. bias_corr last (it corrects the mean error that every pass before left; run earlier, the
+       weight rounding and BatchNorm re-estimation would change the error it corrected).
+
+    This is Brevitas' ptq_evaluate.py order. `example` is one input batch on the model's device.
+    `stage(name, model)` is entered around each step (the demo times them with it). Returns the
+    quantized model; `float_model` is left unchanged.
+    """
+    if sum((gptq, gpfq, qronos)) > 1:
+        raise ValueError("gptq, gpfq and qronos all set the final weights: choose one")
+    model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example)
+    if act_eq:
+        with stage("act_eq", model):
+            apply_act_equalization(calib_loader, model, act_eq_alpha, act_eq_add_mul_node)
+    model = quantize_finn(model, **(maps or default_quantize_maps_finn())).to(example.device)
+    with stage("calibration", model):
+        calibrate(calib_loader, model)
+    if gptq:
+        with stage("gptq", model):
+            apply_gptq(calib_loader, model)
+    if gpfq:
+        with stage("gpfq", model):
+            apply_gpfq(calib_loader, model, gpxq_impl)
+    if qronos:
+        with stage("qronos", model):
+            apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
+    if bn_corr:
+        with stage("bn_corr", model):
+            apply_bn_correction(calib_loader, model)
+    if bias_corr:
+        with stage("bias_corr", model):
+            apply_bias_correction(calib_loader, model)
+    return model

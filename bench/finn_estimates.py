@@ -5,16 +5,42 @@ Each row is one demo run with the setting's flags and `--finn_build=True` (no PT
 estimates follow the bit widths and layer shapes; PTQ only moves the weights within them).
 finn_build.py compiles the export into FINN's hardware layers, checks them against the QONNX
 graph and sums FINN's per-layer estimates (res_estimation, exp_cycles_per_layer) for the part
-and clock of its flags. benchmark.py calls `finn_row` per setting and writes the table and plot.
+and clock of its flags. benchmark.py calls `finn_section`, then `finn_text` and `plot_finn`.
 """
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
+import torch
+
 import finn_mobilenetv2 as demo
+from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS
+from bench.report import code_line, markdown_table
+from bench.rows import code_hash, resumable
 from finn_demo.files import atomic_path
 
+CODE = ("bench/finn_estimates.py", "bench/grid.py")  # the rows use the grid's bit-width settings
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+
+
+def finn_section(args, passed, common, path):
+    """(rows, failures) of the FINN builds, one per setting of --finn_bits; none without FINN."""
+    from check_export import FINN_INSTALL_HINT, finn_available
+    if not args["finn_bits"]:
+        return [], []
+    if not finn_available():
+        return [], [("FINN section", f"skipped: {FINN_INSTALL_HINT}")]
+    keys = [{"bits": name, **common, "row_flags": " ".join(BIT_SETTINGS[name])}
+            for name in args["finn_bits"]]
+    # FINN's graph passes are single-threaded Python: builds run grid_jobs at a time.
+    threads = max(1, torch.get_num_threads() // args["grid_jobs"])
+    return resumable(path, keys, partial(_measure, passed=passed), "FINN builds", code_hash(*CODE),
+                     args["grid_jobs"], threads)
+
+
+def _measure(key, passed):
+    return finn_row([*passed, *BIT_SETTINGS[key["bits"]]])
 
 
 def finn_row(flags):
@@ -72,6 +98,42 @@ def finn_table(rows, grid_rows, descriptions):
                                                        "hw_layers")),
                       row["finn_checks"], row["s_finn_build"]])
     return header, cells
+
+
+def float_mismatches(rows, grid_rows):
+    """The FINN rows whose float top-1 differs from the grid's (another model, or another
+    evaluation): their accuracy cannot be read beside the grid's."""
+    grid_float = {row["float_top1"] for row in grid_rows}
+    return [row for row in rows if grid_float and row["float_top1"] not in grid_float]
+
+
+def finn_text(rows, grid_rows, plot_name):
+    first = rows[0]
+    mismatches = float_mismatches(rows, grid_rows)
+    check = (f"**Float top-1 differs from the grid's** ({', '.join(sorted({r['float_top1'] for r in grid_rows}))}%) "
+             f"in rows {', '.join(row['bits'] for row in mismatches)}: not the same model or evaluation, "
+             "do not compare their accuracy with the grid's." if mismatches else
+             "Float top-1: the same as the grid's in every row (the same model).")
+    return [
+        "## FINN: hardware cost per bit-width setting", "",
+        "Each row: one demo run with the setting's flags (no PTQ) and `--finn_build=True`, i.e. "
+        "finn_build.py on its export: FINN's frontend, streamlining, hardware layers, the "
+        f"dataflow partition, specialization for {first.get('part', '-')}, SetFolding for "
+        f"{first.get('target_fps', '-')} frames/s at a {first.get('clock_ns', '-')} ns clock, "
+        "and FINN's own estimates (res_estimation, exp_cycles_per_layer) summed over the "
+        "layers. No Vivado: these are FINN's analytical estimates, not synthesis results. "
+        "*FINN checks*: finn_build.py's self-checks (every layer a hardware layer in one "
+        "partition, the hardware graph's logits against the QONNX graph's on 8 images). "
+        "*best PTQ top-1*: the best row of the accuracy grid above for the same bit widths, "
+        "where the grid measured the same float model (same float top-1; '-' otherwise). The "
+        "plot shows each row's own top-1 without PTQ. "
+        "*of which thresholds*: the LUTs FINN's Thresholding layers take (their threshold "
+        "memories in LUTRAM, FINN's default choice). FINN reports no LUT estimate for some "
+        "layer types (MVAU_rtl, FMPadding, the stream layers): the totals leave them out.", "",
+        check, "",
+        markdown_table(*finn_table(rows, grid_rows, BIT_DESCRIPTIONS)), "",
+        f"![accuracy against FINN's LUT and frame-rate estimates]({plot_name})", "",
+        *code_line(rows, CODE)]
 
 
 def plot_finn(rows, path):

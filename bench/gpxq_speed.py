@@ -1,20 +1,23 @@
-"""GPFQ and Qronos side by side: Brevitas' implementation against fast_gpxq.py, in one run.
+"""The benchmark's GPFQ and Qronos speed section: Brevitas' implementation against fast_gpxq.py.
 
-    python -m bench.gpxq_speed                          # digits model, PW4 and PW3, GPFQ and Qronos
-    python -m bench.gpxq_speed --bits=PW4 --algorithms=gpfq --calib_size=64   # part of it
+    python benchmark.py --gpxq_bits=PW4 --gpxq_algorithms=gpfq ...   # as a section of the benchmark
+    python -m bench.gpxq_speed --bits=PW4 --algorithms=gpfq          # this section alone
 
-For each bit-width setting (benchmark.py's) the demo's model is quantized and calibrated once;
-each algorithm then runs on two copies of it, Brevitas' implementation first, with the same
-threads. Every integer weight (weight / scale, by Brevitas' quantizer) of the two results is
-compared. Demo flags pass through (--cache_dir=..., --digits_width=...). Writes gpxq_speed.md
-and gpxq_speed.csv into out_dir and prints the table.
+Each row is one bit-width setting (the grid's) and one algorithm: the demo's model is quantized
+and calibrated once, then the two implementations run on copies of it, alternating (Brevitas,
+fast, Brevitas, fast, ...) `repeats` times each, at torch's default thread count (what the demo
+uses): the row holds each one's median seconds and every timing. Every integer weight (weight /
+scale, by Brevitas' quantizer) of every run is compared with the first Brevitas run's. Demo flags
+pass through (--cache_dir=..., --digits_width=...). Alone, it writes gpxq_speed.csv into out_dir
+(resumable like the benchmark's CSVs) and prints the table.
 """
 import copy
 import os
-import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from statistics import median
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as benchmark.py, before torch loads
 import brevitas.nn as qnn  # noqa: E402
@@ -23,20 +26,23 @@ import torch  # noqa: E402
 from finn_demo.configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
-out_dir = "results"  # where gpxq_speed.md and gpxq_speed.csv go
-bits = "PW4,PW3"  # bit-width settings of benchmark.py, comma-separated
+out_dir = "results"  # where gpxq_speed.csv goes
+bits = "PW4,PW3"  # bit-width settings of the grid (bench/grid.py), comma-separated
 algorithms = "gpfq,qronos"  # the GPxQ passes compared, comma-separated
-calib_size = 256  # calibration images, as in the benchmark's grid
-threads = 1  # PyTorch threads of both implementations
+calib_size = 128  # calibration images of every run
+repeats = 3  # timed runs of each implementation, alternating; the table shows the medians
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
-import benchmark  # noqa: E402
 import finn_mobilenetv2 as demo  # noqa: E402
 import quant_utils as qu  # noqa: E402
-from finn_demo.files import atomic_path  # noqa: E402
+from bench.grid import BIT_SETTINGS, choose  # noqa: E402
+from bench.report import code_line, markdown_table  # noqa: E402
+from bench.rows import code_hash, demo_model_hash, resumable  # noqa: E402
 
+CODE = ("bench/gpxq_speed.py", "bench/grid.py")  # the rows use the grid's bit-width settings
 ALGORITHMS = ("gpfq", "qronos")
+CSV_NAME = "gpxq_speed.csv"
 
 
 def make_args(argv=()):
@@ -45,9 +51,19 @@ def make_args(argv=()):
     passed = [arg for arg in argv if arg not in own]
     demo.make_args(passed)  # refuse unknown flags now
     args = apply_overrides(FLAGS, own)
-    args["bits"] = benchmark._choose(args["bits"], benchmark.BIT_SETTINGS, "bits")
-    args["algorithms"] = benchmark._choose(args["algorithms"], dict.fromkeys(ALGORITHMS), "algorithms")
+    args["bits"] = choose(args["bits"], BIT_SETTINGS, "bits")
+    args["algorithms"] = choose(args["algorithms"], dict.fromkeys(ALGORITHMS), "algorithms")
+    if args["repeats"] < 1:
+        raise ConfigError(f"--repeats={args['repeats']}: must be 1 or more")
     return args, passed
+
+
+def gpxq_section(bits_names, algorithm_names, calib_images, runs, passed, common, path):
+    """(rows, failures) of the comparison in the CSV at `path`; `common`: every key's flags and model."""
+    keys = [{"bits": bits_name, "algorithm": algorithm, **common, "calib_size": str(calib_images),
+             "repeats": str(runs)} for bits_name in bits_names for algorithm in algorithm_names]
+    return resumable(path, keys, partial(compare_row, passed=passed), "GPFQ/Qronos speed",
+                     code_hash(*CODE))
 
 
 def calibrated_model(flags):
@@ -56,11 +72,9 @@ def calibrated_model(flags):
     torch.manual_seed(args.seed)
     float_model, calib_loader, _, _ = demo.load_model_and_data(args)
     example = next(iter(calib_loader))[0][:1].to(args.device)
-    model = qu.preprocess_for_finn_quantize(float_model, example)
     maps = qu.bit_width_maps(args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
                              args.first_conv_bit_width, args.last_linear_bit_width)
-    model = qu.quantize_finn(model, **maps).to(args.device)
-    qu.calibrate(calib_loader, model)
+    model = qu.quantize_and_recover(float_model, calib_loader, example, maps)  # no PTQ flags
     with torch.no_grad():  # initializes the weight quantizers: a deepcopy before this recurses
         model(example)
     return model, calib_loader, args
@@ -83,60 +97,76 @@ def timed_run(algorithm, impl, model, loader, args):
     return time.perf_counter() - start, integer_weights(model)
 
 
-def compare_row(bits_name, algorithm, model, loader, args):
+def compare_row(key, passed):
+    """Both implementations on one setting, alternating: median seconds, every timing, and the
+    largest number of integer weights any run has that differ from the first Brevitas run's."""
+    flags = [*passed, *BIT_SETTINGS[key["bits"]], f"--calib_size={key['calib_size']}"]
+    model, loader, args = calibrated_model(flags)
     load = os.getloadavg()[0]
-    brevitas_s, brevitas = timed_run(algorithm, "brevitas", model, loader, args)
-    fast_s, fast = timed_run(algorithm, "fast", model, loader, args)
-    differing = {name: int((fast[name] != brevitas[name]).sum()) for name in brevitas}
-    total = sum(weights.numel() for weights in brevitas.values())
-    return {"bits": bits_name, "algorithm": algorithm, "brevitas_s": f"{brevitas_s:.1f}",
+    seconds = {"brevitas": [], "fast": []}
+    reference, differing = None, {}
+    for _ in range(int(key["repeats"])):
+        for impl in seconds:  # alternating, so that load on the machine hits both alike
+            run_seconds, weights = timed_run(key["algorithm"], impl, model, loader, args)
+            seconds[impl].append(run_seconds)
+            reference = reference or weights
+            for name, values in weights.items():
+                differing[name] = max(differing.get(name, 0), int((values != reference[name]).sum()))
+    brevitas_s, fast_s = median(seconds["brevitas"]), median(seconds["fast"])
+    return {"threads": str(torch.get_num_threads()), "brevitas_s": f"{brevitas_s:.1f}",
             "fast_s": f"{fast_s:.1f}", "speedup": f"{brevitas_s / fast_s:.1f}",
-            "differing_int_weights": str(sum(differing.values())), "int_weights": str(total),
-            "layers": str(len(brevitas)),
+            "brevitas_runs_s": " ".join(f"{value:.1f}" for value in seconds["brevitas"]),
+            "fast_runs_s": " ".join(f"{value:.1f}" for value in seconds["fast"]),
+            "differing_int_weights": str(sum(differing.values())),
+            "int_weights": str(sum(weights.numel() for weights in reference.values())),
+            "layers": str(len(reference)),
             "layers_differing": " ".join(f"{name}:{n}" for name, n in differing.items() if n) or "-",
             "load_1min": f"{load:.1f} -> {os.getloadavg()[0]:.1f}"}
 
 
-def report(rows, args, passed, command):
-    header = ["bits", "algorithm", "Brevitas s", "fast s", "speed-up", "differing integer weights",
+def gpxq_table(rows):
+    header = ["bits", "algorithm", "threads", "Brevitas s (median)", "fast s (median)", "speed-up",
+              "Brevitas runs (s)", "fast runs (s)", "differing integer weights",
               "layers with differences", "load average (before -> after)"]
-    cells = [[row["bits"], row["algorithm"], row["brevitas_s"], row["fast_s"], f"{row['speedup']}x",
+    cells = [[row["bits"], row["algorithm"], row["threads"], row["brevitas_s"], row["fast_s"],
+              f"{row['speedup']}x", row["brevitas_runs_s"], row["fast_runs_s"],
               f"{row['differing_int_weights']} of {row['int_weights']} ({row['layers']} layers)",
               row["layers_differing"], row["load_1min"]] for row in rows]
-    return "\n".join([
-        "# GPFQ and Qronos: Brevitas' implementation vs fast_gpxq.py", "",
-        f"Made by `{command}` ({platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__}, brevitas {benchmark._version('brevitas')}), {torch.get_num_threads()} "
-        f"PyTorch thread(s) for both implementations. calib_size={args['calib_size']}; demo flags "
-        f"{' '.join(passed) or 'none'}. Seconds of `apply_gpfq` / `apply_qronos` (main()'s `gpfq` "
-        "/ `qronos` stage) on copies of the same calibrated model whose weight quantizers are "
-        "already initialized (in main() the stage also holds that first forward pass, alike for "
-        "both), Brevitas first; one timing each. Integer weights: weight / scale by Brevitas' "
-        "own quantizer, of every Conv and Linear.", "",
-        benchmark.markdown_table(header, cells), ""])
+    return markdown_table(header, cells)
 
 
-def main(args, passed, command="python -m bench.gpxq_speed"):
-    torch.set_num_threads(args["threads"])
+def gpxq_text(rows):
+    first = rows[0]
+    return [
+        "## GPFQ and Qronos: Brevitas' implementation vs fast_gpxq.py", "",
+        f"Each row: the demo's model quantized and calibrated on {first['calib_size']} calibration "
+        f"images, then `apply_gpfq` / `apply_qronos` (main()'s `gpfq` / `qronos` stage) run "
+        f"{first['repeats']} times per implementation on copies of it, alternating (Brevitas, fast, "
+        f"Brevitas, fast, ...), in one process at torch's default thread count, what the demo uses "
+        f"({first['threads']} here); *s (median)* is the median of those runs, *speed-up* the ratio "
+        "of the medians. The copies' weight quantizers are already initialized (in main() the "
+        "stage also holds that first forward pass, alike for both). *differing integer weights*: "
+        "weight / scale by Brevitas' own quantizer, of every Conv and Linear, the most that any "
+        "run differs from the first Brevitas run.", "",
+        gpxq_table(rows), "",
+        *code_line(rows, CODE)]
+
+
+def main(args, passed):
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for bits_name in args["bits"]:
-        flags = [*passed, *benchmark.BIT_SETTINGS[bits_name], f"--calib_size={args['calib_size']}"]
-        model, loader, demo_args = calibrated_model(flags)
-        for algorithm in args["algorithms"]:
-            rows.append(compare_row(bits_name, algorithm, model, loader, demo_args))
-            print(rows[-1], flush=True)
-    text = report(rows, args, passed, command)
-    with atomic_path(out / "gpxq_speed.md") as tmp:
-        tmp.write_text(text)
-    benchmark.write_rows(out / "gpxq_speed.csv", rows)
-    print(text)
+    common = {"flags": " ".join(arg for arg in passed if not arg.startswith("--cache_dir=")),
+              "model": demo_model_hash(passed)}
+    rows, failures = gpxq_section(args["bits"], args["algorithms"], args["calib_size"],
+                                  args["repeats"], passed, common, out / CSV_NAME)
+    print("\n".join(gpxq_text(rows) if rows else []))
+    for key, message in failures:
+        print(f"failed: {key}: {message}")
     return rows
 
 
 if __name__ == "__main__":
     try:
-        main(*make_args(sys.argv[1:]), command=" ".join(["python -m bench.gpxq_speed", *sys.argv[1:]]))
+        main(*make_args(sys.argv[1:]))
     except ConfigError as error:
         sys.exit(f"error: {error}")

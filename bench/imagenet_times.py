@@ -10,19 +10,24 @@ Each row is one run of the demo's `main()` on that folder with the demo's defaul
 batch size, eval_backend auto: onnxruntime on a CPU, check_images) and one set of PTQ passes, at
 one calib_size and val_size. The table fits each stage as seconds = fixed + per image x images,
 through the stage's median seconds at two sizes of what it grows with, and says what that gives
-for the seed's run (1000 calibration, 50000 validation images). benchmark.py calls `time_row`
-per row and `time_table` for its report.
+for the seed's run (1000 calibration, 50000 validation images). benchmark.py calls
+`imagenet_section` (a `time_row` per row) and `imagenet_text` for its report.
 """
 import math
 import tempfile
+from functools import partial
 from pathlib import Path
 from statistics import median
 
 import torch
 
 import finn_mobilenetv2 as demo
+from bench.report import code_line, markdown_table
+from bench.rows import code_hash, resumable
 from finn_demo.data import IMAGENET_WNIDS
 from tests.imagenet_folder import make_imagenet_folder
+
+CODE = ("bench/imagenet_times.py", "tests/imagenet_folder.py")  # the rows and their generated data
 
 # The PTQ passes of each run. GPTQ, GPFQ and Qronos each set the final weights: one per run.
 RUNS = {
@@ -66,6 +71,18 @@ def generated_imagenet(root, train_images, val_images):
 
 
 # ----------------------------------------------------------------------------------- the rows
+def imagenet_section(args, path):
+    """(rows, failures) of the time table in the CSV at `path`, on a folder generated for the run."""
+    if not args["imagenet_calib_sizes"]:
+        return [], []
+    keys = time_keys(args["imagenet_calib_sizes"], args["imagenet_val_sizes"])
+    with tempfile.TemporaryDirectory() as folder:
+        data_dir, weights = generated_imagenet(Path(folder), args["imagenet_calib_sizes"][-1],
+                                               args["imagenet_val_sizes"][-1])
+        return resumable(path, keys, partial(time_row, data_dir=data_dir, weights=weights),
+                         "ImageNet time table", code_hash(*CODE))
+
+
 def time_keys(calib_sizes, val_sizes):
     """The rows: each set of PTQ passes at both calibration sizes (with the smaller val_size), and
     one run without PTQ at the larger val_size (the validation stages do not depend on PTQ)."""
@@ -176,3 +193,28 @@ def seed_run_minutes(rows):
     total = sum(fits[stage][4] for stage in base if stage in fits) / 60
     passes = {stage: fits[stage][4] / 60 for stage in CALIB_STAGES if stage in fits and stage not in base}
     return total, passes
+
+
+def imagenet_text(rows):
+    minutes, passes = seed_run_minutes(rows)
+    first = rows[0]
+    return [
+        "## ImageNet run: time per stage at 224x224", "",
+        "Time only, not accuracy: each row of imagenet_times.csv is one run of the demo's `main()` on "
+        "a generated ImageNet-layout folder (500x375 JPEGs of about ImageNet's file size) with a "
+        "random-weights MobileNetV2 file, `--device=cpu` and the demo's defaults otherwise "
+        f"({first['threads']} threads, {first['workers']} DataLoader workers, eval_backend auto = "
+        f"onnxruntime, check_images={first['check_images']}). Each stage is fitted as fixed + per "
+        "image through its median seconds at the two sizes of what it grows with; *s at the seed's "
+        f"sizes* applies the fit to {SEED_SIZES['calib_size']} calibration and {SEED_SIZES['val_size']} "
+        f"validation images (agreement: {demo.FLAGS['agreement_images']}). The quantized evaluation is shown in its parts: the QCDQ export, onnxruntime "
+        "scoring every validation image, and the Brevitas model on the agreement sample. GPFQ "
+        "and Qronos run fast_gpxq.py (the default gpxq_impl), GPTQ Brevitas' own gptq_mode. "
+        "*load* lists the generated folder's few hundred files: listing ImageNet's 1.33 million "
+        "takes longer (not measured here).", "",
+        markdown_table(*time_table(rows)), "",
+        f"The seed's run without PTQ (8-bit, calib {SEED_SIZES['calib_size']}, val "
+        f"{SEED_SIZES['val_size']}), by these fits: about "
+        f"{minutes:.0f} min. Each PTQ pass adds: " + ", ".join(
+            f"{name} {value:.0f} min" for name, value in passes.items()) + ".", "",
+        *code_line(rows, CODE)]

@@ -8,4 +8,5 @@ benchmark.py) are made of, a module per role:
 - fast_gpxq: GPFQ and Qronos in one node-by-node pass (the integer weights of Brevitas' loop)
 - export: the QONNX file for FINN; files: whole-or-nothing writes
 - finn_steps: FINN's compiler steps that finn_build.py runs
+- quiet: the notices torch and Brevitas print on import, silenced (and only those)
 """

@@ -57,29 +57,45 @@ class ImageNetFolder(ImageFolder):
             return None
 
 
-def imagenet_datasets(data_dir, transform):
-    """The train/ and val/ splits of an ImageNet-layout folder, as (train, val)."""
+def imagenet_split(data_dir, split, transform):
+    """One split ("train" or "val") of an ImageNet-layout folder; lists only that split's files."""
     root = Path(data_dir)
     if not root.is_dir():
         raise ConfigError(f"data_dir: {root} does not exist; pass --data_dir=PATH/TO/IMAGENET")
-    splits = []
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise ConfigError(
-                f"data_dir: {root} has no {split}/ folder; expected {split}/<wnid>/*.JPEG")
-        try:
-            splits.append(ImageNetFolder(root / split, transform=transform))
-        except FileNotFoundError as error:  # ImageFolder's message for an empty split
-            raise ConfigError(f"data_dir: {root / split} holds no images ({error})") from None
-    return tuple(splits)
+    if not (root / split).is_dir():
+        raise ConfigError(f"data_dir: {root} has no {split}/ folder; expected {split}/<wnid>/*.JPEG")
+    try:
+        return ImageNetFolder(root / split, transform=transform)
+    except FileNotFoundError as error:  # ImageFolder's message for an empty split
+        raise ConfigError(f"data_dir: {root / split} holds no images ({error})") from None
+
+
+def imagenet_datasets(data_dir, transform):
+    """The train/ and val/ splits of an ImageNet-layout folder, as (train, val)."""
+    return tuple(imagenet_split(data_dir, split, transform) for split in ("train", "val"))
 
 
 def random_subset(dataset, size, seed):
-    """A seeded random subset of at most `size` items (the whole set, in order, when it is smaller)."""
-    if size >= len(dataset):
-        return dataset
+    """A seeded random subset of at most `size` items, in shuffled order.
+
+    Shuffled even when it holds the whole set: an ImageFolder lists its images class by class,
+    and the first images of a subset (the export checks', the agreement's) must not all come
+    from the first classes.
+    """
     indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
-    return Subset(dataset, sorted(indices.tolist()))
+    return Subset(dataset, indices.tolist())
+
+
+def first_images(loader, count):
+    """The first `count` images `loader` yields, gathered across batches (fewer if it holds fewer)."""
+    gathered, total = [], 0
+    for batch in loader:
+        if batch is not None:  # a batch of undecodable images only
+            gathered.append(batch[0][:count - total])
+            total += len(gathered[-1])
+        if total >= count:
+            break
+    return torch.cat(gathered)
 
 
 def _collate_decodable(samples):

@@ -35,8 +35,8 @@ def ort_session(path, threads=None, int8_kernels=False):
 
     int8_kernels=False keeps the convs in float between the Q/DQ pairs, the graph as exported;
     True lets onnxruntime fuse DequantizeLinear -> Conv -> QuantizeLinear into its integer
-    kernels. Measured on 2 cores: float convs run faster at 32x32 and at 224x224 (159 vs 126
-    images/s, MobileNetV2 W8A8) and compute exactly what Brevitas computes.
+    kernels. Float convs compute exactly what Brevitas computes; the integer kernels' speed is
+    not measured by any command here (benchmark.py's speed section times the default).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()

@@ -11,11 +11,22 @@ from tqdm import tqdm
 from finn_demo.configurator import ConfigError
 from finn_demo.files import atomic_path
 
-DEFAULT_IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+# The seed's MobileNet_V2_Weights.DEFAULT. torchvision's published float top-1 and preprocessing
+# (its weights' meta["_metrics"] and transforms()): IMAGENET1K_V2 72.154%, resize 232, crop 224;
+# IMAGENET1K_V1 71.878%, resize 256, crop 224. imagenet_transform follows the chosen weights.
+DEFAULT_IMAGENET_WEIGHTS = "IMAGENET1K_V2"
 # torchvision's MobileNetV2 stages (expansion t, channels c, blocks n, stride s), its default
 # inverted_residual_setting: the digits model may keep only the first few (flag digits_stages).
 MOBILENET_V2_STAGES = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1],
                        [6, 160, 3, 2], [6, 320, 1, 1]]
+
+
+def _one_line(error, limit=160):
+    """An exception as "Type: first line of its message" (cut at `limit` characters), for
+    one-line errors that keep the cause."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _load_weights_file(path):
@@ -26,15 +37,15 @@ def _load_weights_file(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        raise ConfigError(f"--weights: {path} is not a PyTorch checkpoint ({type(error).__name__}); "
+        raise ConfigError(f"--weights: {path} is not a PyTorch checkpoint ({_one_line(error)}); "
                           "save one with torch.save(model.state_dict(), path)") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     model = mobilenet_v2()
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as error:
-        first_line = str(error).splitlines()[0]
-        raise ConfigError(f"--weights: {path} does not fit torchvision's MobileNetV2 ({first_line})") from None
+        raise ConfigError(f"--weights: {path} does not fit torchvision's MobileNetV2 "
+                          f"({_one_line(error)})") from None
     return model
 
 
@@ -51,13 +62,15 @@ def resolve_weights(weights):
 
 
 def imagenet_transform(weights):
-    """The preprocessing of the chosen weights (IMAGENET1K_V1's for a local file); no download."""
+    """The preprocessing of the chosen weights, the default weights' (IMAGENET1K_V2: resize 232,
+    crop 224) for a local file; no download."""
     _, named = resolve_weights(weights)
     return (named or MobileNet_V2_Weights[DEFAULT_IMAGENET_WEIGHTS]).transforms()
 
 
 def load_imagenet_model(weights):
-    """MobileNetV2 from a torchvision weights name such as IMAGENET1K_V1, or from a local file.
+    """MobileNetV2 from a torchvision weights name (IMAGENET1K_V2, the default, or IMAGENET1K_V1),
+    or from a local file.
 
     A local file is a MobileNetV2 state_dict, loaded with weights_only=True. A name is downloaded
     once into torch hub's cache.
@@ -130,8 +143,8 @@ def load_digits_model(train_set, cache_dir, width_mult=1.0, epochs=15,
                 raise ValueError(f"configuration {cached['config']} differs")
             model.load_state_dict(cached["state_dict"])
             return model.eval()
-        except Exception as error:
-            print(f"cached digits model {path} is unusable ({error}); training it again")
+        except Exception as error:  # any unreadable cache is retrained, but says why
+            print(f"cached digits model {path} is unusable ({_one_line(error)}); training it again")
     model = train_digits_model(train_set, width_mult, epochs, seed, stages=stages)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

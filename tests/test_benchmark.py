@@ -1,6 +1,6 @@
-"""benchmark.py writes its table, CSV and plot and resumes without redoing rows; fast_eval agrees
-with the Brevitas model; each PTQ flag added for the benchmark runs to an export that passes the
-demo's export checks."""
+"""benchmark.py writes its table, CSV and plot and resumes without redoing rows, unless the code
+that measured them changed; fast_eval agrees with the Brevitas model; each PTQ flag added for the
+benchmark runs to an export that passes the demo's export checks."""
 import csv
 import subprocess
 
@@ -8,7 +8,12 @@ import pytest
 import torch
 
 import benchmark
+import bench.gpxq_speed
+import bench.rows
+import bench.speed
 import finn_mobilenetv2 as demo
+from bench.finn_estimates import finn_text
+from bench.grid import BIT_DESCRIPTIONS
 from conftest import SMALL
 from finn_demo.fast_eval import fast_evaluate
 
@@ -18,7 +23,7 @@ QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calib
 def run_benchmark(out_dir, cache_dir, *flags):
     args, passed = benchmark.make_args(
         [f"--out_dir={out_dir}", f"--cache_dir={cache_dir}", *SMALL, "--calib_size=128",
-         "--speed=False", "--finn_bits=", "--imagenet_calib_sizes=", *flags])
+         "--speed=False", "--finn_bits=", "--gpxq=False", "--imagenet_calib_sizes=", *flags])
     return benchmark.main(args, passed, command="python benchmark.py (test)")
 
 
@@ -69,6 +74,11 @@ def test_an_interrupted_benchmark_keeps_finished_rows_and_resumes_without_redoin
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| W8A8 | none |" in report and "| W8A8 | bias_corr |" in report
     assert "python benchmark.py (test)" in report
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=bench.rows.ROOT).stdout.strip()
+    assert f"at commit {commit}" in report  # the code the table was made at ...
+    assert f"`{rows[0]['code']}`" in report and len(rows[0]["code"]) == 12  # ... and the grid's code hash
+    assert f"`{rows[0]['model']}`" in report  # the model every section measured
     assert (tmp_path / benchmark.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     calls.clear()
@@ -121,8 +131,8 @@ def test_a_failing_timed_demo_run_is_reported_not_raised(monkeypatch):
     def failing_run(command, **kwargs):
         return subprocess.CompletedProcess(command, 2, b"", b"loading\nerror: --cache_dir: broken\n")
 
-    monkeypatch.setattr(benchmark.subprocess, "run", failing_run)
-    seconds, failure = benchmark.demo_run_seconds(["--cache_dir=/nowhere"], runs=3)
+    monkeypatch.setattr(bench.speed.subprocess, "run", failing_run)
+    seconds, failure = bench.speed.demo_run_seconds(["--cache_dir=/nowhere"], runs=3)
     assert seconds == []
     assert failure[1] == "exit status 2: error: --cache_dir: broken"
     assert "--cache_dir=/nowhere" in failure[0]["demo runs"]
@@ -145,13 +155,76 @@ def test_finn_section_reports_each_settings_estimates_beside_its_accuracy(
     assert float(row["estimated_fps"]) == pytest.approx(result.estimates["estimated_fps"], abs=0.5)
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## FINN: hardware cost per bit-width setting" in report
-    assert f"| W8A8 | {benchmark.BIT_DESCRIPTIONS['W8A8']} |" in report
+    assert f"| W8A8 | {BIT_DESCRIPTIONS['W8A8']} |" in report
     assert (tmp_path / benchmark.FINN_PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_report_includes_bench_gpxq_side_by_side_table_when_measured(tmp_path):
-    report = tmp_path / benchmark.GPXQ_REPORT_NAME
-    assert benchmark.gpxq_text(report) == []
-    report.write_text("# GPFQ and Qronos: Brevitas vs fast\n\n| bits | speed-up |\n|---|---|\n| PW4 | 27.4x |\n")
-    section = "\n".join(benchmark.gpxq_text(report))
-    assert section.startswith("## GPFQ and Qronos") and "| PW4 | 27.4x |" in section
+def test_a_row_measured_at_the_same_code_is_resumed_and_at_other_code_measured_again(tmp_path):
+    measured = []
+
+    def measure(key):
+        measured.append(key["bits"])
+        return {"top1": str(len(measured))}
+
+    path, keys = tmp_path / "rows.csv", [{"bits": "W8A8"}, {"bits": "PW4"}]
+    bench.rows.resumable(path, keys, measure, "test", code="aaa")
+    rows, _ = bench.rows.resumable(path, keys, measure, "test", code="aaa")
+    assert measured == ["W8A8", "PW4"] and [row["top1"] for row in rows] == ["1", "2"]  # resumed
+    rows, _ = bench.rows.resumable(path, keys[:1], measure, "test", code="bbb")
+    assert measured == ["W8A8", "PW4", "W8A8"]  # stale: measured again ...
+    assert [(row["bits"], row["code"], row["top1"]) for row in rows] == [("W8A8", "bbb", "3")]
+    saved = [(row["bits"], row["code"]) for row in bench.rows.read_rows(path)]
+    assert sorted(saved) == [("PW4", "aaa"), ("W8A8", "bbb")]  # ... and replaces the stale row
+
+
+def test_a_row_saved_before_rows_had_a_code_is_measured_again(tmp_path):
+    path = tmp_path / "rows.csv"
+    bench.rows.write_rows(path, [{"bits": "W8A8", "top1": "old"}])
+    rows, _ = bench.rows.resumable(path, [{"bits": "W8A8"}], lambda key: {"top1": "new"}, "test", "aaa")
+    assert [row["top1"] for row in rows] == ["new"]
+    assert [row["top1"] for row in bench.rows.read_rows(path)] == ["new"]
+
+
+def test_the_code_hash_changes_with_any_code_file_and_with_the_section_module(tmp_path, monkeypatch):
+    for name in ("finn_mobilenetv2.py", "quant_utils.py", "finn_demo/data.py", "bench/grid.py",
+                 "bench/speed.py", "README.md"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
+    grid = bench.rows.code_hash("bench/grid.py")
+    assert grid != bench.rows.code_hash("bench/speed.py")
+    (tmp_path / "README.md").write_text("not code")
+    assert bench.rows.code_hash("bench/grid.py") == grid
+    (tmp_path / "finn_demo/data.py").write_text("changed")
+    assert bench.rows.code_hash("bench/grid.py") != grid
+
+
+def test_finn_rows_of_another_float_model_are_marked_in_the_report():
+    grid = [{"bits": "W8A8", "ptq": "none", "float_top1": "97.38", "quant_top1": "97.59"}]
+    finn = [{"bits": "W8A8", "float_top1": "97.79", "quant_top1": "97.79", "finn_checks": "passed",
+             "s_finn_build": "1000", "code": "abc"}]
+    text = "\n".join(finn_text(finn, grid, "finn.png"))
+    assert "Float top-1 differs from the grid's** (97.38%) in rows W8A8" in text
+    assert "| 97.79 | 97.79 | - |" in text  # and no best-PTQ top-1 borrowed from the other model
+    finn[0]["float_top1"] = "97.38"
+    assert "the same as the grid's in every row" in "\n".join(finn_text(finn, grid, "finn.png"))
+
+
+def test_gpxq_rows_alternate_the_implementations_and_count_differing_integer_weights(monkeypatch):
+    calls = []
+
+    def fake_run(algorithm, impl, model, loader, args):
+        calls.append(impl)
+        seconds = {"brevitas": [30.0, 10.0, 11.0], "fast": [2.0, 1.0, 3.0]}[impl][calls.count(impl) - 1]
+        weights = torch.tensor([1, 2, 3]) if len(calls) != 4 else torch.tensor([1, 2, 4])
+        return seconds, {"conv": weights}
+
+    monkeypatch.setattr(bench.gpxq_speed, "calibrated_model", lambda flags: (None, None, None))
+    monkeypatch.setattr(bench.gpxq_speed, "timed_run", fake_run)
+    row = bench.gpxq_speed.compare_row(
+        {"bits": "PW4", "algorithm": "gpfq", "calib_size": "128", "repeats": "3"}, passed=[])
+    assert calls == ["brevitas", "fast"] * 3
+    assert (row["brevitas_s"], row["fast_s"], row["speedup"]) == ("11.0", "2.0", "5.5")  # medians
+    assert row["brevitas_runs_s"] == "30.0 10.0 11.0"
+    assert (row["differing_int_weights"], row["layers_differing"]) == ("1", "conv:1")
+    assert row["threads"] == str(torch.get_num_threads())

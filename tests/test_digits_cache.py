@@ -25,7 +25,7 @@ def test_corrupt_cache_is_rebuilt_with_a_message(tmp_path, capsys):
     capsys.readouterr()
     model = load_digits_model(train, tmp_path, **TINY)
     captured = capsys.readouterr()
-    assert "is unusable (checksum mismatch); training it again" in captured.out
+    assert "is unusable (ValueError: checksum mismatch); training it again" in captured.out
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     load_digits_model(train, tmp_path, **TINY)
     assert "unusable" not in capsys.readouterr().out  # the rebuilt cache is trusted again

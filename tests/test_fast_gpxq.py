@@ -40,8 +40,7 @@ def calibrated(cache_dir):
     # a lambda: Brevitas calls lambdas with (module, name), not other functions
     maps["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] = (
         lambda module, name: pointwise_4_and_3_bits(module, name))
-    model = qu.quantize_finn(qu.preprocess_for_finn_quantize(float_model, example), **maps)
-    qu.calibrate(calib_loader, model)
+    model = qu.quantize_and_recover(float_model, calib_loader, example, maps)
     # Initialize the weight quantizers (as apply_gpfq's warm-up pass does) before any deepcopy:
     # a copy made before recurses without end on its first forward pass.
     with torch.no_grad():

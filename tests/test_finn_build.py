@@ -12,7 +12,9 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import qonnx_make_model
 from qonnx.util.cleanup import cleanup_model
 
-fs = pytest.importorskip("finn_demo.finn_steps", exc_type=ImportError)
+from conftest import import_finn_steps
+
+fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from check_export import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
@@ -95,6 +97,7 @@ def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corr
 
 def test_without_finn_the_build_is_refused_with_the_install_command(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(finn_build, "FINN_IMPORT_ERROR", ImportError("No module named 'finn'"))
+    monkeypatch.setattr(finn_build, "finn_installed", lambda: False)
     model = tmp_path / "model.onnx"
     model.write_bytes(b"")
     assert finn_build.cli([f"--model={model}", f"--out_dir={tmp_path / 'build'}"]) == 2

@@ -25,7 +25,17 @@ def test_subsets_are_seeded_and_sized(tmp_path):
     assert len(first) == 5
     assert first.indices == again.indices
     assert first.indices != other.indices
-    assert random_subset(train, 100, 0) is train  # larger than the split: all of it
+    assert sorted(random_subset(train, 100, 0).indices) == list(range(len(train)))  # all of it
+
+
+def test_a_subset_of_the_whole_split_is_shuffled_not_in_class_order(tmp_path):
+    root = make_imagenet_folder(tmp_path, [], [TENCH, GOLDFISH, TABBY], per_class=4)
+    val = ImageNetFolder(root / "val")  # listed class by class
+    subset = random_subset(val, len(val), seed=0)
+    assert sorted(subset.indices) == list(range(len(val)))
+    assert subset.indices == random_subset(val, 50000, seed=0).indices  # seeded
+    first_labels = {val.targets[index] for index in subset.indices[:4]}
+    assert len(first_labels) > 1, "the first images must not all come from the first class"
 
 
 def test_imagenet_mode_runs_to_an_export_with_local_weights(imagenet_run):

@@ -1,11 +1,192 @@
-"""Each PTQ flag runs to an export on a trained model, and the runs are reproducible."""
+"""What each PTQ pass does to the suite's small trained model, the order they run in, and the
+demo's PTQ flags end to end.
+
+The pass tests call quant_utils directly on copies of one quantized, calibrated model, with 4-bit
+pointwise weights (the benchmark's PW4: the effects are clear there, and the passes cost seconds
+on 64 calibration images). "Held out" images come from the test split, never calibrated on.
+"""
+import copy
+
+import brevitas.nn as qnn
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
+from torch import nn
 
-# GPxQ re-runs the model once per layer and GPFQ loops over every weight column in Python:
-# on two cores these tests use a narrower model (still trained: about 84% top-1) and few images.
-QUICK_PTQ = ["--digits_width=0.25", "--calib_size=64", "--val_size=100"]
+import finn_mobilenetv2 as demo
+import quant_utils as qu
+from conftest import SMALL
+
+CALIB = ["--calib_size=64", "--batch_size=32"]
+HELD_OUT = 128
+PW4 = dict(weight_bit_width=4, depthwise_bit_width=8, first_conv_bit_width=8, last_linear_bit_width=8)
+QUANT_LAYERS = (qnn.QuantConv2d, qnn.QuantLinear)
+
+
+def value(output):
+    """A layer's or model's output as a plain tensor (Brevitas returns QuantTensors)."""
+    return getattr(output, "value", output)
+
+
+@pytest.fixture(scope="module")
+def digits(cache_dir):
+    """(the suite's trained float model, a 64-image calibration loader, held-out images)."""
+    args = demo.make_args([f"--cache_dir={cache_dir}", *SMALL, *CALIB, "--device=cpu"])
+    float_model, calib_loader, val_loader, _ = demo.load_model_and_data(args)
+    held_out = torch.cat([images for images, _ in val_loader])[:HELD_OUT]
+    return float_model, calib_loader, held_out
+
+
+@pytest.fixture(scope="module")
+def calibrated(digits):
+    """The float model quantized at PW4 and calibrated, with no PTQ pass."""
+    float_model, calib_loader, held_out = digits
+    model = qu.quantize_and_recover(float_model, calib_loader, held_out[:1], qu.bit_width_maps(**PW4))
+    with torch.no_grad():  # initializes the weight quantizers: a deepcopy before this recurses
+        model(held_out[:1])
+    return model
+
+
+def after(pass_name, calibrated, loader):
+    """A copy of the calibrated model after one quant_utils pass (looked up when called)."""
+    model = copy.deepcopy(calibrated)
+    getattr(qu, pass_name)(loader, model)
+    return model
+
+
+@torch.no_grad()
+def logits_mse(model, float_model, images):
+    return float(((value(model(images)) - float_model(images)) ** 2).mean())
+
+
+@torch.no_grad()
+def integer_weights(model):
+    return {name: module.quant_weight().int() for name, module in model.named_modules()
+            if isinstance(module, QUANT_LAYERS)}
+
+
+@torch.no_grad()
+def outputs_by_name(model, names, images):
+    """{layer name: its output} for the named layers, on one forward pass of `images`."""
+    outputs, hooks = {}, []
+    for name in names:
+        hook = lambda module, args, out, name=name: outputs.__setitem__(name, value(out))
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    model(images)
+    for hook in hooks:
+        hook.remove()
+    return outputs
+
+
+def channel_mean_errors(model, float_model, images):
+    """{layer: per-output-channel mean of (quantized minus float output)} of every Conv and Linear."""
+    names = [name for name, module in model.named_modules() if isinstance(module, QUANT_LAYERS)]
+    quant = outputs_by_name(model, names, images)
+    reference = outputs_by_name(float_model, names, images)
+    return {name: (quant[name] - reference[name]).transpose(0, 1).flatten(1).mean(dim=1)
+            for name in names}
+
+
+def test_bias_correction_sets_biases_that_centre_each_layers_output_error(digits, calibrated):
+    float_model, loader, held_out = digits
+    corrected = after("apply_bias_correction", calibrated, loader)
+    layers = dict(corrected.named_modules())
+    # The suite's MobileNetV2 convs have no bias: bias correction gives every layer one.
+    assert all(layers[name].bias is not None and layers[name].bias.abs().sum() > 0
+               for name in integer_weights(corrected))
+    before = channel_mean_errors(calibrated, float_model, held_out)
+    now = channel_mean_errors(corrected, float_model, held_out)
+    total_before = sum(float(errors.abs().sum()) for errors in before.values())
+    total_now = sum(float(errors.abs().sum()) for errors in now.values())
+    assert total_now < 0.7 * total_before, (total_now, total_before)
+    closer = sum(float(now[name].abs().sum()) < float(before[name].abs().sum()) for name in before)
+    assert closer >= 0.75 * len(before), f"{closer} of {len(before)} layers"
+
+
+def test_bn_correction_re_estimates_batchnorm_statistics_on_quantized_activations(digits, calibrated):
+    _, loader, _ = digits
+    corrected = after("apply_bn_correction", calibrated, loader)
+    norms = {name: module for name, module in calibrated.named_modules()
+             if isinstance(module, nn.BatchNorm2d)}
+    new = dict(corrected.named_modules())
+    assert all(not torch.equal(norm.running_mean, new[name].running_mean) and
+               not torch.equal(norm.running_var, new[name].running_var) for name, norm in norms.items())
+    # The first BatchNorm's input depends on no other BatchNorm: its new mean is that input's mean
+    # in the quantized model over the calibration images.
+    first = next(iter(norms))
+    inputs = []
+    hook = calibrated.get_submodule(first).register_forward_hook(
+        lambda module, args, out: inputs.append(value(args[0])))
+    with torch.no_grad():
+        for images, _ in loader:
+            calibrated(images)
+    hook.remove()
+    quant_mean = torch.cat(inputs).transpose(0, 1).flatten(1).mean(dim=1)
+    assert torch.allclose(new[first].running_mean, quant_mean, rtol=1e-3, atol=1e-4)
+    assert not torch.allclose(norms[first].running_mean, quant_mean, rtol=1e-3, atol=1e-4)
+
+
+def test_act_eq_rescales_weights_and_keeps_the_float_function(digits):
+    float_model, loader, held_out = digits
+    graph = qu.preprocess_for_finn_quantize(copy.deepcopy(float_model), held_out[:1])
+    before = {name: param.clone() for name, param in graph.named_parameters() if name.endswith("weight")}
+    qu.apply_act_equalization(loader, graph)
+    changed = [name for name, param in graph.named_parameters()
+               if name in before and not torch.allclose(param, before[name])]
+    assert len(changed) >= 4, changed
+    with torch.no_grad():
+        expected, equalized = float_model(held_out), graph(held_out)
+    assert torch.allclose(equalized, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+
+
+@pytest.mark.parametrize("pass_name", ["apply_gptq", "apply_gpfq", "apply_qronos"])
+def test_weight_rounding_changes_integer_weights_and_follows_the_float_model_closer(
+        digits, calibrated, pass_name):
+    float_model, loader, held_out = digits
+    rounded = after(pass_name, calibrated, loader)
+    old, new = integer_weights(calibrated), integer_weights(rounded)
+    changed = sum(int((old[name] != new[name]).sum()) for name in old)
+    assert changed >= 100, changed
+    assert logits_mse(rounded, float_model, held_out) < 0.9 * logits_mse(calibrated, float_model, held_out)
+
+
+def record_calls(monkeypatch):
+    """Replace calibrate and every PTQ pass in quant_utils by a recorder; returns the record."""
+    calls = []
+    names = {"apply_act_equalization": "act_eq", "calibrate": "calibration", "apply_gptq": "gptq",
+             "apply_gpfq": "gpfq", "apply_qronos": "qronos", "apply_bn_correction": "bn_corr",
+             "apply_bias_correction": "bias_corr"}
+    for function, name in names.items():
+        monkeypatch.setattr(qu, function, lambda *args, name=name, **kwargs: calls.append(name))
+    return calls
+
+
+@pytest.mark.parametrize("rounding", ["gptq", "gpfq", "qronos"])
+def test_passes_run_in_the_documented_order(digits, monkeypatch, rounding):
+    float_model, loader, held_out = digits
+    calls, stages = record_calls(monkeypatch), []
+
+    def stage(name, model=None):
+        stages.append(name)
+        return torch.no_grad()  # any context manager
+    qu.quantize_and_recover(float_model, loader, held_out[:1], stage=stage, act_eq=True,
+                            bias_corr=True, bn_corr=True, **{rounding: True})
+    assert calls == ["act_eq", "calibration", rounding, "bn_corr", "bias_corr"]
+    assert stages == calls
+
+
+def test_two_weight_rounding_passes_are_refused(digits):
+    float_model, loader, held_out = digits
+    with pytest.raises(ValueError, match="choose one"):
+        qu.quantize_and_recover(float_model, loader, held_out[:1], gptq=True, gpfq=True)
+
+
+def test_quantize_and_recover_leaves_the_float_model_unchanged(digits):
+    float_model, loader, held_out = digits
+    before = copy.deepcopy(float_model.state_dict())
+    qu.quantize_and_recover(float_model, loader, held_out[:1], act_eq=True)
+    assert all(torch.equal(before[name], tensor) for name, tensor in float_model.state_dict().items())
 
 
 def initializers(path):
@@ -17,25 +198,21 @@ def test_default_run_keeps_accuracy_of_the_trained_model(w8a8):
     assert abs(w8a8.quant_top1 - w8a8.float_top1) <= 2.0
 
 
-def test_bias_correction_runs_to_an_export(bias_corrected):
+def test_bias_correction_run_keeps_accuracy(bias_corrected):
     assert "bias_corr" in bias_corrected.seconds
     # Estimated from 256 images on a small model it may cost a point or two; a broken pass
     # falls to chance (10%).
     assert bias_corrected.quant_top1 >= bias_corrected.float_top1 - 5.0
 
 
-@pytest.mark.parametrize("flag", ["--act_eq=True", "--gptq=True", "--gpfq=True"])
-def test_each_ptq_flag_runs_to_an_export(run_demo, tmp_path, flag):
-    result = run_demo(tmp_path / "model.onnx", flag, *QUICK_PTQ)
-    assert (tmp_path / "model.onnx").stat().st_size > 100_000
-    assert result.quant_top1 > 50.0
-
-
-def test_act_eq_bias_corr_and_gpfq_together_run_to_an_export(run_demo, tmp_path):
-    result = run_demo(tmp_path / "model.onnx", "--act_eq=True", "--bias_corr=True", "--gpfq=True",
-                      *QUICK_PTQ)
-    assert {"act_eq", "bias_corr", "gpfq", "calibration"} <= set(result.seconds)
-    assert result.quant_top1 > 50.0
+def test_demo_flags_run_every_pass_in_order_to_an_export(run_demo, tmp_path):
+    result = run_demo(tmp_path / "model.onnx", "--act_eq=True", "--gpfq=True", "--bn_corr=True",
+                      "--bias_corr=True", *CALIB)
+    ptq = [name for name in result.seconds if name in ("act_eq", "calibration", "gpfq", "bn_corr",
+                                                       "bias_corr")]
+    assert ptq == ["act_eq", "calibration", "gpfq", "bn_corr", "bias_corr"]
+    assert len(onnx.load(str(tmp_path / "model.onnx")).graph.node) > 100
+    assert result.quant_top1 >= result.float_top1 - 5.0  # a pass gone wrong falls to chance
 
 
 def test_same_flags_and_seed_give_same_accuracy_and_identical_weights(run_demo, w8a8, tmp_path):

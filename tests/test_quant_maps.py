@@ -9,7 +9,8 @@ from torchvision.models import mobilenet_v2
 
 from conftest import ROOT
 from quant_utils import (
-    bit_width_maps, default_quantize_maps_finn, preprocess_for_finn_quantize, quantize_finn)
+    bit_width_maps, calibrate, default_quantize_maps_finn, preprocess_for_finn_quantize,
+    quantize_finn)
 
 
 def weight_bit_widths(model):
@@ -102,3 +103,51 @@ def test_lambda_with_three_arguments_is_refused_naming_the_key():
     maps["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] = lambda module, name, extra: 4
     with pytest.raises(ValueError, match="compute_layer_map.*Conv2d.*'weight_bit_width'.*3 arguments"):
         quantized(maps)
+
+
+def relu6_names(model):
+    return [name for name, module in model.named_modules() if isinstance(module, nn.ReLU6)]
+
+
+def plain(tensor):
+    return getattr(tensor, "value", tensor)
+
+
+@torch.no_grad()
+def inputs_and_outputs(model, names, x):
+    """{name: (input max, output max)} of the named modules on one forward pass of `x`.
+
+    The input is read before the module runs: torchvision's ReLU6 works in place."""
+    inputs, outputs, hooks = {}, {}, []
+    for name in names:
+        module = model.get_submodule(name)
+        hooks.append(module.register_forward_pre_hook(
+            lambda module, args, name=name: inputs.__setitem__(name, float(plain(args[0]).max()))))
+        hooks.append(module.register_forward_hook(
+            lambda module, args, out, name=name: outputs.__setitem__(name, float(plain(out).max()))))
+    model(x)
+    for hook in hooks:
+        hook.remove()
+    return {name: (inputs[name], outputs[name]) for name in names}
+
+
+@pytest.mark.parametrize("act_bit_width", [8, 4])
+def test_quantized_relu6_clips_at_6_like_the_float_one(act_bit_width):
+    torch.manual_seed(0)
+    float_model = mobilenet_v2(num_classes=10).eval()
+    for norm in float_model.modules():
+        if isinstance(norm, nn.BatchNorm2d):  # spreads ReLU6 inputs beyond 6
+            nn.init.constant_(norm.weight, 10.0)
+    x = torch.randn(4, 3, 32, 32)
+    names = relu6_names(float_model)
+    model = quantize_finn(preprocess_for_finn_quantize(float_model, x[:1]),
+                          **bit_width_maps(act_bit_width=act_bit_width))
+    calibrate([(x, torch.zeros(len(x)))], model)
+    assert len(names) == 35
+    float_seen, quant_seen = inputs_and_outputs(float_model, names, x), inputs_and_outputs(model, names, x)
+    clipped = [name for name in names if float_seen[name][0] > 6 and quant_seen[name][0] > 6]
+    assert len(clipped) >= 3, clipped  # ReLU6s whose inputs the clip has to act on
+    for name in names:
+        assert float_seen[name][1] <= 6.0 and quant_seen[name][1] <= 6.0 + 1e-5, name
+    for name in clipped:  # clipped at 6, not at a smaller calibrated range
+        assert float_seen[name][1] == 6.0 and quant_seen[name][1] > 5.5, name

@@ -42,6 +42,8 @@ act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network inp
 depthwise_bit_width = None  # weights of depthwise convs (groups != 1)
 first_conv_bit_width = None  # weights of the first conv, features.0.0
 last_linear_bit_width = None  # weights of the final Linear classifier
+relu6_to_relu = False  # False keeps ReLU6's clip at 6 (quantized on [0, 6], as the seed); True makes
+# it a ReLU with a calibrated range, Brevitas' default (the float network clips, this one does not)
 # 2. post-training quantization (PTQ), run in this order: act_eq, calibration, gptq / gpfq / qronos,
 # bn_corr, bias_corr (last: it corrects the mean error every earlier pass leaves)
 act_eq = False  # activation equalization (SmoothQuant), on the float graph before quantizing

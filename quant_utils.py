@@ -289,8 +289,8 @@ def apply_bn_correction(loader, model):
 
 
 # quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
-PTQ_FLAGS = ("act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq", "qronos",
-             "qronos_alpha", "gpxq_impl", "bn_corr", "bias_corr")
+PTQ_FLAGS = ("relu6_to_relu", "act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq",
+             "qronos", "qronos_alpha", "gpxq_impl", "bn_corr", "bias_corr")
 
 
 def _untimed(name, model=None):
@@ -298,9 +298,9 @@ def _untimed(name, model=None):
 
 
 def quantize_and_recover(
-        float_model, calib_loader, example, maps=None, *, act_eq=False, act_eq_alpha=0.5,
-        act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False, qronos_alpha=1e-3,
-        gpxq_impl="fast", bn_corr=False, bias_corr=False, stage=_untimed):
+        float_model, calib_loader, example, maps=None, *, relu6_to_relu=False, act_eq=False,
+        act_eq_alpha=0.5, act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False,
+        qronos_alpha=1e-3, gpxq_impl="fast", bn_corr=False, bias_corr=False, stage=_untimed):
     """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
 
     1. act_eq (on the float graph: it rescales float weights before they are quantized),
@@ -311,12 +311,13 @@ def quantize_and_recover(
        weight rounding and BatchNorm re-estimation would change the error it corrected).
 
     This is Brevitas' ptq_evaluate.py order. `example` is one input batch on the model's device.
+    relu6_to_relu as in preprocess_for_finn_quantize.
     `stage(name, model)` is entered around each step (the demo times them with it). Returns the
     quantized model; `float_model` is left unchanged.
     """
     if sum((gptq, gpfq, qronos)) > 1:
         raise ValueError("gptq, gpfq and qronos all set the final weights: choose one")
-    model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example)
+    model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example, relu6_to_relu)
     if act_eq:
         with stage("act_eq", model):
             apply_act_equalization(calib_loader, model, act_eq_alpha, act_eq_add_mul_node)

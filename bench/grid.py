@@ -56,6 +56,10 @@ PTQ_SETTINGS = {
     "qronos": ["--qronos=True"],
     "bn_corr": ["--bn_corr=True"],
     "bias_corr+bn_corr": ["--bias_corr=True", "--bn_corr=True"],
+    # not PTQ, the other ReLU6 choice: an unclipped ReLU with a calibrated range (Brevitas' default)
+    "relu6_to_relu": ["--relu6_to_relu=True"],
+    "relu6_to_relu+act_eq+bias_corr+gpfq": ["--relu6_to_relu=True", "--act_eq=True",
+                                            "--bias_corr=True", "--gpfq=True"],
 }
 # The project's accuracy goals on the digits data: (PTQ judged, largest drop in points).
 GOALS = {"W8A8": ("none", 0.2), "PW3": ("best", 0.5), "PW4A4": ("best", 1.0)}

@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 	$(PY) finn_mobilenetv2.py $(ARGS)
 
 test: $(VENV)/.finn
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n 2 --dist loadgroup
 
 finn_build: $(VENV)/.finn
 	$(PY) finn_build.py $(ARGS)

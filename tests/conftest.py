@@ -25,6 +25,27 @@ SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--cali
          "--eval_backend=brevitas"]  # the onnxruntime default has its own tests (test_eval_backend.py)
 
 
+# `make test` runs the suite in two pytest-xdist workers. The tests that share one expensive
+# session result go to one worker together, so it is computed once: FINN's build of the small
+# model, and the ImageNet-mode run at 224x224. Each worker computes the cheap ones (the small
+# digits model, its W8A8 export) itself.
+SHARED_GROUPS = {"finn_build_run": "finn", "imagenet_run": "imagenet"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        group = next((name for fixture, name in SHARED_GROUPS.items()
+                      if fixture in item.fixturenames), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+    # One thread per worker: two workers with two threads each would fight over two cores.
+    torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
 def import_finn_steps():
     """finn_demo.finn_steps for the FINN tests. Only a missing `finn` package skips them, and
     not in CI (the CI variable set): there they must run, so a missing FINN is an error too."""

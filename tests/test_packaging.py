@@ -24,7 +24,7 @@ def test_readme_headline_results_are_the_committed_benchmark_rows():
     section = section.split("What each bit-width setting costs", 1)[0]  # the FINN table: below
     table = [line.split("|")[1:-1] for line in section.splitlines()
              if re.match(r"\| (W|PW)\w+ \|", line)]
-    assert len(table) == 5
+    assert len(table) == len({row["bits"] for row in measured}) >= 5
     for bits, _, float_top1, plain, best_ptq, best_top1, drop in (map(str.strip, row) for row in table):
         rows = [row for row in measured if row["bits"] == bits]
         best = max(rows, key=lambda row: float(row["quant_top1"]))
@@ -41,20 +41,17 @@ def test_readme_finn_estimates_are_the_committed_finn_rows():
     section = (ROOT / "README.md").read_text().split("What each bit-width setting costs", 1)[1]
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.split("```")[0].splitlines()
              if re.match(r"\| (W|PW)\w+ \|", line)]
-    assert len(table) == len(measured) == 6
+    assert len(table) == len(measured) >= 1
     columns = ["quant_top1", "LUT", "threshold_LUT", "BRAM_18K", "URAM", "DSP", "estimated_fps"]
     for bits, *cells in table:
         assert cells == [measured[bits][column] for column in columns], bits
 
 
-def test_readme_imagenet_time_table_is_the_committed_rows_fits():
-    """The README's ImageNet time table says what bench_imagenet fits to results/imagenet_times.csv."""
+def test_every_committed_benchmark_row_records_the_code_and_model_it_was_measured_at():
+    """A row without them could be from any version: benchmark.py keys each row by both."""
     import csv
-    from bench.imagenet_times import time_table
-    with open(ROOT / "results" / "imagenet_times.csv", newline="") as file:
-        _, cells = time_table(list(csv.DictReader(file)))
-    section = (ROOT / "README.md").read_text().split("How long an ImageNet run takes", 1)[1]
-    table = [[cell.strip() for cell in line.split("|")[1:-1]]
-             for line in section.split("\n\n")[2].splitlines()[2:]]
-    assert table == [[cell[index] for index in (0, 1, 3, 4, 5)] for cell in cells]
-    assert len(table) == 14
+    for name, columns in (("benchmark.csv", ("code", "model")), ("finn.csv", ("code", "model")),
+                          ("gpxq_speed.csv", ("code", "model")), ("speed.csv", ("code",))):
+        with open(ROOT / "results" / name, newline="") as file:
+            rows = list(csv.DictReader(file))
+        assert rows and all(row.get(column) for row in rows for column in columns), name

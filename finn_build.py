@@ -1,16 +1,21 @@
-"""Compile an exported QONNX MobileNetV2 with FINN, as far as FINN goes without Xilinx tools.
+"""Compile an exported QONNX MobileNetV2 with FINN's builder, folded to fit an FPGA board.
 
-    python finn_build.py --model=quant_mobilenet_v2.onnx --out_dir=finn_build
+    python finn_build.py --model=quant_mobilenet_v2.onnx --board=ZCU104 --out_dir=finn_build
 
-The run reads top to bottom, one short function per step (in finn_steps.py):
-(1) FINN's frontend, (2) streamlining through the inverted residuals, (3) lowering convs to
-MatMuls, (4) conversion to FINN's hardware layers, executed by FINN in Python against the QONNX
-graph, (5) the dataflow partition, (6) HLS/RTL specialization for `fpga_part`, (7) folding for
-`target_fps`, (8) FINN's resource and cycle estimates. It writes out_dir/hw_layers.onnx (the
-specialized, folded accelerator), out_dir/estimates.json, and each step's model under
-out_dir/intermediate/. Exit status 1 when a self-check fails, 2 on bad flags.
-After (6) the layers only run in cppsim/rtlsim, which need Vitis HLS/Vivado: the Python check
-runs on the graph of (4), which holds the same layers before specialization.
+FINN's `build_dataflow_cfg` runs one DataflowBuildConfig whose steps read top to bottom:
+the project's MobileNetV2 steps (finn_demo/finn_steps.py): (1) FINN's frontend, (2) streamlining
+through the inverted residuals, (3) lowering convs to MatMuls, (4) conversion to FINN's hardware
+layers, then their check, executed by FINN in Python against the QONNX graph; FINN's own
+partition, specialization and bit-width minimization; the project's fit to the board
+(finn_demo/fit.py: the highest frame rate whose estimate fits the board's budget, choosing each
+layer's PE/SIMD and memories), handed to FINN as a folding config that FINN's own
+step_apply_folding_config applies; FINN's estimate reports; and the project's summary.
+out_dir then holds FINN's report/ (its estimate reports), intermediate_models/ and
+build_dataflow.log, and the project's folding_config.json (hand it unchanged to your own FINN
+build), estimates.json, hw_layers.onnx and intermediate/ (steps 1-4, for --reuse).
+By default only estimates are made (no Xilinx tools needed); --outputs asks FINN for more where
+Vivado and Vitis HLS are installed. Exit status 1 when a self-check fails, 2 on bad flags,
+3 when no design fits the board.
 """
 import hashlib
 import json
@@ -26,12 +31,15 @@ from finn_demo.configurator import ConfigError, apply_overrides, flags_of
 
 # ---------------------------------------------------------------------------------------- flags
 model = "quant_mobilenet_v2.onnx"  # the QONNX file finn_mobilenetv2.py exported
-out_dir = "finn_build"  # where hw_layers.onnx, estimates.json and intermediate/ go
-fpga_part = "xczu7ev-ffvc1156-2-e"  # the FPGA part layers are specialized and estimated for (ZCU104)
-clock_ns = 5.0  # target clock period in ns (200 MHz): turns target_fps into cycles per frame
-target_fps = 1000  # frames per second SetFolding parallelizes the layers for
+out_dir = "finn_build"  # FINN's report/ and intermediate_models/, folding_config.json, estimates.json
+board = "ZCU104"  # a board FINN knows (part and resources): ZCU104, ZCU102, Ultra96, U250, ... ("" = none)
+fpga_part = ""  # "" = the board's part; with --board="", any part (then --target_fps is required)
+clock_ns = 5.0  # target clock period in ns (200 MHz): turns frame rates into cycles per frame
+target_fps = 0  # 0 searches the highest frame rate that fits the board; N folds for N frames/s
+res_limits = ""  # share of the board a design may use, e.g. "LUT=0.6,URAM=1"; "" = FINN's own limits
+outputs = "estimates"  # FINN's outputs, comma-separated: estimates; with Vivado: stitched_ip, rtlsim, bitfile, driver, deployment
 verify_images = 8  # validation images the hardware graph runs on in Python (0 skips the check)
-reuse = False  # load a step's model from out_dir/intermediate/ when made from the same --model and flags
+reuse = False  # load steps 1-4 from out_dir/intermediate/ when made from the same --model and flags
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
@@ -48,7 +56,9 @@ try:  # FINN (finn-plus) is installed apart from requirements.txt: see requireme
     from finn.core.onnx_exec import execute_onnx
     from finn.util.basic import getHWCustomOp
 
-    from finn_demo import finn_steps as fs
+    from finn.util.config import extract_model_config_to_json
+
+    from finn_demo import boards, builder, fit, finn_steps as fs
 except ImportError as error:
     FINN_IMPORT_ERROR = error
 else:
@@ -163,17 +173,6 @@ def nodes_between_hw_layers(model):
             if not is_hw_layer(node) and node.name in after and node.name in before]
 
 
-def check_one_partition(parent):
-    """FINN splits the accelerator where a node it cannot build sits between hardware layers."""
-    partitions = parent.get_nodes_by_op_type("StreamingDataflowPartition")
-    if len(partitions) == 1:
-        return []
-    between = [f"{node.name} ({node.op_type})" for node in parent.graph.node
-               if node.op_type != "StreamingDataflowPartition"]
-    return [f"the accelerator is split into {len(partitions)} dataflow partitions; outside them: "
-            f"{', '.join(between)}"]
-
-
 def check_hw_graph(hw_model, qonnx_model, count):
     """Run the hardware graph (before specialization) with FINN's Python execution on `count`
     validation images: its integer logits times the output scale must give the QONNX graph's
@@ -205,40 +204,165 @@ def check_hw_graph(hw_model, qonnx_model, count):
     return result
 
 
+# ------------------------------------------------------------------------------------ the run
+class BuildStopped(Exception):
+    """A check found what makes the later steps meaningless (the failures are recorded)."""
+
+
+class Build:
+    """The project's builder steps, run by FINN's build_dataflow_cfg in `steps()` order, and
+    what they find: check failures, the fitted design, the summary."""
+
+    def __init__(self, args, qonnx_model, target):
+        self.args, self.qonnx_model, self.target = args, qonnx_model, target
+        self.cache = Steps(args.out_dir, args.reuse, args.model)
+        self.failures, self.design, self.tried, self.estimates = [], None, [], None
+
+    def steps(self):
+        return [self.step_frontend, self.step_streamline, self.step_lower_convs,
+                self.step_convert_to_hw, self.step_check_hw_graph,
+                "step_create_dataflow_partition", self.step_check_partition,
+                "step_specialize_layers", "step_minimize_bit_width", self.step_fit_to_board,
+                "step_apply_folding_config", "step_generate_estimate_reports", self.step_summary]
+
+    def step_frontend(self, model, cfg):
+        return self.cache("frontend", fs.frontend, model)
+
+    def step_streamline(self, model, cfg):
+        return self.cache("streamline", fs.streamline, model)
+
+    def step_lower_convs(self, model, cfg):
+        return self.cache("lower_convs", fs.lower_convs, model)
+
+    def step_convert_to_hw(self, model, cfg):
+        return self.cache("convert_to_hw", fs.convert_to_hw, model, self.qonnx_model)
+
+    def step_check_hw_graph(self, model, cfg):
+        """The hardware graph against QONNX on validation images; one unbroken run of them."""
+        if self.args.verify_images:
+            start = time.perf_counter()
+            result = check_hw_graph(model, self.qonnx_model, self.args.verify_images)
+            print(f"    check: {result.summary} ({time.perf_counter() - start:.1f} s)")
+            if result.failed:
+                self.failures += [f"hw_graph: {line}" for line in [result.summary, *result.offenders]]
+        between = nodes_between_hw_layers(model)
+        if between:
+            self.stop(f"not hardware layers between hardware layers: {', '.join(between)}; FINN's "
+                      "dataflow partition needs one unbroken run of hardware layers")
+        return model
+
+    def step_check_partition(self, model, cfg):
+        parent = ModelWrapper(str(cfg.get_intermediate_models_directory() / "dataflow_parent.onnx"))
+        failures, outside = check_partition(parent, model, self.qonnx_model)
+        print(f"    {len(model.graph.node)} hardware layers inside; outside: "
+              f"{', '.join(outside) or 'nothing'}")
+        if failures:
+            self.stop(*failures)
+        return model
+
+    def step_fit_to_board(self, model, cfg):
+        """The fit's folding and memories, written as FINN's folding config for the next step."""
+        self.design, self.tried = fit.search(model, cfg._resolve_fpga_part(), self.args.clock_ns,
+                                             self.target.budget, self.args.target_fps or None)
+        path = Path(self.args.out_dir, "folding_config.json")
+        extract_model_config_to_json(self.design.model, path, fit.FOLDING_ATTRIBUTES)
+        cfg.folding_config_file = path
+        return model
+
+    def step_summary(self, model, cfg):
+        """estimates.json and hw_layers.onnx; FINN's estimates must be the fit's."""
+        reported = json.loads((cfg.get_report_directory() / "estimate_layer_resources.json")
+                              .read_text())
+        self.failures += reproduction_failures(self.design, reported)
+        self.estimates = summarize(self.design, self.tried, self.target, self.args)
+        self.estimates["failures"] = self.failures
+        write_outputs(self.args.out_dir, model, self.estimates)
+        return model
+
+    def stop(self, *failures):
+        self.failures += failures
+        raise BuildStopped("; ".join(failures))
+
+
+def reproduction_failures(design, reported):
+    """FINN's estimate report, made after FINN applied folding_config.json, against the fit's
+    FINN figures per layer: they differ only if the folding config does not carry the design."""
+    failures = []
+    for layer in design.layers:
+        finn = reported.get(layer["name"], {})
+        if any(abs(finn.get(key, 0) - layer[key]) > 1e-6 for key in boards.RESOURCES):
+            failures.append(f"folding_config: FINN's estimate of {layer['name']} after applying it "
+                            f"is {finn}, the fit's was {layer}")
+    return failures
+
+
+def summarize(design, tried, target, args):
+    """The project's summary of the design: what estimates.json holds."""
+    totals = {key: round(value) for key, value in design.totals.items()}
+    finn_only = {key: round(sum(layer[key] for layer in design.layers)) for key in boards.RESOURCES}
+    return {
+        "board": target.board, "part": target.part, "clock_ns": args.clock_ns,
+        "target_fps": args.target_fps, "estimated_fps": design.fps, "bottleneck": design.bottleneck,
+        "max_cycles": max(layer["cycles"] for layer in design.layers),
+        "fits": design.fits, "over": design.over, "available": target.available,
+        "limits": target.limits, "budget": target.budget, "totals": totals, "finn_totals": finn_only,
+        "use_percent": {key: round(100 * totals[key] / target.available[key], 1)
+                        for key in boards.RESOURCES if target.available.get(key)},
+        "layers": design.layers, "stream_buffers": design.buffers,
+        "skip_fifo_depths": design.skip_depths,
+        "sources": {"finn": "every layer's LUT, BRAM_18K, URAM, DSP (finn_totals) and the stream "
+                            "buffers' costs, by FINN's estimators",
+                    "project": "standin_LUT of RTL matrix units (FINN's HLS LUT formula), the skip "
+                               "FIFOs' depths (analytic), the memory choices and folding search"},
+        "tried": [{"requested_fps": item.requested_fps, "fps": item.fps, "fits": item.fits,
+                   "over": item.over} for item in tried],
+        "model": args.model, "seconds": {}}
+
+
 def print_table(estimates):
-    """Resources and cycles per layer type, then the totals."""
+    """Resources and cycles per layer type, the stream buffers, then the totals against the board."""
     rows = {}
     for layer in estimates["layers"]:
         row = rows.setdefault(layer["op_type"], Counter())
-        row.update({key: layer[key] for key in ("LUT", "BRAM_18K", "URAM", "DSP")} | {"layers": 1})
+        row.update({key: layer[key] for key in ("LUT", "standin_LUT", "BRAM_18K", "URAM", "DSP")}
+                   | {"count": 1})
         row["max_cycles"] = max(row["max_cycles"], layer["cycles"])
-    print(f"{'layer type':32} {'count':>5} {'LUT':>9} {'BRAM_18K':>9} {'URAM':>5} {'DSP':>5} "
-          f"{'max cycles':>10}")
+    for op_type, row in estimates["stream_buffers"].items():
+        rows[op_type + " (inserted)"] = Counter(row)
+    print(f"{'layer type':36} {'count':>5} {'LUT':>9} {'+stand-in':>9} {'BRAM_18K':>9} {'URAM':>5} "
+          f"{'DSP':>5} {'max cycles':>10}")
     for op_type, row in sorted(rows.items(), key=lambda item: -item[1]["LUT"]):
-        print(f"{op_type:32} {row['layers']:5} {row['LUT']:9.0f} {row['BRAM_18K']:9.0f} "
-              f"{row['URAM']:5.0f} {row['DSP']:5.0f} {row['max_cycles']:10}")
-    totals = estimates["totals"]
-    print(f"{'total':32} {len(estimates['layers']):5} {totals['LUT']:9.0f} "
-          f"{totals['BRAM_18K']:9.0f} {totals['URAM']:5.0f} {totals['DSP']:5.0f} "
-          f"{estimates['max_cycles']:10}")
+        print(f"{op_type:36} {row['count']:5.0f} {row['LUT']:9.0f} {row['standin_LUT']:9.0f} "
+              f"{row['BRAM_18K']:9.0f} {row['URAM']:5.0f} {row['DSP']:5.0f} {row['max_cycles']:10.0f}")
+    totals, percent = estimates["totals"], estimates["use_percent"]
+    print("total (LUT with stand-ins): " + ", ".join(
+        f"{key} {totals[key]}" + (f" ({percent[key]}% of {estimates['board']})" if key in percent
+                                  else "") for key in boards.RESOURCES))
     print(f"estimated {estimates['estimated_fps']:.0f} frames/s at {1e3 / estimates['clock_ns']:.0f}"
           f" MHz on {estimates['part']} (bottleneck {estimates['bottleneck']})")
 
 
-# ------------------------------------------------------------------------------------ the run
-def partition_and_check(model, qonnx_model, out_dir):
-    """Step 5 and its checks: (failures, the accelerator's graph or None if split, op types outside)."""
-    between = nodes_between_hw_layers(model)
-    if between:
-        return [f"not hardware layers between hardware layers: {', '.join(between)}; FINN's "
-                "dataflow partition needs one unbroken run of hardware layers"], None, []
-    parent = fs.partition(model, out_dir)
-    split = check_one_partition(parent)
-    if split:
-        return split, None, []
-    accelerator = fs.partition_model(parent)
-    failures, outside = check_partition(parent, accelerator, qonnx_model)
-    return failures, accelerator, outside
+OUTPUTS = ("hw_layers.onnx", "estimates.json", "folding_config.json")
+
+
+def write_outputs(out_dir, accelerator, estimates):
+    """hw_layers.onnx (unless None) and estimates.json, each written whole or not at all."""
+    if accelerator is not None:
+        with atomic_path(os.path.join(out_dir, OUTPUTS[0])) as path:
+            accelerator.save(str(path))
+    with atomic_path(os.path.join(out_dir, OUTPUTS[1])) as path:
+        path.write_text(json.dumps(estimates, indent=2))
+
+
+def resolve_target(args):
+    """The board's part, resources and budget (flags already validated)."""
+    limits = boards.parse_limits(args.res_limits)
+    if not args.board:
+        return SimpleNamespace(board="", part=args.fpga_part, limits=limits, available={},
+                               budget={key: float("inf") for key in boards.RESOURCES})
+    return SimpleNamespace(board=args.board, part=args.fpga_part or boards.PARTS[args.board],
+                           limits=limits, available=boards.available(args.board),
+                           budget=boards.budget(args.board, limits))
 
 
 def validate_args(args):
@@ -251,34 +375,39 @@ def validate_args(args):
     if not os.path.isfile(args.model):
         raise ConfigError(f"--model={args.model}: no such file; export one with "
                           "`python finn_mobilenetv2.py` first")
-    for name in ("clock_ns", "target_fps"):
-        if getattr(args, name) <= 0:
-            raise ConfigError(f"--{name}={getattr(args, name)}: must be positive")
+    if args.board and args.board not in boards.BOARDS:
+        raise ConfigError(f"--board={args.board}: not a board FINN knows; use one of "
+                          f"{', '.join(boards.BOARDS)}, or --board= with --fpga_part and --target_fps")
+    if not args.board and not (args.fpga_part and args.target_fps):
+        raise ConfigError("--board=: without a board give --fpga_part=PART and --target_fps=N "
+                          "(there is no budget to fit to)")
+    if args.clock_ns <= 0 or args.target_fps < 0:
+        raise ConfigError(f"--clock_ns={args.clock_ns} must be positive and --target_fps="
+                          f"{args.target_fps} 0 (search) or positive")
     if args.verify_images < 0:
         raise ConfigError(f"--verify_images={args.verify_images}: must be 0 (skip) or more")
+    try:
+        boards.parse_limits(args.res_limits)
+    except ValueError as error:
+        raise ConfigError(f"--res_limits={args.res_limits}: {error}") from None
+    unknown = set(output_names(args)) - set(builder.OUTPUTS)
+    if unknown:
+        raise ConfigError(f"--outputs={args.outputs}: unknown {', '.join(sorted(unknown))}; use "
+                          f"{', '.join(builder.OUTPUTS)}")
 
 
-def build_hw_graph(step, qonnx_model):
-    """Steps 1-4: from the cleaned QONNX graph to FINN's hardware layers."""
-    model = step("frontend", fs.frontend, qonnx_model)
-    model = step("streamline", fs.streamline, model)
-    model = step("lower_convs", fs.lower_convs, model)
-    return step("convert_to_hw", fs.convert_to_hw, model, qonnx_model)
+def output_names(args):
+    return [name.strip() for name in args.outputs.split(",") if name.strip()]
 
 
-OUTPUTS = ("hw_layers.onnx", "estimates.json")
-
-
-def write_outputs(out_dir, accelerator, estimates):
-    """hw_layers.onnx and estimates.json, each written whole or not at all."""
-    with atomic_path(os.path.join(out_dir, OUTPUTS[0])) as path:
-        accelerator.save(str(path))
-    with atomic_path(os.path.join(out_dir, OUTPUTS[1])) as path:
-        path.write_text(json.dumps(estimates, indent=2))
+def make_config(args, build, target):
+    return builder.make_config(args.out_dir, build.steps(), builder.output_types(output_names(args)),
+                               target.part, target.board, boards.is_zynq(target.board),
+                               args.clock_ns)
 
 
 def main(args):
-    """Build, check and estimate; returns (failures, estimates or None, seconds per step).
+    """Build, check, fit and estimate; returns (failures, estimates or None, seconds, fits).
 
     An earlier build's outputs in out_dir are removed first: a build that stops early never
     leaves them looking like its own."""
@@ -286,36 +415,40 @@ def main(args):
     os.makedirs(args.out_dir, exist_ok=True)
     for name in OUTPUTS:
         Path(args.out_dir, name).unlink(missing_ok=True)
+    target = resolve_target(args)
+    source = os.path.join(args.out_dir, "intermediate", "0_cleanup.onnx")
+    os.makedirs(os.path.dirname(source), exist_ok=True)
     qonnx_model = cleanup_model(ModelWrapper(args.model))
-    step = Steps(args.out_dir, args.reuse, args.model)
-    model = build_hw_graph(step, qonnx_model)
-    failures = []
-    if args.verify_images:
-        start = time.perf_counter()
-        result = check_hw_graph(model, qonnx_model, args.verify_images)
-        print(f"    check: {result.summary} ({time.perf_counter() - start:.1f} s)")
-        if result.failed:
-            failures += [f"hw_graph: {line}" for line in [result.summary, *result.offenders]]
-    start = time.perf_counter()
-    partition_failures, accelerator, outside = partition_and_check(model, qonnx_model, args.out_dir)
-    step.record("partition", start, accelerator or model)
-    failures += partition_failures
-    if accelerator is None:
-        return SimpleNamespace(failures=failures, estimates=None, seconds=step.seconds)
-    print(f"    {len(accelerator.graph.node)} hardware layers inside; outside: "
-          f"{', '.join(outside) or 'nothing'}")
-    accelerator = step("specialize", fs.specialize, accelerator, args.fpga_part)
-    accelerator = step("fold", fs.fold, accelerator, args.target_fps, args.clock_ns)
-    estimates = fs.estimate(accelerator, args.fpga_part, args.clock_ns)
-    estimates.update(target_fps=args.target_fps, seconds=step.seconds, model=args.model,
-                     failures=failures)
-    write_outputs(args.out_dir, accelerator, estimates)
-    print_table(estimates)
-    return SimpleNamespace(failures=failures, estimates=estimates, seconds=step.seconds)
+    qonnx_model.save(source)
+    build = Build(args, qonnx_model, target)
+    try:
+        status = builder.run(source, make_config(args, build, target))
+    except BuildStopped:
+        status = -1
+    if status != 0 and not build.failures:
+        build.failures.append(f"FINN's builder stopped: see {args.out_dir}/build_dataflow.log")
+    if build.estimates is not None:
+        build.estimates["seconds"] = build.cache.seconds
+        write_outputs(args.out_dir, None, build.estimates)
+        print_table(build.estimates)
+    fits = build.design is not None and build.design.fits
+    return SimpleNamespace(failures=build.failures, estimates=build.estimates,
+                           seconds=build.cache.seconds, fits=fits, design=build.design)
+
+
+def over_line(result, board):
+    """One line: which resources the slowest design is over on `board`, and by how much."""
+    over = result.design.over
+    budget = result.estimates["budget"]
+    return (f"DOES NOT FIT {board}: even at {result.design.fps:.0f} frames/s " + ", ".join(
+        f"{key} {result.estimates['totals'][key]:.0f} of a budget of {budget[key]} "
+        f"({over[key] / budget[key] * 100 if budget[key] else float('inf'):.0f}% over)"
+        for key in over))
 
 
 def cli(argv):
-    """Run from command-line arguments; exit status 0, 1 (a check failed) or 2 (bad flags)."""
+    """Run from command-line arguments; exit status 0, 1 (a check failed), 2 (bad flags) or 3
+    (no design fits the board)."""
     try:
         args = make_args(argv)
         result = main(args)
@@ -324,9 +457,14 @@ def cli(argv):
         return 2
     for failure in result.failures:
         print(f"FAILED {failure}")
-    if not result.failures:
-        print(f"every check passed; {args.out_dir}/ holds hw_layers.onnx and estimates.json")
-    return 1 if result.failures else 0
+    if result.failures:
+        return 1
+    if result.design is not None and not result.fits:
+        print(over_line(result, args.board or args.fpga_part))
+        return 3
+    print(f"every check passed; {args.out_dir}/ holds folding_config.json, estimates.json, "
+          "hw_layers.onnx and FINN's report/")
+    return 0
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ gptq = False  # GPTQ weight rounding (not with gpfq)
 gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
-gpxq_impl = "fast"  # GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, 11-25x faster) or "brevitas"
+gpxq_impl = "fast"  # GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, far faster: RESULTS.md) or "brevitas"
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
 bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
 # quantized evaluation: "onnxruntime" runs the model exported as QCDQ (several times faster on CPU),
@@ -64,7 +64,7 @@ agreement_images = 500  # with onnxruntime: images its top-1 is compared on with
 check_export = True  # check the exported graph and run it against the Brevitas model on a few images
 check_finn = False  # also run FINN's frontend on it, where finn is installed (about 2 minutes)
 check_images = 2  # validation images the checks execute (about 2 s each at 32x32, far more at 224x224; 8 or more with check_finn)
-finn_build = False  # then compile the export into FINN hardware layers + estimates (finn_build.py; minutes)
+finn_build = False  # then compile it with FINN's builder, fitted to the ZCU104 (finn_build.py's defaults; minutes)
 netron = False  # after the run, serve the exported model in Netron on localhost (pip install netron)
 verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
@@ -200,9 +200,12 @@ def run_finn_build(path):
     import finn_build
     out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "finn_build")
     print(f"FINN build of {path} into {out_dir}/")
-    result = finn_build.main(finn_build.make_args([f"--model={path}", f"--out_dir={out_dir}"]))
+    args = finn_build.make_args([f"--model={path}", f"--out_dir={out_dir}"])
+    result = finn_build.main(args)
     for failure in result.failures:
         print(f"FAILED {failure}")
+    if not result.failures and result.design is not None and not result.fits:
+        print(finn_build.over_line(result, args.board))
     return result
 
 
@@ -227,7 +230,8 @@ def file_state(path):
 
 
 def cli(argv):
-    """Run the demo from command-line arguments and return its exit status.
+    """Run the demo from command-line arguments and return its exit status: 0, 1 (a check
+    failed), 2 (bad input), 3 (--finn_build: no design fits the board), 130 (Ctrl-C).
 
     Bad input ends the run with a one-line message (a traceback only with --verbose=True),
     the output file left as it was; Ctrl-C ends it cleanly, saying whether the export was written.
@@ -249,7 +253,10 @@ def cli(argv):
             else "no output file was written or changed"), file=sys.stderr)
         return 130
     failed_checks = result.report is not None and not result.report.ok
-    return 1 if failed_checks or (result.build is not None and result.build.failures) else 0
+    build = result.build
+    if failed_checks or (build is not None and build.failures):
+        return 1
+    return 3 if build is not None and build.design is not None and not build.fits else 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from importlib.metadata import version
 
 import torch
 
-from bench.rows import SHARED_CODE
+from bench.rows import FINN_BUILD_CODE, SHARED_CODE
 from finn_demo.files import atomic_path
 
 
@@ -25,7 +25,8 @@ def header_text(command, commit, model):
         f"{os.cpu_count()} cores, torch {torch.__version__}, brevitas {version('brevitas')}, "
         f"onnxruntime {version('onnxruntime')}). Every row of every section is keyed by its flags, "
         f"its model and its *code*: a sha256 (first 12 hex digits) over the files {', '.join(SHARED_CODE)} "
-        "and the section's own bench module, named under each section. A resumed row was measured "
+        f"and the section's own bench module (the FINN section also {', '.join(FINN_BUILD_CODE)}, "
+        "which only it runs), named under each section. A resumed row was measured "
         "at that same code; one measured at other code is measured again.", "",
         f"Model: the float weights' sha256 (first 12 hex digits, bench/rows.py `model_hash`) is "
         f"`{model}` in every section that uses the demo's model (grid, speed on the demo data, FINN, "

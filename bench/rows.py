@@ -20,17 +20,22 @@ from tqdm import tqdm
 from finn_demo.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The code every section runs: the demo, its helper module, the export check, the FINN build and
-# the package they are made of, and this file. Each section adds its own bench module. Whole
-# files, not functions: a change anywhere in them re-measures the rows (simple beats clever).
+# The code every section runs: the demo, its helper module, the export check, the package they
+# are made of, and this file. Each section adds its own bench module; the FINN section also the
+# FINN build's code (FINN_BUILD_CODE), which no other section runs. Whole files, not functions:
+# a change anywhere in them re-measures the rows (simple beats clever).
 # Not hashed: the installed libraries (their versions are in the report's first lines).
-SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_build.py",
-               "finn_demo/*.py", "bench/rows.py")
+SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_demo/*.py",
+               "bench/rows.py")
+FINN_BUILD_CODE = ("finn_build.py", "finn_demo/finn_steps.py", "finn_demo/boards.py",
+                   "finn_demo/builder.py", "finn_demo/fit.py", "finn_demo/resources.py")
 
 
 def code_files(*section_files):
     """The files a section's rows are computed by, relative to the repository root, sorted."""
-    found = {path for pattern in (*SHARED_CODE, *section_files) for path in ROOT.glob(pattern)}
+    def matches(patterns):
+        return {path for pattern in patterns for path in ROOT.glob(pattern)}
+    found = (matches(SHARED_CODE) - matches(FINN_BUILD_CODE)) | matches(section_files)
     return sorted(path.relative_to(ROOT).as_posix() for path in found)
 
 

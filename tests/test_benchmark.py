@@ -199,6 +199,20 @@ def test_the_code_hash_changes_with_any_code_file_and_with_the_section_module(tm
     assert bench.rows.code_hash("bench/grid.py") != grid
 
 
+def test_only_the_finn_section_hashes_the_finn_build_code(tmp_path, monkeypatch):
+    for name in ("finn_mobilenetv2.py", "finn_demo/data.py", "finn_demo/fit.py", "finn_build.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
+    finn_section = ("bench/finn_estimates.py", *bench.rows.FINN_BUILD_CODE)
+    assert bench.rows.code_files("bench/grid.py") == ["finn_demo/data.py", "finn_mobilenetv2.py"]
+    assert "finn_demo/fit.py" in bench.rows.code_files(*finn_section)
+    grid, finn = bench.rows.code_hash("bench/grid.py"), bench.rows.code_hash(*finn_section)
+    (tmp_path / "finn_demo/fit.py").write_text("changed")
+    assert bench.rows.code_hash("bench/grid.py") == grid
+    assert bench.rows.code_hash(*finn_section) != finn
+
+
 def test_finn_rows_of_another_float_model_are_marked_in_the_report():
     grid = [{"bits": "W8A8", "ptq": "none", "float_top1": "97.38", "quant_top1": "97.59"}]
     finn = [{"bits": "W8A8", "float_top1": "97.79", "quant_top1": "97.79", "finn_checks": "passed",

@@ -1,7 +1,7 @@
-"""finn_build.py: the whole build on the suite's model (3-stage MobileNetV2, 20 layers, 3
-residual Adds), and its checks seen failing on a float node in the partition and on one wrong
-threshold row. The 53-layer digits model takes about 10 minutes (README); the graph passes cost
-grows with the square of the node count, not with the width."""
+"""finn_build.py: the whole build through FINN's builder on the suite's model (3-stage
+MobileNetV2, 20 layers, 3 residual Adds) fitted to the ZCU104, and its checks seen failing on a
+float node in the partition and on one wrong threshold row. The 53-layer digits model takes
+about 10 minutes (README); the graph passes cost grows with the square of the node count."""
 import json
 
 import numpy as np
@@ -16,6 +16,7 @@ from conftest import import_finn_steps
 
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
+from finn_demo import boards, builder, fit  # noqa: E402
 from check_export import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
 
@@ -48,16 +49,79 @@ def test_build_passes_its_checks_and_every_layer_is_a_hardware_layer(built, bias
     assert len(accelerator.get_nodes_by_op_type("LabelSelect_hls")) == 1
 
 
-def test_estimates_cover_every_layer_with_nonzero_totals(built):
+def test_estimates_cover_every_layer_and_fit_the_board(built):
     result, out_dir, estimates = built
     accelerator = ModelWrapper(str(out_dir / "hw_layers.onnx"))
     assert [layer["name"] for layer in estimates["layers"]] == [n.name for n in accelerator.graph.node]
     assert all(estimates["totals"][key] > 0 for key in ("LUT", "BRAM_18K", "DSP"))
     slowest = max(layer["cycles"] for layer in estimates["layers"])
     assert estimates["estimated_fps"] == pytest.approx(1e9 / estimates["clock_ns"] / slowest)
-    assert estimates["part"] == finn_build.FLAGS["fpga_part"]
-    # SetFolding parallelized the layers for the target frame rate: every layer meets it.
-    assert estimates["estimated_fps"] >= estimates["target_fps"]
+    assert estimates["part"] == boards.PARTS["ZCU104"] and estimates["board"] == "ZCU104"
+    assert result.fits and estimates["fits"] and estimates["over"] == {}
+    budget = boards.budget("ZCU104", boards.DEFAULT_LIMITS)
+    assert all(estimates["totals"][key] <= budget[key] for key in boards.RESOURCES)
+    # The search went faster until a design no longer fit or SetFolding had no more parallelism.
+    fastest_tried = max(estimates["tried"], key=lambda item: item["fps"])
+    assert estimates["estimated_fps"] == max(item["fps"] for item in estimates["tried"] if item["fits"])
+    assert not fastest_tried["fits"] or fastest_tried["fps"] == estimates["estimated_fps"]
+
+
+def test_totals_count_stand_ins_and_stream_buffers_beside_finns_figures(built):
+    _, _, estimates = built
+    rtl_units = [layer for layer in estimates["layers"] if layer["op_type"] in ("MVAU_rtl", "VVAU_rtl")]
+    assert rtl_units and all(layer["LUT"] == 0 < layer["standin_LUT"] for layer in rtl_units)
+    buffers = estimates["stream_buffers"]
+    assert buffers["StreamingFIFO_rtl"]["count"] > 0 and buffers["StreamingFIFO_rtl"]["LUT"] > 0
+    parts = [layer["LUT"] + layer["standin_LUT"] for layer in estimates["layers"]]
+    parts += [row["LUT"] for row in buffers.values()]
+    assert estimates["totals"]["LUT"] == pytest.approx(sum(parts), abs=1)
+    assert estimates["finn_totals"]["LUT"] < estimates["totals"]["LUT"]
+    # One sized FIFO per residual skip, deeper than FINN's default of 2: a row of the block input.
+    depths = estimates["skip_fifo_depths"]
+    assert len(depths) == 3 and all(depth > 2 for depth in depths.values())
+
+
+def test_finn_applying_the_folding_config_reproduces_the_fits_estimates(built):
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.transformation.general import ApplyConfig
+    from qonnx.transformation.general import GiveUniqueNodeNames
+    _, out_dir, estimates = built
+    before_fit = ModelWrapper(str(out_dir / "intermediate_models" / "step_minimize_bit_width.onnx"))
+    applied = before_fit.transform(GiveUniqueNodeNames()).transform(
+        ApplyConfig(str(out_dir / "folding_config.json")))
+    resources = applied.analysis(lambda model: res_estimation(model, estimates["part"]))
+    for layer in estimates["layers"]:
+        assert {key: resources[layer["name"]][key] for key in boards.RESOURCES} == {
+            key: layer[key] for key in boards.RESOURCES}, layer["name"]
+    chosen = [layer for layer in estimates["layers"] if layer["memory"] is not None]
+    assert chosen, "the fit chose no memories"
+
+
+def test_a_folding_config_that_does_not_carry_the_design_is_reported(built):
+    _, _, estimates = built
+    design = type("Design", (), {"layers": estimates["layers"]})()
+    reported = {layer["name"]: {key: layer[key] for key in boards.RESOURCES}
+                for layer in estimates["layers"]}
+    assert finn_build.reproduction_failures(design, reported) == []
+    name = next(layer["name"] for layer in estimates["layers"] if layer["BRAM_18K"] > 0)
+    reported[name]["BRAM_18K"] += 1
+    (failure,) = finn_build.reproduction_failures(design, reported)
+    assert name in failure
+
+
+def test_a_smaller_budget_gives_a_slower_design_within_it_or_names_what_is_over(built):
+    _, out_dir, estimates = built
+    model = ModelWrapper(str(out_dir / "intermediate_models" / "step_minimize_bit_width.onnx"))
+    budget = {key: int(estimates["totals"][key] * 0.6) + 1 for key in boards.RESOURCES}
+    design, _ = fit.search(model, estimates["part"], estimates["clock_ns"], budget,
+                           progress=lambda line: None)
+    if design.fits:
+        assert design.fps < estimates["estimated_fps"]
+        assert all(design.totals[key] <= budget[key] for key in boards.RESOURCES)
+    tiny = {"LUT": 1000, "BRAM_18K": 0, "URAM": 0, "DSP": 0}
+    design, tried = fit.search(model, estimates["part"], estimates["clock_ns"], tiny,
+                               progress=lambda line: None)
+    assert not design.fits and len(tried) == 1 and "LUT" in design.over
 
 
 def test_a_float_node_between_hardware_layers_fails_the_partition_check(built, bias_corrected,
@@ -71,10 +135,7 @@ def test_a_float_node_between_hardware_layers_fails_the_partition_check(built, b
     model.graph.node.insert(list(model.graph.node).index(mvau) + 1,
                             helper.make_node("Mul", [mvau.output[0], scale], [scaled], name="FloatMul"))
     model.set_tensor_datatype(scaled, DataType["FLOAT32"])
-    qonnx_model = cleanup_model(ModelWrapper(str(bias_corrected.output)))
-    failures, accelerator, _ = finn_build.partition_and_check(model, qonnx_model, tmp_path)
-    assert accelerator is None
-    assert any("FloatMul" in failure for failure in failures), failures
+    assert finn_build.nodes_between_hw_layers(model) == ["FloatMul (Mul)"]
 
 
 def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corrected):
@@ -150,3 +211,55 @@ def test_demo_flag_builds_the_export_beside_it_and_fails_with_the_build(cache_di
     assert "FAILED hw_graph: a wrong threshold" in capsys.readouterr().out
     (args,) = calls
     assert args.model == str(output) and args.out_dir == str(tmp_path / "finn_build")
+
+
+def test_the_builder_config_asks_finn_for_the_outputs_named():
+    steps = ["step_a"]
+    estimates = builder.make_config("out", steps, builder.output_types([]), "xczu7ev-ffvc1156-2-e",
+                                    "ZCU104", True, 5.0)
+    assert estimates.steps == steps and estimates.generate_outputs == ["estimate_reports"]
+    bitfile = builder.make_config("out", steps, builder.output_types(["bitfile", "driver"]),
+                                  boards.PARTS["ZCU104"], "ZCU104", True, 5.0)
+    assert bitfile.steps == steps + builder.HARDWARE_STEPS
+    assert "step_synthesize_bitfile" in bitfile.steps and "step_make_driver" in bitfile.steps
+    assert set(bitfile.generate_outputs) == {"estimate_reports", "stitched_ip", "bitfile",
+                                             "pynq_driver"}
+    assert bitfile.shell_flow_type == "vivado_zynq" and bitfile.board == "ZCU104"
+    alveo = builder.make_config("out", steps, builder.output_types(["bitfile"]),
+                                boards.PARTS["U250"], "U250", boards.is_zynq("U250"), 4.0)
+    assert alveo.shell_flow_type == "vitis_alveo" and alveo.synth_clk_period_ns == 4.0
+
+
+def test_board_budgets_are_finns_tables_times_its_limits():
+    from finn.util.platforms import platforms
+    assert {"ZCU104", "ZCU102", "Ultra96", "U250"} <= set(boards.BOARDS)
+    lut, _, bram, uram, dsp = platforms["ZCU104"]().compute_resources[0]
+    assert boards.budget("ZCU104", boards.DEFAULT_LIMITS) == {
+        "LUT": int(lut * 0.7), "BRAM_18K": int(bram * 0.8), "URAM": int(uram * 0.8),
+        "DSP": int(dsp * 0.8)}
+    assert boards.parse_limits("LUT=0.5")["LUT"] == 0.5
+    for text, message in (("LUTS=0.5", "unknown resource"), ("LUT=2", r"\(0, 1\]"), ("DSP=x", "number")):
+        with pytest.raises(ValueError, match=message):
+            boards.parse_limits(text)
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--board=ZCU999", "not a board FINN knows"), ("--res_limits=LUT=1.5", "--res_limits"),
+    ("--outputs=estimates,bitstream", "unknown bitstream"), ("--board=", "--fpga_part")])
+def test_bad_board_flags_are_refused_in_one_line(flag, message, capsys, tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    assert finn_build.cli([f"--model={model}", f"--out_dir={tmp_path / 'build'}", flag]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error, error
+    assert not (tmp_path / "build").exists()
+
+
+def test_a_design_that_fits_nowhere_exits_3_naming_the_resource(capsys, monkeypatch, tmp_path):
+    design = type("Design", (), {"over": {"BRAM_18K": 244}, "fps": 610.0, "fits": False})()
+    estimates = {"budget": {"BRAM_18K": 488}, "totals": {"BRAM_18K": 732}}
+    monkeypatch.setattr(finn_build, "main", lambda args: type("Result", (), {
+        "failures": [], "design": design, "fits": False, "estimates": estimates})())
+    assert finn_build.cli(["--board=ZCU104"]) == 3
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("DOES NOT FIT ZCU104") and "BRAM_18K 732 of a budget of 488 (50% over)" in line

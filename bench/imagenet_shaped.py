@@ -1,0 +1,50 @@
+"""An ImageNet-shaped MobileNetV2 (224x224 inputs, 1000 classes) for FINN's estimates, where
+neither ImageNet nor torchvision's pretrained weights can be downloaded.
+
+The model is torchvision's `mobilenet_v2()` with its own seeded random initialisation and its
+BatchNorm statistics re-estimated on generated images, so that every layer's activations have
+unit scale: with the initial running statistics (mean 0, variance 1) they shrink layer after
+layer until the logits are about 1e-9 and a quantized graph's comparison is degenerate.
+FINN's costs follow the layer shapes and bit widths; the accumulator widths FINN minimizes also
+follow the weights' values, so a trained model's may differ. With real weights and ImageNet,
+run the same commands with `--weights` and `--data_dir` of your own.
+"""
+from pathlib import Path
+
+import torch
+from torchvision.models import mobilenet_v2
+
+from finn_demo.data import IMAGENET_WNIDS, imagenet_datasets, make_loader
+from finn_demo.models import imagenet_transform
+from tests.imagenet_folder import make_imagenet_folder
+
+CLASSES, PER_CLASS, SIZE = 4, 4, (256, 256)  # 16 generated images per split
+
+
+def make_folder(root):
+    """An ImageNet-layout folder of generated images (4 classes, 4 images each per split)."""
+    wnids = IMAGENET_WNIDS[:CLASSES]
+    return make_imagenet_folder(Path(root) / "imagenet", wnids, wnids, PER_CLASS, SIZE)
+
+
+def recalibrate_batchnorm(model, loader):
+    """Re-estimate every BatchNorm's running mean and variance on `loader`'s images."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average over all batches
+    model.train()
+    with torch.no_grad():
+        for images, _ in loader:
+            model(images)
+    return model.eval()
+
+
+def make_weights(path, data_dir, seed=0):
+    """A state_dict file of the seeded random MobileNetV2 with recalibrated BatchNorm."""
+    torch.manual_seed(seed)
+    model = mobilenet_v2()
+    train, _ = imagenet_datasets(str(data_dir), imagenet_transform(""))
+    recalibrate_batchnorm(model, make_loader(train, 8, workers=0))
+    torch.save(model.state_dict(), path)
+    return Path(path)

@@ -1,0 +1,200 @@
+"""Fit a specialized FINN design to a board's budget at the highest frame rate.
+
+For a frame rate, FINN's SetFolding picks each layer's PE/SIMD; then every layer that holds
+weights or thresholds gets the memory that fits (weights: FINN's `ram_style` block, distributed
+or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights` 1 for URAM;
+thresholds: `depth_trigger_bram` / `depth_trigger_uram`), starting from each layer's cheapest
+memory relative to the budget and moving layers off a resource that is over until none is.
+The search doubles the frame rate while the design fits, then bisects to the highest that does.
+Costs are finn_demo.resources': FINN's estimates plus the project's stand-ins and stream buffers.
+"""
+import copy
+import math
+from dataclasses import dataclass, field
+
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.general import GiveUniqueNodeNames
+
+from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+from finn.transformation.fpgadataflow.set_folding import SetFolding
+from finn.util.basic import getHWCustomOp
+
+from finn_demo.boards import RESOURCES
+from finn_demo.resources import layer_cost, stream_buffer_costs, total
+
+# The attributes FINN's folding config carries for this design (the builder's own list).
+FOLDING_ATTRIBUTES = ["PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode",
+                      "runtime_writeable_weights", "depth_trigger_uram", "depth_trigger_bram"]
+NEVER = 2 ** 30  # a depth trigger no memory reaches
+WEIGHT_MEMORIES = {
+    "block": {"mem_mode": "internal_decoupled", "ram_style": "block"},
+    "distributed": {"mem_mode": "internal_decoupled", "ram_style": "distributed"},
+    "ultra": {"mem_mode": "internal_decoupled", "ram_style": "ultra",
+              "runtime_writeable_weights": 1},  # FINN: URAM weights must be writeable
+}
+THRESHOLD_MEMORIES = {
+    "auto": {"depth_trigger_bram": 0, "depth_trigger_uram": 0},  # FINN picks per stage
+    "block": {"depth_trigger_bram": 1, "depth_trigger_uram": NEVER},
+    "ultra": {"depth_trigger_bram": 0, "depth_trigger_uram": 1},
+}
+BISECTIONS = 5  # after doubling: the highest fitting rate to within about 2%
+
+
+@dataclass
+class Design:
+    """One folded design: its model, frame rate and costs, and whether it fits the budget."""
+    model: object
+    requested_fps: float
+    fps: float
+    bottleneck: str
+    totals: dict
+    layers: list
+    buffers: dict
+    skip_depths: dict
+    memories: dict
+    over: dict = field(default_factory=dict)
+
+    @property
+    def fits(self):
+        return not self.over
+
+
+def memory_options(node):
+    """{option: attributes} for the memories of a layer's weights or thresholds ({} if none)."""
+    inst = getHWCustomOp(node)
+    types = inst.get_nodeattr_types()
+    if "ram_style" in types and "mem_mode" in types and node.op_type.startswith(("MVAU", "VVAU")):
+        allowed = types["ram_style"][3]
+        return {name: attrs for name, attrs in WEIGHT_MEMORIES.items() if attrs["ram_style"] in allowed}
+    if "depth_trigger_uram" in types:
+        return THRESHOLD_MEMORIES
+    return {}
+
+
+def option_costs(node, options, part):
+    """{option: layer_cost} with the option's attributes set; leaves the node as it was."""
+    inst = getHWCustomOp(node)
+    before = {name: inst.get_nodeattr(name) for attrs in options.values() for name in attrs}
+    costs = {}
+    for option, attrs in options.items():
+        for name, value in attrs.items():
+            inst.set_nodeattr(name, value)
+        costs[option] = layer_cost(node, part)
+        for name, value in before.items():
+            inst.set_nodeattr(name, value)
+    return costs
+
+
+def relative(cost, budget):
+    """A cost as the largest share of the budget it takes (infinite for a resource with none)."""
+    luts = cost["LUT"] + cost["standin_LUT"]
+    shares = [(luts if name == "LUT" else cost[name]) / budget[name] if budget[name] else
+              (math.inf if cost[name] else 0) for name in RESOURCES]
+    return sum(shares)
+
+
+def over_budget(totals, budget):
+    return {name: totals[name] - budget[name] for name in RESOURCES if totals[name] > budget[name]}
+
+
+def place_memories(choices, budget, fixed):
+    """Choose an option per layer ({name: {option: cost}}) so the totals fit: each layer starts
+    on its cheapest option, then the layer move that frees most of the resource most over
+    (without putting another over) is made until nothing is over or no move helps.
+    Returns ({name: option}, totals)."""
+    chosen = {name: min(costs, key=lambda option: relative(costs[option], budget))
+              for name, costs in choices.items()}
+
+    def totals_of(selection):
+        return total(fixed + [choices[name][option] for name, option in selection.items()])
+    totals = totals_of(chosen)
+    for _ in range(10 * len(choices) + 1):
+        over = over_budget(totals, budget)
+        if not over:
+            break
+        worst = max(over, key=lambda name: over[name] / max(budget[name], 1))
+        best = None
+        for name, costs in choices.items():
+            for option in costs:
+                trial = {**chosen, name: option}
+                trial_totals = totals_of(trial)
+                freed = totals[worst] - trial_totals[worst]
+                if freed <= 0 or any(trial_totals[other] > max(budget[other], totals[other])
+                                     for other in RESOURCES if other != worst):
+                    continue
+                if best is None or freed > best[0]:
+                    best = (freed, trial, trial_totals)
+        if best is None:
+            break
+        _, chosen, totals = best
+    return chosen, totals
+
+
+def fold(model, fps, clock_ns):
+    """A copy of `model` folded by FINN's SetFolding for `fps` frames/s at `clock_ns`."""
+    folded = ModelWrapper(copy.deepcopy(model.model))
+    cycles = max(1, int(1e9 / clock_ns / fps))
+    return folded.transform(SetFolding(cycles)).transform(GiveUniqueNodeNames())
+
+
+def design_at(model, fps, part, clock_ns, budget):
+    """Fold for `fps`, size the stream buffers, place the memories: a Design."""
+    folded = fold(model, fps, clock_ns)
+    buffers, skip_depths = stream_buffer_costs(folded, part)
+    choices, fixed, names = {}, list(buffers.values()), []
+    for node in folded.graph.node:
+        options = memory_options(node)
+        if options:
+            choices[node.name] = option_costs(node, options, part)
+        else:
+            fixed.append(layer_cost(node, part))
+        names.append(node.name)
+    chosen, totals = place_memories(choices, budget, [dict(cost) for cost in fixed])
+    for node in folded.graph.node:
+        if node.name in chosen:
+            inst = getHWCustomOp(node)
+            for name, value in memory_options(node)[chosen[node.name]].items():
+                inst.set_nodeattr(name, value)
+    cycles = folded.analysis(exp_cycles_per_layer)
+    bottleneck = max(cycles, key=cycles.get)
+    layers = [{"name": node.name, "op_type": node.op_type, "cycles": int(cycles[node.name]),
+               "memory": chosen.get(node.name), **layer_cost(node, part)}
+              for node in folded.graph.node]
+    return Design(folded, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
+                  {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen,
+                  over_budget(totals, budget))
+
+
+def search(model, part, clock_ns, budget, target_fps=None, progress=print):
+    """The design at `target_fps`, or (None) the highest frame rate that fits: (best, tried).
+    `best` is the fastest design that fits, else the slowest one tried (its `over` says why)."""
+    def attempt(fps):
+        design = design_at(model, fps, part, clock_ns, budget)
+        tried.append(design)
+        verdict = "fits" if design.fits else "over in " + ", ".join(design.over)
+        progress(f"    fold for {fps:8.1f} frames/s: {design.fps:8.1f} frames/s, {verdict}")
+        return design
+    tried = []
+    if target_fps:
+        return attempt(target_fps), tried
+    low = attempt(1.0)  # SetFolding's least parallel design: often far above 1 frame/s
+    if not low.fits:
+        return low, tried
+    fps = 2 * low.fps
+    while True:
+        design = attempt(fps)
+        if not design.fits:
+            break
+        low = design
+        if design.fps < 0.99 * fps:  # SetFolding ran out of parallelism: no faster design
+            return low, tried
+        fps *= 2
+    high = fps
+    for _ in range(BISECTIONS):
+        middle = math.sqrt(low.requested_fps * high)
+        design = attempt(middle)
+        if design.fits:
+            low = max(low, design, key=lambda item: item.fps)
+        else:
+            high = middle
+    return low, tried

@@ -36,7 +36,8 @@ calib_size = 256  # calibration images of every row; GPxQ re-runs the model per 
 fast_eval = True  # also evaluate each row's quantized model as QCDQ in onnxruntime
 grid_jobs = 1  # grid rows measured at once, each in a process of its own
 grid_threads = 0  # PyTorch and onnxruntime threads per grid row; 0 = the cores shared among the jobs
-finn_bits = "all"  # bit-width settings FINN compiles for its estimates (finn.csv: s_demo_total each); "" = none
+finn_bits = "W4A4,W8A8"  # bit-width settings FINN compiles at 224x224 and fits to each board (minutes each); "" = none
+finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
 gpxq = True  # time GPFQ and Qronos: Brevitas' implementation against fast_gpxq.py
 gpxq_bits = "PW4,PW3"  # bit-width settings of that comparison
 gpxq_algorithms = "gpfq,qronos"  # and its algorithms
@@ -53,7 +54,7 @@ FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import finn_mobilenetv2 as demo  # noqa: E402
-from bench.finn_estimates import finn_section, finn_text, plot_finn  # noqa: E402
+from bench.finn_estimates import finn_section, finn_text  # noqa: E402
 from bench.gpxq_speed import ALGORITHMS, gpxq_section, gpxq_text  # noqa: E402
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, choose, grid_section, grid_text, plot  # noqa: E402
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
@@ -66,7 +67,7 @@ from finn_demo.validate import validate_args  # noqa: E402
 # minutes per model: the rows run the demo's structural and QONNX-equivalence checks only.
 DEMO_DEFAULTS = ["--check_finn=False"]
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
-FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn_estimates.png"
+FINN_CSV_NAME = "finn.csv"
 IMAGENET_CSV_NAME, GPXQ_CSV_NAME = "imagenet_times.csv", "gpxq_speed.csv"
 
 
@@ -84,6 +85,7 @@ def make_args(argv=()):
     _validate_rows(passed, args)
     for name in ("speed_bits", "finn_bits", "gpxq_bits"):
         args[name] = choose(args[name], BIT_SETTINGS, name)
+    args["finn_boards"] = _boards(args["finn_boards"])
     args["gpxq_algorithms"] = choose(args["gpxq_algorithms"], dict.fromkeys(ALGORITHMS), "gpxq_algorithms")
     for name in ("imagenet_calib_sizes", "imagenet_val_sizes"):
         args[name] = _two_sizes(args[name], name, args["imagenet_calib_sizes"] != "")
@@ -105,6 +107,19 @@ def _validate_rows(passed, args):
                 validate_args(demo.make_args(flags))
             except ConfigError as error:
                 raise ConfigError(f"{error} (in the row --bits={bits_name} --ptq={ptq_name})") from None
+
+
+def _boards(text):
+    """The --finn_boards names, each one FINN knows (checked where FINN is installed)."""
+    from check_export import finn_available
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names and finn_available():
+        from finn_demo.boards import BOARDS
+        unknown = [name for name in names if name not in BOARDS]
+        if unknown:
+            raise ConfigError(f"--finn_boards={text}: {', '.join(unknown)} not a board FINN knows; "
+                              f"use {', '.join(BOARDS)}")
+    return names
 
 
 def _two_sizes(text, flag, wanted):
@@ -137,11 +152,9 @@ def main(args, passed, command="python benchmark.py"):
         plot(rows, out / PLOT_NAME)
     lines += grid_text(rows, args, PLOT_NAME)
 
-    finn_rows, failed = finn_section(args, passed, common, out / FINN_CSV_NAME)
+    finn_rows, failed = finn_section(args, out / FINN_CSV_NAME)
     failures += failed
-    if finn_rows:
-        plot_finn(finn_rows, out / FINN_PLOT_NAME)
-        lines += finn_text(finn_rows, rows, FINN_PLOT_NAME)
+    lines += finn_text(finn_rows) if finn_rows else []
 
     if args["gpxq"]:
         gpxq_rows, failed = gpxq_section(args["gpxq_bits"], args["gpxq_algorithms"],

@@ -437,13 +437,13 @@ def main(args):
 
 
 def over_line(result, board):
-    """One line: which resources the slowest design is over on `board`, and by how much."""
-    over = result.design.over
-    budget = result.estimates["budget"]
-    return (f"DOES NOT FIT {board}: even at {result.design.fps:.0f} frames/s " + ", ".join(
-        f"{key} {result.estimates['totals'][key]:.0f} of a budget of {budget[key]} "
-        f"({over[key] / budget[key] * 100 if budget[key] else float('inf'):.0f}% over)"
-        for key in over))
+    """One line: which resources the design closest to fitting is over on `board`, by how much."""
+    totals, budget = result.estimates["totals"], result.estimates["budget"]
+    needs = [f"{key} {totals[key]:.0f} of a budget of {budget[key]} ("
+             + (f"{over / budget[key] * 100:.0f}% over)" if budget[key] else "the board has none)")
+             for key, over in result.design.over.items()]
+    return (f"DOES NOT FIT {board}: the closest design ({result.design.fps:.0f} frames/s) needs "
+            + ", ".join(needs))
 
 
 def cli(argv):

@@ -1,11 +1,13 @@
-"""The benchmark's FINN section: what each bit-width setting costs in hardware, by FINN's own
-estimates, beside its accuracy.
+"""The benchmark's FINN section: MobileNetV2 at ImageNet's 224x224, compiled by finn_build.py and
+fitted to each board, per bit-width setting, by FINN's estimates.
 
-Each row is one demo run with the setting's flags and `--finn_build=True` (no PTQ: the
-estimates follow the bit widths and layer shapes; PTQ only moves the weights within them).
-finn_build.py compiles the export into FINN's hardware layers, checks them against the QONNX
-graph and sums FINN's per-layer estimates (res_estimation, exp_cycles_per_layer) for the part
-and clock of its flags. benchmark.py calls `finn_section`, then `finn_text` and `plot_finn`.
+Each setting's export is one demo run in ImageNet mode on the ImageNet-shaped model
+(bench/imagenet_shaped.py: torchvision's MobileNetV2, 1000 classes, seeded random weights with
+recalibrated BatchNorm, 16 generated calibration images, no PTQ: the costs follow the layer
+shapes and bit widths). finn_build.py builds it for each board of --finn_boards: FINN's frontend
+to hardware layers once per setting (the next boards reuse them, `--reuse`), then per board
+FINN's partition, specialization and bit-width minimization, the fit to the board, FINN's
+estimate reports and the checks. benchmark.py calls `finn_section`, then `finn_text`.
 """
 import tempfile
 import time
@@ -17,145 +19,130 @@ import torch
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS
 from bench.report import code_line, markdown_table
-from bench.rows import code_hash, resumable
-from finn_demo.files import atomic_path
+from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
 
-CODE = ("bench/finn_estimates.py", "bench/grid.py")  # the rows use the grid's bit-width settings
+CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+VERIFY_IMAGES = 1  # the hardware graph's check at 224x224: about 20 s per image
+# frames/s goals per board (README): (finn-examples' MobileNet-v1 anchor, the project's target)
+GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
 
 
-def finn_section(args, passed, common, path):
-    """(rows, failures) of the FINN builds, one per setting of --finn_bits; none without FINN."""
+def finn_section(args, path):
+    """(rows, failures): one row per setting of --finn_bits and board of --finn_boards."""
     from check_export import FINN_INSTALL_HINT, finn_available
-    if not args["finn_bits"]:
+    if not args["finn_bits"] or not args["finn_boards"]:
         return [], []
     if not finn_available():
         return [], [("FINN section", f"skipped: {FINN_INSTALL_HINT}")]
-    keys = [{"bits": name, **common, "row_flags": " ".join(BIT_SETTINGS[name])}
-            for name in args["finn_bits"]]
-    # FINN's graph passes are single-threaded Python: builds run grid_jobs at a time.
-    threads = max(1, torch.get_num_threads() // args["grid_jobs"])
-    return resumable(path, keys, partial(_measure, passed=passed), "FINN builds", code_hash(*CODE),
-                     args["grid_jobs"], threads)
-
-
-def _measure(key, passed):
-    return finn_row([*passed, *BIT_SETTINGS[key["bits"]]])
-
-
-def finn_row(flags):
-    """One demo run with `flags` and the FINN build: accuracy, FINN's estimates, the build's checks."""
+    from bench.imagenet_shaped import make_folder, make_weights
     with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        result = demo.main(demo.make_args(
-            [*flags, "--finn_build=True", f"--output={Path(folder) / 'model.onnx'}"]))
-        wall = time.perf_counter() - start
-    build = result.build
-    row = {"quant_top1": f"{result.quant_top1:.2f}", "float_top1": f"{result.float_top1:.2f}",
-           "finn_checks": "passed" if not build.failures else "failed: " + build.failures[0],
-           "s_finn_build": f"{sum(build.seconds.values()):.0f}", "s_demo_total": f"{wall:.0f}"}
-    if build.estimates is None:  # the build stopped before the estimates (split partition)
+        data = make_folder(folder)
+        weights = make_weights(Path(folder) / "mobilenet_v2.pth", data)
+        model = model_hash(_state(weights))
+        keys = [{"bits": bits, "board": board, "row_flags": " ".join(BIT_SETTINGS[bits]),
+                 "model": model} for bits in args["finn_bits"] for board in args["finn_boards"]]
+        measure = partial(_measure, folder=Path(folder), data=data, weights=weights)
+        return resumable(path, keys, measure, "FINN builds", code_hash(*CODE))
+
+
+def _state(path):
+    return type("Weights", (), {"state_dict": lambda self: torch.load(path, weights_only=True)})()
+
+
+def export(folder, data, weights, bits):
+    """The setting's 224x224 export of the ImageNet-shaped model (one per setting, kept)."""
+    output = folder / bits / "model.onnx"
+    if not output.exists():
+        output.parent.mkdir(parents=True, exist_ok=True)
+        demo.main(demo.make_args([
+            f"--data_dir={data}", f"--weights={weights}", f"--output={output}", "--calib_size=16",
+            "--val_size=16", "--batch_size=8", "--workers=0", "--check_export=False",
+            "--device=cpu", "--eval_backend=brevitas", *BIT_SETTINGS[bits]]))
+    return output
+
+
+def _measure(key, folder, data, weights):
+    import finn_build
+    model = export(folder, data, weights, key["bits"])
+    start = time.perf_counter()
+    result = finn_build.main(finn_build.make_args([
+        f"--model={model}", f"--out_dir={model.parent / 'build'}", f"--board={key['board']}",
+        f"--verify_images={VERIFY_IMAGES}", "--reuse=True"]))
+    return finn_row(result, time.perf_counter() - start)
+
+
+def finn_row(result, seconds):
+    """A build's figures: fit, frame rate, resources (with % of the board), checks, seconds."""
+    row = {"finn_checks": "passed" if not result.failures else "failed: " + result.failures[0],
+           "s_build": f"{seconds:.0f}"}
+    estimates = result.estimates
+    if estimates is None:  # the build stopped before the estimates
         return row
-    estimates = build.estimates
-    row.update({key: f"{estimates['totals'][key]:.0f}" for key in RESOURCES})
+    totals, percent = estimates["totals"], estimates["use_percent"]
+    row.update({key: f"{totals[key]:.0f}" for key in RESOURCES})
+    row.update({f"{key}_pct": f"{percent[key]:.0f}" for key in RESOURCES if key in percent})
     row.update({
-        "hw_layers": str(len(estimates["layers"])),
+        "fits": "yes" if estimates["fits"] else "no",
+        "over": "; ".join(f"{key} +{value:.0f}" for key, value in estimates["over"].items()),
         "estimated_fps": f"{estimates['estimated_fps']:.0f}",
         "bottleneck": f"{estimates['bottleneck']} ({estimates['max_cycles']} cycles)",
-        "target_fps": str(estimates["target_fps"]), "clock_ns": str(estimates["clock_ns"]),
-        "part": estimates["part"],
-        "threshold_LUT": f"{_lut_of(estimates, 'Thresholding'):.0f}"})
+        "finn_LUT": f"{estimates['finn_totals']['LUT']:.0f}",
+        "hw_layers": str(len(estimates["layers"])), "clock_ns": str(estimates["clock_ns"]),
+        "part": estimates["part"]})
     return row
 
 
-def _lut_of(estimates, prefix):
-    return sum(layer["LUT"] for layer in estimates["layers"] if layer["op_type"].startswith(prefix))
-
-
-def best_top1(grid_rows, row):
-    """(best PTQ name, its top-1) of the FINN row's bit-width setting in the accuracy grid, or
-    None where the grid has no rows of that setting from the same float model."""
-    group = [grid_row for grid_row in grid_rows if grid_row["bits"] == row["bits"]
-             and grid_row["float_top1"] == row["float_top1"]]
-    if not group:
-        return None
-    best = max(group, key=lambda row: float(row["quant_top1"]))
-    return best["ptq"], float(best["quant_top1"])
-
-
-def finn_table(rows, grid_rows, descriptions):
-    """(header, cells) of the table: per bit-width setting, its accuracy and FINN's estimates."""
-    header = ["bits", "setting", "float top-1 %", "top-1 % (no PTQ)", "best PTQ top-1 %", "LUT",
-              "of which thresholds", "BRAM_18K", "URAM", "DSP", "est. frames/s", "bottleneck",
-              "hw layers", "FINN checks", "build (s)"]
+def finn_table(rows):
+    """(header, cells): per setting and board, the fit and FINN's estimates."""
+    header = ["bits", "board", "fits", "est. frames/s", "LUT (% of board)", "BRAM_18K (%)",
+              "URAM (%)", "DSP (%)", "of the LUT: FINN's", "over the budget", "bottleneck",
+              "FINN checks", "build (s)"]
     cells = []
     for row in rows:
-        best = best_top1(grid_rows, row)
-        cells.append([row["bits"], descriptions[row["bits"]], row["float_top1"], row["quant_top1"],
-                      f"{best[1]:.2f} ({best[0]})" if best else "-",
-                      *(row.get(key, "-") for key in ("LUT", "threshold_LUT", "BRAM_18K", "URAM",
-                                                       "DSP", "estimated_fps", "bottleneck",
-                                                       "hw_layers")),
-                      row["finn_checks"], row["s_finn_build"]])
+        shares = [f"{row[key]} ({row.get(key + '_pct', '-')}%)" if key in row else "-"
+                  for key in RESOURCES]
+        cells.append([row["bits"], row["board"], row.get("fits", "-"), row.get("estimated_fps", "-"),
+                      *shares, row.get("finn_LUT", "-"), row.get("over") or "-",
+                      row.get("bottleneck", "-"), row["finn_checks"], row["s_build"]])
     return header, cells
 
 
-def float_mismatches(rows, grid_rows):
-    """The FINN rows whose float top-1 differs from the grid's (another model, or another
-    evaluation): their accuracy cannot be read beside the grid's."""
-    grid_float = {row["float_top1"] for row in grid_rows}
-    return [row for row in rows if grid_float and row["float_top1"] not in grid_float]
+def goal_lines(rows):
+    """Per board with a goal, the fastest fitting design against it."""
+    lines = []
+    for board, (anchor, target) in GOALS.items():
+        fitting = [row for row in rows if row["board"] == board and row.get("fits") == "yes"]
+        if not any(row["board"] == board for row in rows):
+            continue
+        if not fitting:
+            lines.append(f"- {board}: no setting fits (goal {anchor} frames/s, target {target}).")
+            continue
+        best = max(fitting, key=lambda row: float(row["estimated_fps"]))
+        fps = float(best["estimated_fps"])
+        verdict = ("target met" if fps >= target else "goal met, target not" if fps >= anchor
+                   else "goal not met")
+        lines.append(f"- {board}: {fps:.0f} frames/s ({best['bits']}): {verdict} "
+                     f"(goal {anchor}, target {target}).")
+    return lines
 
 
-def finn_text(rows, grid_rows, plot_name):
-    first = rows[0]
-    mismatches = float_mismatches(rows, grid_rows)
-    check = (f"**Float top-1 differs from the grid's** ({', '.join(sorted({r['float_top1'] for r in grid_rows}))}%) "
-             f"in rows {', '.join(row['bits'] for row in mismatches)}: not the same model or evaluation, "
-             "do not compare their accuracy with the grid's." if mismatches else
-             "Float top-1: the same as the grid's in every row (the same model).")
+def finn_text(rows):
     return [
-        "## FINN: hardware cost per bit-width setting", "",
-        "Each row: one demo run with the setting's flags (no PTQ) and `--finn_build=True`, i.e. "
-        "finn_build.py on its export: FINN's frontend, streamlining, hardware layers, the "
-        f"dataflow partition, specialization for {first.get('part', '-')}, SetFolding for "
-        f"{first.get('target_fps', '-')} frames/s at a {first.get('clock_ns', '-')} ns clock, "
-        "and FINN's own estimates (res_estimation, exp_cycles_per_layer) summed over the "
-        "layers. No Vivado: these are FINN's analytical estimates, not synthesis results. "
-        "*FINN checks*: finn_build.py's self-checks (every layer a hardware layer in one "
-        "partition, the hardware graph's logits against the QONNX graph's on 8 images). "
-        "*best PTQ top-1*: the best row of the accuracy grid above for the same bit widths, "
-        "where the grid measured the same float model (same float top-1; '-' otherwise). The "
-        "plot shows each row's own top-1 without PTQ. "
-        "*of which thresholds*: the LUTs FINN's Thresholding layers take (their threshold "
-        "memories in LUTRAM, FINN's default choice). FINN reports no LUT estimate for some "
-        "layer types (MVAU_rtl, FMPadding, the stream layers): the totals leave them out.", "",
-        check, "",
-        markdown_table(*finn_table(rows, grid_rows, BIT_DESCRIPTIONS)), "",
-        f"![accuracy against FINN's LUT and frame-rate estimates]({plot_name})", "",
+        "## FINN: MobileNetV2 at 224x224 fitted to each board", "",
+        "Each row: finn_build.py (FINN's builder) on one setting's 224x224 export of the "
+        "ImageNet-shaped model (bench/imagenet_shaped.py: torchvision's MobileNetV2 with 1000 "
+        "classes, random weights, BatchNorm recalibrated on generated images; no PTQ), fitted "
+        "to the board: the highest frame rate at a 5 ns clock whose estimate fits FINN's "
+        "utilization limits of the board (70% of LUTs, 80% of BRAM, URAM, DSPs). FINN's "
+        "analytical estimates, not synthesis. *LUT*: FINN's per-layer estimates plus the "
+        "project's stand-in for the RTL matrix units FINN counts at 0 and FINN's estimates of "
+        "the FIFOs and data-width converters the stitched design will have (skip FIFOs sized "
+        "analytically); *of the LUT: FINN's*: the layers' own FINN figures alone. *FINN checks*: "
+        f"the hardware graph against the QONNX graph on {VERIFY_IMAGES} image(s), one dataflow "
+        "partition, FINN's estimates after applying the folding config equal to the fit's. "
+        "The accuracy of each setting is the grid's above (digits); these weights are random.", "",
+        markdown_table(*finn_table(rows)), "",
+        "Goals (frames/s; anchors: finn-examples' MobileNet-v1 at 4-bit, about 450 on the ZCU104 "
+        "and 1800 on the U250):", "", *goal_lines(rows), "",
         *code_line(rows, CODE)]
-
-
-def plot_finn(rows, path):
-    """Top-1 (no PTQ, the FINN row's own run) against FINN's LUT estimate and against its frame
-    rate, one point per setting."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    points = [(row["bits"], float(row["LUT"]), float(row["estimated_fps"]), float(row["quant_top1"]))
-              for row in rows if row.get("LUT")]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, index, label in ((axes[0], 1, "LUTs (FINN estimate)"),
-                             (axes[1], 2, "frames/s (FINN estimate)")):
-        for point in points:
-            ax.scatter(point[index], point[3], color="tab:blue")
-            ax.annotate(point[0], (point[index], point[3]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
-        ax.set_xlabel(label)
-        ax.grid(linewidth=0.3)
-    axes[0].set_ylabel("quantized top-1 (%), no PTQ")
-    figure.suptitle("MobileNetV2 for FINN: accuracy against hardware cost per bit-width setting")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)

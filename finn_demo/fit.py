@@ -1,11 +1,16 @@
 """Fit a specialized FINN design to a board's budget at the highest frame rate.
 
 For a frame rate, FINN's SetFolding picks each layer's PE/SIMD; then every layer that holds
-weights or thresholds gets the memory that fits (weights: FINN's `ram_style` block, distributed
-or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights` 1 for URAM;
-thresholds: `depth_trigger_bram` / `depth_trigger_uram`), starting from each layer's cheapest
-memory relative to the budget and moving layers off a resource that is over until none is.
-The search doubles the frame rate while the design fits, then bisects to the highest that does.
+weights, thresholds or line buffers gets the memory that fits (weights: FINN's `ram_style`
+block, distributed or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights`
+1 for URAM; thresholds: `depth_trigger_bram` / `depth_trigger_uram`; sliding-window buffers:
+`ram_style`), starting from each layer's cheapest memory relative to the budget and moving
+layers off a resource that is over until none is.
+Fitting is not monotonic in the frame rate: a little parallelism packs weights badly (a URAM is
+72 bits wide; one 4-bit weight per cycle uses 4 of them), a lot costs LUTs and DSPs. So the
+search doubles the frame rate from SetFolding's least parallel design until two designs in a
+row are over after one fitted (or SetFolding runs out of parallelism), then bisects between the
+fastest that fits and the next that does not.
 Costs are finn_demo.resources': FINN's estimates plus the project's stand-ins and stream buffers.
 """
 import copy
@@ -32,6 +37,7 @@ WEIGHT_MEMORIES = {
     "ultra": {"mem_mode": "internal_decoupled", "ram_style": "ultra",
               "runtime_writeable_weights": 1},  # FINN: URAM weights must be writeable
 }
+WINDOW_MEMORIES = {name: {"ram_style": name} for name in ("distributed", "block", "ultra")}
 THRESHOLD_MEMORIES = {
     "auto": {"depth_trigger_bram": 0, "depth_trigger_uram": 0},  # FINN picks per stage
     "block": {"depth_trigger_bram": 1, "depth_trigger_uram": NEVER},
@@ -52,6 +58,7 @@ class Design:
     buffers: dict
     skip_depths: dict
     memories: dict
+    budget: dict
     over: dict = field(default_factory=dict)
 
     @property
@@ -68,6 +75,8 @@ def memory_options(node):
         return {name: attrs for name, attrs in WEIGHT_MEMORIES.items() if attrs["ram_style"] in allowed}
     if "depth_trigger_uram" in types:
         return THRESHOLD_MEMORIES
+    if node.op_type.startswith("ConvolutionInputGenerator") and "ram_style" in types:
+        return WINDOW_MEMORIES  # its line buffers
     return {}
 
 
@@ -161,40 +170,49 @@ def design_at(model, fps, part, clock_ns, budget):
                "memory": chosen.get(node.name), **layer_cost(node, part)}
               for node in folded.graph.node]
     return Design(folded, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
-                  {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen,
+                  {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen, budget,
                   over_budget(totals, budget))
 
 
+def shortfall(design):
+    """How far a design is from fitting: its largest overrun as a share of the budget."""
+    return max((over / max(design.budget[name], 1) for name, over in design.over.items()), default=0)
+
+
 def search(model, part, clock_ns, budget, target_fps=None, progress=print):
-    """The design at `target_fps`, or (None) the highest frame rate that fits: (best, tried).
-    `best` is the fastest design that fits, else the slowest one tried (its `over` says why)."""
+    """The design at `target_fps`, or (None) the fastest that fits: (best, every design tried).
+    `best` is the fastest design that fits, else the one closest to fitting (`over` says why)."""
+    tried = []
+
     def attempt(fps):
         design = design_at(model, fps, part, clock_ns, budget)
         tried.append(design)
         verdict = "fits" if design.fits else "over in " + ", ".join(design.over)
         progress(f"    fold for {fps:8.1f} frames/s: {design.fps:8.1f} frames/s, {verdict}")
         return design
-    tried = []
     if target_fps:
         return attempt(target_fps), tried
-    low = attempt(1.0)  # SetFolding's least parallel design: often far above 1 frame/s
-    if not low.fits:
-        return low, tried
-    fps = 2 * low.fps
-    while True:
+    fps, misses = attempt(1.0).fps * 2, 0  # SetFolding's least parallel design, then doubling
+    while misses < 2:
         design = attempt(fps)
-        if not design.fits:
+        misses = misses + 1 if not design.fits and any(item.fits for item in tried) else 0
+        if design.fps < 0.99 * fps:  # SetFolding ran out of parallelism: nothing faster
             break
-        low = design
-        if design.fps < 0.99 * fps:  # SetFolding ran out of parallelism: no faster design
-            return low, tried
         fps *= 2
-    high = fps
-    for _ in range(BISECTIONS):
-        middle = math.sqrt(low.requested_fps * high)
-        design = attempt(middle)
-        if design.fits:
-            low = max(low, design, key=lambda item: item.fps)
-        else:
-            high = middle
-    return low, tried
+    fitting = [design for design in tried if design.fits]
+    if not fitting:
+        return min(tried, key=shortfall), tried
+    best = max(fitting, key=lambda design: design.fps)
+    higher = [design.requested_fps for design in tried
+              if not design.fits and design.requested_fps > best.requested_fps]
+    if higher:
+        low, high = best.requested_fps, min(higher)
+        for _ in range(BISECTIONS):
+            middle = math.sqrt(low * high)
+            design = attempt(middle)
+            if design.fits:
+                best = max(best, design, key=lambda item: item.fps)
+                low = middle
+            else:
+                high = middle
+    return best, tried

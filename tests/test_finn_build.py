@@ -121,7 +121,7 @@ def test_a_smaller_budget_gives_a_slower_design_within_it_or_names_what_is_over(
     tiny = {"LUT": 1000, "BRAM_18K": 0, "URAM": 0, "DSP": 0}
     design, tried = fit.search(model, estimates["part"], estimates["clock_ns"], tiny,
                                progress=lambda line: None)
-    assert not design.fits and len(tried) == 1 and "LUT" in design.over
+    assert not design.fits and not any(item.fits for item in tried) and "LUT" in design.over
 
 
 def test_a_float_node_between_hardware_layers_fails_the_partition_check(built, bias_corrected,

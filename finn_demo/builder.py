@@ -8,8 +8,8 @@ three things stand in its way, and `run` handles each only when Vivado is absent
   insists on Vivado's simulator: it is set to None first (estimate-only steps never simulate).
 - the builder's last bookkeeping (`exit_buildflow`) records `$XILINX_VIVADO`'s folder name as
   the tool version: during the build an empty XILINX_VIVADO is set, so it records "".
-The builder also sends stdout and stderr through its logger and replaces the root logger's
-handlers for good; `run` gives them back afterwards.
+The builder also sends stdout, stderr and Python's warnings through its logger and replaces the
+root logger's handlers for good; `run` gives them back afterwards.
 """
 import contextlib
 import logging
@@ -82,7 +82,7 @@ def prepare(out_dir):
 
 @contextlib.contextmanager
 def restored_io():
-    """Give back stdout, stderr, the root logger's handlers and XILINX_VIVADO on leaving."""
+    """Give back stdout, stderr, warnings, the root logger's handlers and XILINX_VIVADO on leaving."""
     streams, root = (sys.stdout, sys.stderr), logging.getLogger()
     handlers, level = list(root.handlers), root.level
     if not VIVADO:
@@ -99,6 +99,7 @@ def restored_io():
             if handler not in root.handlers:
                 root.addHandler(handler)
         root.setLevel(level)
+        logging.captureWarnings(False)
         if not VIVADO:
             os.environ.pop("XILINX_VIVADO", None)
 

@@ -193,22 +193,31 @@ def test_only_integer_adds_become_hardware():
     assert not fs.integer_add(model, float_add)
 
 
-def test_demo_flag_builds_the_export_beside_it_and_fails_with_the_build(cache_dir, tmp_path,
-                                                                         capsys, monkeypatch):
+@pytest.mark.parametrize("outcome", ["check failed", "does not fit"])
+def test_demo_flag_builds_the_export_beside_it_and_says_how_the_build_ended(
+        outcome, cache_dir, tmp_path, capsys, monkeypatch):
     # The build itself is the session's finn_build_run; here, what the demo hands it and does
-    # with its verdict.
+    # with its verdict: exit status 1 with the failure, or 3 with the one line naming what is over.
     import finn_mobilenetv2 as demo
     from conftest import SMALL
     calls = []
+    design = type("Design", (), {"over": {"LUT": 100}, "fps": 12.0, "fits": False})()
+    estimates = {"budget": {"LUT": 200}, "totals": {"LUT": 300}}
 
-    def failing_build(args):
+    def build(args):
         calls.append(args)
-        return type("Result", (), {"failures": ["hw_graph: a wrong threshold"]})()
-    monkeypatch.setattr(finn_build, "main", failing_build)
+        failures = ["hw_graph: a wrong threshold"] if outcome == "check failed" else []
+        return type("Result", (), {"failures": failures, "design": design, "fits": False,
+                                   "estimates": estimates})()
+    monkeypatch.setattr(finn_build, "main", build)
     output = tmp_path / "m.onnx"
     status = demo.cli([f"--cache_dir={cache_dir}", *SMALL, f"--output={output}", "--finn_build=True"])
-    assert status == 1
-    assert "FAILED hw_graph: a wrong threshold" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    if outcome == "check failed":
+        assert status == 1 and "FAILED hw_graph: a wrong threshold" in printed
+    else:
+        assert status == 3 and "DOES NOT FIT ZCU104: the closest design (12 frames/s) needs LUT 300" \
+            " of a budget of 200 (50% over)" in printed
     (args,) = calls
     assert args.model == str(output) and args.out_dir == str(tmp_path / "finn_build")
 
@@ -263,3 +272,30 @@ def test_a_design_that_fits_nowhere_exits_3_naming_the_resource(capsys, monkeypa
     assert finn_build.cli(["--board=ZCU104"]) == 3
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("DOES NOT FIT ZCU104") and "BRAM_18K 732 of a budget of 488 (50% over)" in line
+
+
+def test_the_builder_gives_back_stdout_logging_and_warnings(monkeypatch, tmp_path):
+    # FINN's builder redirects stdout and stderr into its logger, replaces the root logger's
+    # handlers and routes warnings into logging, and leaves all of it so after returning.
+    import io
+    import logging
+    import os
+    import sys
+    import warnings
+    before = (sys.stdout, sys.stderr, list(logging.getLogger().handlers), warnings.showwarning)
+    seen = {}
+
+    def fake_build(model, cfg):
+        sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+        logging.basicConfig(filename=str(tmp_path / "log"), force=True)
+        logging.captureWarnings(True)
+        seen["vivado"] = os.environ.get("XILINX_VIVADO")
+        return 0
+    monkeypatch.setattr(builder, "build_dataflow_cfg", fake_build)
+    cfg = builder.make_config(tmp_path, [], builder.output_types([]), "xczu7ev-ffvc1156-2-e", "",
+                              False, 5.0)
+    assert builder.run(tmp_path / "model.onnx", cfg) == 0
+    assert (sys.stdout, sys.stderr, list(logging.getLogger().handlers),
+            warnings.showwarning) == before
+    if not builder.VIVADO:  # an empty XILINX_VIVADO during the build only
+        assert seen["vivado"] == "" and "XILINX_VIVADO" not in os.environ

@@ -29,8 +29,8 @@ def header_text(command, commit, model):
         "which only it runs), named under each section. A resumed row was measured "
         "at that same code; one measured at other code is measured again.", "",
         f"Model: the float weights' sha256 (first 12 hex digits, bench/rows.py `model_hash`) is "
-        f"`{model}` in every section that uses the demo's model (grid, speed on the demo data, FINN, "
-        "GPFQ/Qronos speed).", ""]
+        f"`{model}` in every section that uses the demo's model (grid, speed on the demo data, "
+        "GPFQ/Qronos speed); the FINN section's rows name their own (the ImageNet-shaped model).", ""]
 
 
 def code_line(rows, files):

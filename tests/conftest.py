@@ -132,5 +132,6 @@ def finn_build_run(bias_corrected, tmp_path_factory):
     import_finn_steps()
     import finn_build
     out_dir = tmp_path_factory.mktemp("finn_build")
-    args = finn_build.make_args([f"--model={bias_corrected.output}", f"--out_dir={out_dir}"])
+    args = finn_build.make_args([f"--model={bias_corrected.output}", f"--out_dir={out_dir}",
+                                 "--verify_images=4"])
     return finn_build.main(args), out_dir

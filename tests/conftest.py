@@ -32,6 +32,7 @@ SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--cali
 SHARED_GROUPS = {"finn_build_run": "finn", "imagenet_run": "imagenet"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the markers
 def pytest_collection_modifyitems(items):
     for item in items:
         group = next((name for fixture, name in SHARED_GROUPS.items()

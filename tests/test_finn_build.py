@@ -3,6 +3,7 @@ MobileNetV2, 20 layers, 3 residual Adds) fitted to the ZCU104, and its checks se
 float node in the partition and on one wrong threshold row. The 53-layer digits model takes
 about 10 minutes (README); the graph passes cost grows with the square of the node count."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -300,3 +301,11 @@ def test_the_builder_gives_back_stdout_logging_and_warnings(monkeypatch, tmp_pat
             warnings.showwarning) == before
     if not builder.VIVADO:  # an empty XILINX_VIVADO during the build only
         assert seen["vivado"] == "" and "XILINX_VIVADO" not in os.environ
+
+
+def test_tests_sharing_the_build_run_in_one_worker(finn_build_run, request):
+    # make test's two workers each build once what their tests share; the FINN build (~2 minutes)
+    # is shared only if xdist's loadgroup tags this test with its group (pytest 9.2 broke that).
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and request.config.getvalue("loadgroup")):
+        pytest.skip("only make test's --dist loadgroup groups tests")
+    assert request.node.nodeid.endswith("@finn")

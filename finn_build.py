@@ -276,6 +276,7 @@ class Build:
         self.failures += reproduction_failures(self.design, reported)
         self.estimates = summarize(self.design, self.tried, self.target, self.args)
         self.estimates["failures"] = self.failures
+        self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded
         write_outputs(self.args.out_dir, model, self.estimates)
         return model
 
@@ -316,7 +317,7 @@ def summarize(design, tried, target, args):
                                "FIFOs' depths (analytic), the memory choices and folding search"},
         "tried": [{"requested_fps": item.requested_fps, "fps": item.fps, "fits": item.fits,
                    "over": item.over} for item in tried],
-        "model": args.model, "seconds": {}}
+        "model": args.model}
 
 
 def print_table(estimates):
@@ -346,10 +347,9 @@ OUTPUTS = ("hw_layers.onnx", "estimates.json", "folding_config.json")
 
 
 def write_outputs(out_dir, accelerator, estimates):
-    """hw_layers.onnx (unless None) and estimates.json, each written whole or not at all."""
-    if accelerator is not None:
-        with atomic_path(os.path.join(out_dir, OUTPUTS[0])) as path:
-            accelerator.save(str(path))
+    """hw_layers.onnx and estimates.json, each written whole or not at all."""
+    with atomic_path(os.path.join(out_dir, OUTPUTS[0])) as path:
+        accelerator.save(str(path))
     with atomic_path(os.path.join(out_dir, OUTPUTS[1])) as path:
         path.write_text(json.dumps(estimates, indent=2))
 
@@ -428,8 +428,6 @@ def main(args):
     if status != 0 and not build.failures:
         build.failures.append(f"FINN's builder stopped: see {args.out_dir}/build_dataflow.log")
     if build.estimates is not None:
-        build.estimates["seconds"] = build.cache.seconds
-        write_outputs(args.out_dir, None, build.estimates)
         print_table(build.estimates)
     fits = build.design is not None and build.design.fits
     return SimpleNamespace(failures=build.failures, estimates=build.estimates,
@@ -448,7 +446,8 @@ def over_line(result, board):
 
 def cli(argv):
     """Run from command-line arguments; exit status 0, 1 (a check failed), 2 (bad flags) or 3
-    (no design fits the board)."""
+    (no design fits the board, every check passed). A design that does not fit is named in one
+    line whatever the checks say."""
     try:
         args = make_args(argv)
         result = main(args)
@@ -457,11 +456,11 @@ def cli(argv):
         return 2
     for failure in result.failures:
         print(f"FAILED {failure}")
-    if result.failures:
-        return 1
-    if result.design is not None and not result.fits:
+    misfit = result.design is not None and not result.fits
+    if misfit:
         print(over_line(result, args.board or args.fpga_part))
-        return 3
+    if result.failures or misfit:
+        return 1 if result.failures else 3
     print(f"every check passed; {args.out_dir}/ holds folding_config.json, estimates.json, "
           "hw_layers.onnx and FINN's report/")
     return 0

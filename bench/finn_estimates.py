@@ -14,8 +14,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import torch
-
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS
 from bench.report import code_line, markdown_table
@@ -35,19 +33,15 @@ def finn_section(args, path):
         return [], []
     if not finn_available():
         return [], [("FINN section", f"skipped: {FINN_INSTALL_HINT}")]
-    from bench.imagenet_shaped import make_folder, make_weights
+    from bench.imagenet_shaped import load_model, make_folder, make_weights
     with tempfile.TemporaryDirectory() as folder:
         data = make_folder(folder)
         weights = make_weights(Path(folder) / "mobilenet_v2.pth", data)
-        model = model_hash(_state(weights))
+        model = model_hash(load_model(weights))
         keys = [{"bits": bits, "board": board, "row_flags": " ".join(BIT_SETTINGS[bits]),
                  "model": model} for bits in args["finn_bits"] for board in args["finn_boards"]]
         measure = partial(_measure, folder=Path(folder), data=data, weights=weights)
         return resumable(path, keys, measure, "FINN builds", code_hash(*CODE))
-
-
-def _state(path):
-    return type("Weights", (), {"state_dict": lambda self: torch.load(path, weights_only=True)})()
 
 
 def export(folder, data, weights, bits):

@@ -48,3 +48,10 @@ def make_weights(path, data_dir, seed=0):
     recalibrate_batchnorm(model, make_loader(train, 8, workers=0))
     torch.save(model.state_dict(), path)
     return Path(path)
+
+
+def load_model(path):
+    """The MobileNetV2 of a make_weights file."""
+    model = mobilenet_v2()
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model

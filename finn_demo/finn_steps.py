@@ -1,21 +1,16 @@
 """FINN's compiler steps for a QONNX MobileNetV2, each one short function on a ModelWrapper.
 
-finn_build.py runs them in order and checks the result; check_export.py's FINN check runs the
-first two. Nothing here needs Xilinx tools:
+finn_build.py hands them to FINN's builder as its first four steps (FINN's own steps partition,
+specialize, fold and estimate after them); check_export.py's FINN check runs the first two.
+Nothing here needs Xilinx tools:
 
     model = streamline(frontend(cleanup_model(qonnx_model)))
     model = convert_to_hw(lower_convs(model), qonnx_model)
-    parent, accelerator = partition(model, out_dir)
-    accelerator = fold(specialize(accelerator, part), target_fps, clock_ns)
-    estimates = estimate(accelerator, part, clock_ns)
 """
 import logging
-import os
-from functools import partial
 
 import numpy as np
 from onnx import helper
-from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.composed import ComposedTransformation
 from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
 from qonnx.transformation.infer_data_layouts import InferDataLayouts
@@ -26,8 +21,6 @@ from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 
 import finn.transformation.streamline.absorb as absorb
 import finn.transformation.streamline.reorder as reorder
-from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
-from finn.analysis.fpgadataflow.res_estimation import res_estimation
 from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
 from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
     InferDuplicateStreamsLayer)
@@ -40,9 +33,6 @@ from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_acti
 from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
 from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
     InferVectorVectorActivation)
-from finn.transformation.fpgadataflow.create_dataflow_partition import CreateDataflowPartition
-from finn.transformation.fpgadataflow.set_folding import SetFolding
-from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
 from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
 from finn.transformation.streamline import Streamline
@@ -150,47 +140,3 @@ def convert_to_hw(model, qonnx_model):
             GiveUniqueNodeNames(), GiveReadableTensorNames()):
         model = model.transform(transformation)
     return model
-
-
-def partition(model, out_dir):
-    """FINN's CreateDataflowPartition: the parent graph, each accelerator a node in it whose
-    own graph is saved under out_dir/partition/."""
-    parent = model.transform(CreateDataflowPartition(
-        partition_model_dir=os.path.abspath(os.path.join(out_dir, "partition"))))
-    parent.save(os.path.join(out_dir, "dataflow_parent.onnx"))
-    return parent
-
-
-def partition_model(parent):
-    """The graph of the parent's one StreamingDataflowPartition node."""
-    (node,) = parent.get_nodes_by_op_type("StreamingDataflowPartition")
-    return ModelWrapper(next(attribute.s.decode() for attribute in node.attribute
-                             if attribute.name == "model"))
-
-
-def specialize(model, part):
-    """Each hardware layer becomes its HLS or RTL variant for `part`."""
-    model = model.transform(SpecializeLayers(part))
-    return model.transform(GiveUniqueNodeNames()).transform(InferShapes()).transform(InferDataTypes())
-
-
-def fold(model, fps, period_ns):
-    """FINN's SetFolding: PE/SIMD per layer for `fps` frames per second at `period_ns`."""
-    return model.transform(SetFolding(int(1e9 / period_ns / fps))).transform(GiveUniqueNodeNames())
-
-
-def estimate(model, part, period_ns):
-    """FINN's analytical estimates: per layer resources and cycles, totals, throughput."""
-    resources = model.analysis(partial(res_estimation, fpgapart=part))
-    cycles = model.analysis(exp_cycles_per_layer)
-    layers = [{"name": node.name, "op_type": node.op_type,
-               **{key: resources[node.name].get(key, 0)
-                  for key in ("LUT", "BRAM_18K", "URAM", "DSP")},
-               "cycles": cycles[node.name]} for node in model.graph.node]
-    totals = {key: sum(layer[key] for layer in layers) for key in ("LUT", "BRAM_18K", "URAM", "DSP")}
-    slowest = max(layers, key=lambda layer: layer["cycles"])
-    return {"part": part, "clock_ns": period_ns, "layers": layers, "totals": totals,
-            "max_cycles": slowest["cycles"], "bottleneck": slowest["name"],
-            "estimated_fps": 1e9 / period_ns / slowest["cycles"]}
-
-

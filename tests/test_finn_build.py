@@ -265,15 +265,19 @@ def test_bad_board_flags_are_refused_in_one_line(flag, message, capsys, tmp_path
     assert not (tmp_path / "build").exists()
 
 
-def test_a_design_that_fits_nowhere_exits_3_naming_the_resource(capsys, monkeypatch):
+@pytest.mark.parametrize("failures,status", [([], 3), (["hw_graph: 2 of 4 images differ"], 1)],
+                         ids=["checks passed", "a check failed"])
+def test_a_design_that_fits_nowhere_is_named_in_one_line_and_by_the_exit_status(
+        failures, status, capsys, monkeypatch):
     design = type("Design", (), {"over": {"BRAM_18K": 244}, "fps": 610.0, "fits": False})()
     estimates = {"budget": {"BRAM_18K": 488}, "totals": {"BRAM_18K": 732}}
     monkeypatch.setattr(finn_build, "main", lambda args: type("Result", (), {
-        "failures": [], "design": design, "fits": False, "estimates": estimates})())
-    assert finn_build.cli(["--board=ZCU104"]) == 3
-    (line,) = capsys.readouterr().out.strip().splitlines()
-    assert line == ("DOES NOT FIT ZCU104: the closest design (610 frames/s) needs BRAM_18K 732 of "
-                    "a budget of 488 (50% over)")
+        "failures": failures, "design": design, "fits": False, "estimates": estimates})())
+    assert finn_build.cli(["--board=ZCU104"]) == status  # 1 when a check failed as well
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [f"FAILED {failure}" for failure in failures] + [
+        "DOES NOT FIT ZCU104: the closest design (610 frames/s) needs BRAM_18K 732 of "
+        "a budget of 488 (50% over)"]
 
 
 def test_the_builder_gives_back_stdout_logging_and_warnings(monkeypatch, tmp_path):

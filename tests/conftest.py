@@ -7,6 +7,7 @@ about 97% top-1), 8 epochs. The suite's cost (GPxQ re-runs the model per layer, 
 passes grow with the square of the node count) follows the layer count. The full-depth export
 keeps its own structural tests (`full_depth`: the ImageNet-mode run's 1000-class model).
 """
+import fcntl
 import importlib
 import importlib.util
 import os
@@ -26,10 +27,10 @@ SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--cali
 
 
 # `make test` runs the suite in two pytest-xdist workers. The tests that share one expensive
-# session result go to one worker together, so it is computed once: FINN's build of the small
-# model, and the ImageNet-mode run at 224x224. Each worker computes the cheap ones (the small
-# digits model, its W8A8 export) itself.
-SHARED_GROUPS = {"finn_build_run": "finn", "imagenet_run": "imagenet"}
+# result go to one worker together, so it is computed once: FINN's build of the small model,
+# the ImageNet-mode run at 224x224, the benchmark grid test_benchmark.py resumes. Each worker
+# computes the cheap ones (the small digits model, its W8A8 export) itself.
+SHARED_GROUPS = {"finn_build_run": "finn", "imagenet_run": "imagenet", "resumed_grid": "grid"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the markers
@@ -58,7 +59,17 @@ def import_finn_steps():
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("digits_cache")
+    """The digits cache, one for make test's workers: the first to get the lock trains the small
+    model, the other waits and loads it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' common folder
+    path = root / "digits_cache"
+    path.mkdir(exist_ok=True)
+    with open(root / "digits_cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        demo.load_model_and_data(demo.make_args([f"--cache_dir={path}", *SMALL]))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,8 @@ that measured them changed; fast_eval agrees with the Brevitas model; each PTQ f
 benchmark runs to an export that passes the demo's export checks."""
 import csv
 import subprocess
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -30,38 +32,47 @@ def csv_rows(out_dir):
         return list(csv.DictReader(file))
 
 
-@pytest.fixture
-def count_demo_runs(monkeypatch):
-    """Count the demo runs benchmark.py makes; `fail_on` makes the run with that flag stop."""
+GRID = ["--bits=W8A8", "--ptq=none,bias_corr"]
+
+
+@contextmanager
+def counting_demo_runs(fail_on=None):
+    """The demo runs benchmark.py makes, listed; the run with the flag `fail_on` set is stopped."""
     calls = []
+    real_main = demo.main
 
     def counting_main(args):
         calls.append(args)
-        if counting_main.fail_on and getattr(args, counting_main.fail_on):
+        if fail_on and getattr(args, fail_on):
             raise KeyboardInterrupt
         return real_main(args)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo, "main", counting_main)
+        yield calls
 
-    real_main = demo.main
-    counting_main.fail_on = None
-    monkeypatch.setattr(demo, "main", counting_main)
-    return calls, counting_main
+
+@pytest.fixture(scope="module")
+def resumed_grid(tmp_path_factory, cache_dir):
+    """A two-row grid interrupted in its second row, then run again: what each run left."""
+    out_dir = tmp_path_factory.mktemp("resumed_grid")
+    with counting_demo_runs(fail_on="bias_corr"), pytest.raises(KeyboardInterrupt):
+        run_benchmark(out_dir, cache_dir, *GRID)
+    interrupted = SimpleNamespace(rows=csv_rows(out_dir), tmp_files=list(out_dir.glob(".*.tmp")))
+    with counting_demo_runs() as calls:
+        rows, _ = run_benchmark(out_dir, cache_dir, *GRID)
+    return SimpleNamespace(out_dir=out_dir, interrupted=interrupted, resumed_calls=calls, rows=rows,
+                           saved_rows=csv_rows(out_dir))
 
 
 def test_an_interrupted_benchmark_keeps_finished_rows_and_resumes_without_redoing_them(
-        tmp_path, cache_dir, count_demo_runs):
-    calls, counting_main = count_demo_runs
-    counting_main.fail_on = "bias_corr"  # the second row is interrupted
-    with pytest.raises(KeyboardInterrupt):
-        run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none,bias_corr")
-    assert [row["ptq"] for row in csv_rows(tmp_path)] == ["none"]
-    assert not list(tmp_path.glob(".*.tmp"))  # the CSV was replaced whole, no partial file
-
-    counting_main.fail_on = None
-    calls.clear()
-    rows, _ = run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none,bias_corr")
-    assert [call.bias_corr for call in calls] == [True]  # only the missing row ran
+        resumed_grid, cache_dir):
+    grid, tmp_path = resumed_grid, resumed_grid.out_dir
+    assert [row["ptq"] for row in grid.interrupted.rows] == ["none"]
+    assert not grid.interrupted.tmp_files  # the CSV was replaced whole, no partial file
+    assert [call.bias_corr for call in grid.resumed_calls] == [True]  # only the missing row ran
+    rows = grid.rows
     assert [row["ptq"] for row in rows] == ["none", "bias_corr"]
-    assert [row["ptq"] for row in csv_rows(tmp_path)] == ["none", "bias_corr"]
+    assert [row["ptq"] for row in grid.saved_rows] == ["none", "bias_corr"]
     # ... and the finished grid's figures, report and plot
     row = rows[0]
     assert float(row["float_top1"]) > 80.0
@@ -79,8 +90,8 @@ def test_an_interrupted_benchmark_keeps_finished_rows_and_resumes_without_redoin
     assert f"`{rows[0]['model']}`" in report  # the model every section measured
     assert (tmp_path / benchmark.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    calls.clear()
-    run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none", "--val_size=100")
+    with counting_demo_runs() as calls:
+        run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none", "--val_size=100")
     assert len(calls) == 1  # other pass-through flags: a new row, not the saved one
 
 
@@ -95,12 +106,11 @@ def test_benchmark_refuses_unknown_settings_and_flags():
         benchmark.make_args(["--imagenet_val_sizes=64,64"])
 
 
-def test_parallel_grid_jobs_measure_the_same_rows_as_one_process(tmp_path, cache_dir):
-    flags = ["--bits=W8A8", "--ptq=none,bn_corr", "--fast_eval=False"]
-    serial, _ = run_benchmark(tmp_path / "serial", cache_dir, *flags)
-    parallel, _ = run_benchmark(tmp_path / "parallel", cache_dir, *flags, "--grid_jobs=2")
-    assert sorted(row["ptq"] for row in csv_rows(tmp_path / "parallel")) == ["bn_corr", "none"]
-    assert [row["ptq"] for row in parallel] == ["none", "bn_corr"]  # the grid's order, not the finish order
+def test_parallel_grid_jobs_measure_the_same_rows_as_one_process(tmp_path, cache_dir, resumed_grid):
+    serial = resumed_grid.rows
+    parallel, _ = run_benchmark(tmp_path, cache_dir, *GRID, "--grid_jobs=2")
+    assert sorted(row["ptq"] for row in csv_rows(tmp_path)) == ["bias_corr", "none"]
+    assert [row["ptq"] for row in parallel] == ["none", "bias_corr"]  # the grid's order, not the finish order
     threads = str(max(1, torch.get_num_threads() // 2))  # the cores shared between the two jobs
     assert [row["threads"] for row in parallel] == [threads, threads]
     for one, other in zip(serial, parallel):  # other thread counts: at most one image may flip

@@ -19,7 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import finn_mobilenetv2 as demo  # noqa: E402
 
 SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--calib_size=256",
          "--val_size=200", "--batch_size=64", "--check_export=False",  # tests that check exports ask for it
@@ -61,6 +60,7 @@ def import_finn_steps():
 def cache_dir(tmp_path_factory):
     """The digits cache, one for make test's workers: the first to get the lock trains the small
     model, the other waits and loads it."""
+    import finn_mobilenetv2 as demo  # here, not at the top: collecting a test file stays light
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the workers' common folder
@@ -75,6 +75,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def run_demo(cache_dir):
     """Run the demo on the small digits model with `--name=value` overrides; returns its result."""
+    import finn_mobilenetv2 as demo
     def run(output, *overrides):
         return demo.main(demo.make_args(
             [f"--cache_dir={cache_dir}", *SMALL, f"--output={output}", *overrides]))
@@ -120,6 +121,7 @@ def imagenet_run(imagenet_weights, tmp_path_factory):
     import contextlib
     import io
     import warnings
+    import finn_mobilenetv2 as demo
     from imagenet_folder import make_imagenet_folder
     root = tmp_path_factory.mktemp("imagenet_run")
     data = make_imagenet_folder(root / "imagenet", ["n01440764", "n01443537"], ["n01443537"])

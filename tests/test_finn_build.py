@@ -153,8 +153,10 @@ def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corr
     rows = model.get_initializer(node.input[1]).copy()
     rows[channel] += rows[channel, 1] - rows[channel, 0]
     model.set_initializer(node.input[1], rows)
-    result = finn_build.check_hw_graph(model, qonnx_model, 8)
+    streamlined = ModelWrapper(str(built[1] / "intermediate" / "2_streamline.onnx"))
+    result = finn_build.check_hw_graph(model, streamlined, qonnx_model, 8)
     assert result.failed, str(result)
+    assert "hardware graph vs FINN's streamlined graph" in result.summary
 
 
 def test_without_finn_the_build_is_refused_with_the_install_command(capsys, monkeypatch, tmp_path):

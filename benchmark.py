@@ -38,9 +38,9 @@ grid_jobs = 1  # grid rows measured at once, each in a process of its own
 grid_threads = 0  # PyTorch and onnxruntime threads per grid row; 0 = the cores shared among the jobs
 finn_bits = "W4A4,W8A8"  # bit-width settings FINN compiles at 224x224 and fits to each board (minutes each); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
-gpxq = True  # time GPFQ and Qronos: Brevitas' implementation against fast_gpxq.py
+gpxq = True  # time GPTQ, GPFQ and Qronos: Brevitas' implementation against fast_gpxq.py
 gpxq_bits = "PW4,PW3"  # bit-width settings of that comparison
-gpxq_algorithms = "gpfq,qronos"  # and its algorithms
+gpxq_algorithms = "gptq,gpfq,qronos"  # and its algorithms
 gpxq_calib_size = 128  # its calibration images
 gpxq_repeats = 3  # its timed runs per implementation, alternating; the table shows the medians
 speed = True  # write the speed section (float vs Brevitas vs onnxruntime, repeated)

@@ -53,13 +53,15 @@ gptq = False  # GPTQ weight rounding (not with gpfq)
 gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
-gpxq_impl = "fast"  # GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, far faster: RESULTS.md) or "brevitas"
+gpxq_impl = "fast"  # GPTQ, GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, far faster: RESULTS.md) or "brevitas"
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
 bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
-# quantized evaluation: "onnxruntime" runs the model exported as QCDQ (several times faster on CPU),
-# "brevitas" the fake-quantized PyTorch model; "auto" = onnxruntime for ImageNet on cpu, else brevitas
+# evaluation, after PTQ: one pass over the validation images scores the float and the quantized
+# model on the same batches. "onnxruntime" runs both exported (float as ONNX, quantized as QCDQ;
+# faster on CPU), "brevitas" both in PyTorch (the quantized one as the fake-quantized Brevitas
+# model); "auto" = onnxruntime for ImageNet on cpu, else brevitas
 eval_backend = "auto"
-agreement_images = 500  # with onnxruntime: images its top-1 is compared on with the Brevitas model's
+agreement_images = 500  # with onnxruntime: images each export's top-1 is compared on with its PyTorch model's
 # 3. export and checks
 check_export = True  # check the exported graph and run it against the Brevitas model on a few images
 check_finn = False  # also run FINN's frontend on it, where finn is installed (about 2 minutes)
@@ -73,7 +75,7 @@ FLAGS = flags_of(globals())
 from finn_demo.data import digits_datasets, first_images, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
 from finn_demo.evaluate import evaluate  # noqa: E402
-from finn_demo.fast_eval import evaluate_quantized  # noqa: E402
+from finn_demo.fast_eval import evaluate_models  # noqa: E402
 from finn_demo.export import export_finn_onnx, run_metadata  # noqa: E402
 from finn_demo.models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
 import quant_utils as qu  # noqa: E402
@@ -106,8 +108,9 @@ def load_model_and_data(args):
 
 def resolve_backend(args):
     """The eval_backend flag with "auto" resolved: onnxruntime for ImageNet on a CPU, where it is
-    several times faster than the Brevitas model; brevitas on a GPU, and for the digits, whose 497
-    small images the Brevitas model scores (about 1.5 s) before the QCDQ export would be done."""
+    faster than eager PyTorch (several times faster than the Brevitas model); brevitas on a GPU,
+    and for the digits, whose 497 small images PyTorch scores (about 1.5 s) before the exports
+    would be done."""
     if args.eval_backend != "auto":
         return args.eval_backend
     on_cpu = torch.device(args.device).type == "cpu"
@@ -119,6 +122,13 @@ def describe_data(name, size, scored):
     if scored == size:
         return f"{name}, {size} validation images"
     return f"{name}, {scored} of {size} validation images, {size - scored} could not be decoded"
+
+
+def print_agreement(result, reference):
+    """Under a top-1 measured on an export: how often the export's top-1 is `reference`'s."""
+    if result.agreement is not None:
+        print(f"  its top-1 agrees with {reference}'s on {result.agreement:.2f}% of "
+              f"{result.agreement_images} images")
 
 
 class Stages:
@@ -143,10 +153,6 @@ def main(args):
     float_model, calib_loader, val_loader, data_name = load_model_and_data(args)
     stage = Stages(args, val_loader)
     stage.seconds["load"] = time.perf_counter() - start
-    with stage("float evaluation"):
-        float_top1, float_ips, scored = evaluate(float_model, val_loader, "float evaluation")
-    dataset = describe_data(data_name, len(val_loader.dataset), scored)
-    print(f"float model: top-1 {float_top1:.2f}% on {dataset}")
     example = next(iter(calib_loader))[0][:1].to(args.device)
 
     # 1. Insert quantization nodes, then 2. keep or recover accuracy with post-training
@@ -157,20 +163,28 @@ def main(args):
         args.first_conv_bit_width, args.last_linear_bit_width)
     model = qu.quantize_and_recover(float_model, calib_loader, example, maps, stage=stage,
                                     **{name: getattr(args, name) for name in qu.PTQ_FLAGS})
-    with stage("quantized evaluation"):
-        quant = evaluate_quantized(model, val_loader, resolve_backend(args), args.agreement_images)
-    quant_top1, quant_ips = quant.top1, quant.images_per_s
+    # Score the float model (unchanged by PTQ: it quantized a copy) and the quantized one on the
+    # same batches, so each validation image is decoded once.
+    float_eval, quant, data_seconds = evaluate_models(
+        float_model, model, val_loader, example, resolve_backend(args), args.agreement_images)
+    stage.seconds.update({
+        "float evaluation": float_eval.export_seconds + float_eval.forward_seconds,
+        "quantized evaluation": quant.export_seconds + quant.forward_seconds + quant.agreement_seconds,
+        "validation data": data_seconds})
+    float_top1, quant_top1 = float_eval.top1, quant.top1
+    dataset = describe_data(data_name, len(val_loader.dataset), quant.scored)
+    print(f"float model: top-1 {float_top1:.2f}% on {dataset}, measured by {float_eval.backend}")
+    print_agreement(float_eval, "the PyTorch float model")
     print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}, "
           f"measured by {quant.backend}")
-    if quant.agreement is not None:
-        print(f"  its top-1 agrees with the Brevitas model's on {quant.agreement:.2f}% of "
-              f"{quant.agreement_images} images")
+    print_agreement(quant, "the Brevitas model")
 
     # 3. Export QONNX for FINN
     metadata = run_metadata(
         {name: getattr(args, name) for name in FLAGS if name != "cache_dir"},
         float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}",
-        quant_top1_measured_by=quant.backend, dataset=dataset)
+        float_top1_measured_by=float_eval.backend, quant_top1_measured_by=quant.backend,
+        dataset=dataset)
     with stage("export"):
         export_finn_onnx(model, example, args.output, metadata)
     print(f"exported {args.output}")
@@ -190,8 +204,9 @@ def main(args):
     if args.netron:
         serve_in_netron(args.output)
     return SimpleNamespace(report=report, build=build,
-        float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_ips,
-        quant_images_per_s=quant_ips, quant=quant, seconds=stage.seconds, model=model, output=args.output,
+        float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_eval.images_per_s,
+        quant_images_per_s=quant.images_per_s, float_agreement=float_eval.agreement,
+        float_eval=float_eval, quant=quant, seconds=stage.seconds, model=model, output=args.output,
         calib_loader=calib_loader, val_loader=val_loader, args=args)
 
 

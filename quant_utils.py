@@ -41,9 +41,10 @@ from torch import nn
 from tqdm import tqdm
 
 from finn_demo.data import batches
-from finn_demo.fast_gpxq import FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode
+from finn_demo.fast_gpxq import (
+    FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode, run_gptq_mode)
 
-# GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
+# GPTQ, GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
 GPXQ_IMPLS = ("fast", "brevitas")
 
 
@@ -210,30 +211,35 @@ def _apply_gpxq(images, model, mode, desc):
                 gpxq.update()
 
 
-def apply_gptq(loader, model):
-    """GPTQ: quantize weights layer by layer, correcting each for the error of the previous ones."""
-    _apply_gpxq(_gpxq_images(loader, model, "GPTQ"), model, gptq_mode, "GPTQ")
+def apply_gptq(loader, model, impl="fast"):
+    """GPTQ: round weights layer by layer, each column correcting for the rounding error of the
+    columns before it. `impl` as in apply_gpfq."""
+    _check_gpxq_impl(impl)
+    images = _gpxq_images(loader, model, "GPTQ")
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, run_gptq_mode, "GPTQ", runs=1):
+        _apply_gpxq(images, model, gptq_mode, "GPTQ")
 
 
 # The share of free memory fast_gpxq's pass may take; beyond it Brevitas' loop runs instead.
 FAST_GPXQ_MEMORY_SHARE = 0.8
 
 
-def _apply_fast_gpxq(images, model, algorithm_impl, desc, act_order=False):
-    """GPFQ or Qronos by fast_gpxq: one node-by-node pass over the calibration batches.
+def _apply_fast_gpxq(images, model, run, desc, runs=2):
+    """GPTQ, GPFQ or Qronos by fast_gpxq: `run(images, model)`, one node-by-node pass over the
+    calibration batches, holding `runs` models' activations (GPFQ and Qronos: quantized and float).
 
     False, having done nothing, where that pass would not fit in memory: it holds every
     calibration image's activations at once (gigabytes at 224x224), Brevitas' loop one batch.
     """
     with torch.no_grad():
-        needed, free = pass_bytes(model, images), available_bytes(images[0].device)
+        needed, free = pass_bytes(model, images, runs), available_bytes(images[0].device)
         if free is not None and needed > FAST_GPXQ_MEMORY_SHARE * free:
             print(f"{desc}: the fast path would hold about {needed / 1e9:.1f} GB of activations "
                   f"for {sum(len(batch) for batch in images)} images, {free / 1e9:.1f} GB are free: "
                   "running Brevitas' implementation instead (the same weights, slower; "
                   "a smaller --calib_size keeps the fast one)")
             return False
-        run_gpfq_mode(images, model, algorithm_impl, act_order, desc)
+        run(images, model)
     return True
 
 
@@ -250,7 +256,8 @@ def apply_gpfq(loader, model, impl="fast"):
     """
     _check_gpxq_impl(impl)
     images = _gpxq_images(loader, model, "GPFQ")
-    if impl == "brevitas" or not _apply_fast_gpxq(images, model, FastGPFQ, "GPFQ"):
+    fast = partial(run_gpfq_mode, algorithm_impl=FastGPFQ, desc="GPFQ")
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "GPFQ"):
         _apply_gpxq(images, model, gpfq_mode, "GPFQ")
 
 
@@ -265,8 +272,10 @@ def apply_qronos(loader, model, alpha=1e-3, impl="fast"):
     Like GPTQ and GPFQ it sets the final weights: use one of the three. `impl` as in apply_gpfq.
     """
     _check_gpxq_impl(impl)
-    images, fast = _gpxq_images(loader, model, "Qronos"), partial(FastQronos, alpha=alpha)
-    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "Qronos", act_order=True):
+    images = _gpxq_images(loader, model, "Qronos")
+    fast = partial(run_gpfq_mode, algorithm_impl=partial(FastQronos, alpha=alpha), act_order=True,
+                   desc="Qronos")
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "Qronos"):
         qronos_mode = partial(gpfq_mode, act_order=True, algorithm_impl=partial(Qronos, alpha=alpha))
         _apply_gpxq(images, model, qronos_mode, "Qronos")
 
@@ -326,7 +335,7 @@ def quantize_and_recover(
         calibrate(calib_loader, model)
     if gptq:
         with stage("gptq", model):
-            apply_gptq(calib_loader, model)
+            apply_gptq(calib_loader, model, gpxq_impl)
     if gpfq:
         with stage("gpfq", model):
             apply_gpfq(calib_loader, model, gpxq_impl)

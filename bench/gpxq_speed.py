@@ -1,4 +1,4 @@
-"""The benchmark's GPFQ and Qronos speed section: Brevitas' implementation against fast_gpxq.py.
+"""The benchmark's GPTQ, GPFQ and Qronos speed section: Brevitas' implementation against fast_gpxq.py.
 
     python benchmark.py --gpxq_bits=PW4 --gpxq_algorithms=gpfq ...   # as a section of the benchmark
     python -m bench.gpxq_speed --bits=PW4 --algorithms=gpfq          # this section alone
@@ -28,7 +28,7 @@ from finn_demo.configurator import ConfigError, apply_overrides, flags_of  # noq
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where gpxq_speed.csv goes
 bits = "PW4,PW3"  # bit-width settings of the grid (bench/grid.py), comma-separated
-algorithms = "gpfq,qronos"  # the GPxQ passes compared, comma-separated
+algorithms = "gptq,gpfq,qronos"  # the GPxQ passes compared, comma-separated
 calib_size = 128  # calibration images of every run
 repeats = 3  # timed runs of each implementation, alternating; the table shows the medians
 FLAGS = flags_of(globals())
@@ -41,7 +41,7 @@ from bench.report import code_line, markdown_table  # noqa: E402
 from bench.rows import code_hash, demo_model_hash, resumable  # noqa: E402
 
 CODE = ("bench/gpxq_speed.py", "bench/grid.py")  # the rows use the grid's bit-width settings
-ALGORITHMS = ("gpfq", "qronos")
+ALGORITHMS = ("gptq", "gpfq", "qronos")
 CSV_NAME = "gpxq_speed.csv"
 
 
@@ -62,7 +62,7 @@ def gpxq_section(bits_names, algorithm_names, calib_images, runs, passed, common
     """(rows, failures) of the comparison in the CSV at `path`; `common`: every key's flags and model."""
     keys = [{"bits": bits_name, "algorithm": algorithm, **common, "calib_size": str(calib_images),
              "repeats": str(runs)} for bits_name in bits_names for algorithm in algorithm_names]
-    return resumable(path, keys, partial(compare_row, passed=passed), "GPFQ/Qronos speed",
+    return resumable(path, keys, partial(compare_row, passed=passed), "GPxQ speed",
                      code_hash(*CODE))
 
 
@@ -90,7 +90,9 @@ def timed_run(algorithm, impl, model, loader, args):
     """(seconds, integer weights) of one GPxQ pass on a copy of `model`, as main() runs it."""
     model = copy.deepcopy(model)
     start = time.perf_counter()
-    if algorithm == "gpfq":
+    if algorithm == "gptq":
+        qu.apply_gptq(loader, model, impl)
+    elif algorithm == "gpfq":
         qu.apply_gpfq(loader, model, impl)
     else:
         qu.apply_qronos(loader, model, args.qronos_alpha, impl)
@@ -138,9 +140,9 @@ def gpxq_table(rows):
 def gpxq_text(rows):
     first = rows[0]
     return [
-        "## GPFQ and Qronos: Brevitas' implementation vs fast_gpxq.py", "",
+        "## GPTQ, GPFQ and Qronos: Brevitas' implementation vs fast_gpxq.py", "",
         f"Each row: the demo's model quantized and calibrated on {first['calib_size']} calibration "
-        f"images, then `apply_gpfq` / `apply_qronos` (main()'s `gpfq` / `qronos` stage) run "
+        f"images, then `apply_gptq` / `apply_gpfq` / `apply_qronos` (main()'s `gptq` / `gpfq` / `qronos` stage) run "
         f"{first['repeats']} times per implementation on copies of it, alternating (Brevitas, fast, "
         f"Brevitas, fast, ...), in one process at torch's default thread count, what the demo uses "
         f"({first['threads']} here); *s (median)* is the median of those runs, *speed-up* the ratio "

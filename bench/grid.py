@@ -186,8 +186,9 @@ def grid_text(rows, args, plot_name):
         f"Data: {_data_text(rows)}. Every row "
         f"is one run of `finn_mobilenetv2.main()` with calib_size={args['calib_size']} and the "
         "row's flags; images/s of float and quantized model come from the same run "
-        "(the demo's `evaluate`, eager PyTorch, data loading included). Threads: each grid row's "
-        "are in its threads column.", "",
+        "(`--eval_backend=brevitas`: one pass over the validation images scores both models in eager "
+        "PyTorch on the same batches; each model's images/s counts its own forward calls and the "
+        "pass's data loading). Threads: each grid row's are in its threads column.", "",
         "Which path produced each figure: *eager* = the float torchvision model in PyTorch; "
         "*Brevitas* = the fake-quantized Brevitas model in PyTorch (the demo's own figure); "
         "*ORT QCDQ* = the same quantized model exported with `brevitas.export.export_onnx_qcdq` "

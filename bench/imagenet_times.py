@@ -36,12 +36,16 @@ RUNS = {
                                       "--bn_corr=True"],
     "gptq": ["--gptq=True"],
     "qronos": ["--qronos=True"],
+    "gptq (Brevitas)": ["--gptq=True", "--gpxq_impl=brevitas"],  # its stage: "gptq (Brevitas)"
 }
-# Stages by what their time grows with; the quantized evaluation is split into its parts.
-CALIB_STAGES = ("calibration", "act_eq", "bias_corr", "gptq", "gpfq", "qronos", "bn_corr")
-VAL_STAGES = ("float evaluation", "ORT scoring")
-FIXED_STAGES = ("load", "QCDQ export", "export", "export checks")
-AGREEMENT = "Brevitas agreement"  # the Brevitas model on min(val_size, agreement_images) images
+BREVITAS_RUNS = {"gptq (Brevitas)": "gptq"}  # runs whose PTQ stage is Brevitas' own loop
+# Stages by what their time grows with; the evaluation is split into its parts: one pass over the
+# validation images ("validation data": decoding them, once) scores both exports in onnxruntime.
+CALIB_STAGES = ("calibration", "act_eq", "bias_corr", "gptq", "gpfq", "qronos", "bn_corr",
+                *BREVITAS_RUNS)
+VAL_STAGES = ("validation data", "float scoring", "quantized scoring")
+FIXED_STAGES = ("load", "float export", "QCDQ export", "export", "export checks")
+AGREEMENT = "agreement check"  # the float and Brevitas models in PyTorch on the first agreement_images
 SEED_SIZES = {"calib_size": 1000, "val_size": 50000}
 CLASSES = 10  # class folders of the generated data (their number does not change the timings)
 
@@ -100,17 +104,21 @@ def time_row(key, data_dir, weights, flags=()):
             f"--data_dir={data_dir}", f"--weights={weights}", "--device=cpu",
             f"--calib_size={key['calib_size']}", f"--val_size={key['val_size']}",
             f"--output={Path(folder) / 'model.onnx'}", *RUNS[key["run"]], *flags]))
-    return stage_row(result)
+    row = stage_row(result)
+    if key["run"] in BREVITAS_RUNS:  # fitted apart from the fast path's stage of the same name
+        row[f"s_{key['run']}"] = row.pop(f"s_{BREVITAS_RUNS[key['run']]}")
+    return row
 
 
 def stage_row(result):
     """The seconds of each stage of a demo run on ImageNet (its `main()` result), and the settings
-    they depend on, as strings; the quantized evaluation also in its parts."""
+    they depend on, as strings; the float and the quantized evaluation also in their parts."""
     seconds = dict(result.seconds)
-    quant = result.quant
+    float_eval, quant = result.float_eval, result.quant
     if quant.agreement is None:
-        raise RuntimeError("the quantized evaluation did not run in onnxruntime (eval_backend)")
-    seconds.update({"QCDQ export": quant.export_seconds, "ORT scoring": quant.scored / quant.images_per_s,
+        raise RuntimeError("the evaluation did not run in onnxruntime (eval_backend)")
+    seconds.update({"float export": float_eval.export_seconds, "float scoring": float_eval.forward_seconds,
+                    "QCDQ export": quant.export_seconds, "quantized scoring": quant.forward_seconds,
                     AGREEMENT: quant.agreement_seconds})
     row = {f"s_{name}": f"{value:.2f}" for name, value in seconds.items()}
     args = result.args
@@ -207,11 +215,17 @@ def imagenet_text(rows):
         f"onnxruntime, check_images={first['check_images']}). Each stage is fitted as fixed + per "
         "image through its median seconds at the two sizes of what it grows with; *s at the seed's "
         f"sizes* applies the fit to {SEED_SIZES['calib_size']} calibration and {SEED_SIZES['val_size']} "
-        f"validation images (agreement: {demo.FLAGS['agreement_images']}). The quantized evaluation is shown in its parts: the QCDQ export, onnxruntime "
-        "scoring every validation image, and the Brevitas model on the agreement sample. GPFQ "
-        "and Qronos run fast_gpxq.py (the default gpxq_impl), GPTQ Brevitas' own gptq_mode. "
+        f"validation images (agreement: {demo.FLAGS['agreement_images']}). The evaluation is "
+        "shown in its parts: one pass over the validation images decodes each once (*validation "
+        "data*: the pass's time outside the models) and scores the float model exported as ONNX "
+        "(*float scoring*) and the quantized model exported as QCDQ (*quantized scoring*) in "
+        "onnxruntime on the same batches; the two exports (*float export*, *QCDQ export*: "
+        "writing each file and opening it in onnxruntime) are fixed; the *agreement check* runs "
+        "the float and the Brevitas model in PyTorch on the first agreement images. GPFQ "
+        "and Qronos run fast_gpxq.py (the default gpxq_impl) like GPTQ; *gptq (Brevitas)* is GPTQ "
+        "in Brevitas' own gptq_mode loop (`--gpxq_impl=brevitas`), for comparison. "
         "*load* lists the generated folder's few hundred files: listing ImageNet's 1.33 million "
-        "takes longer (not measured here).", "",
+        "is measured apart (`python -m bench.imagenet_listing`, README).", "",
         markdown_table(*time_table(rows)), "",
         f"The seed's run without PTQ (8-bit, calib {SEED_SIZES['calib_size']}, val "
         f"{SEED_SIZES['val_size']}), by these fits: about "

@@ -42,6 +42,8 @@ class ImageNetFolder(ImageFolder):
 
     def find_classes(self, directory):
         classes = sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+        if not classes:  # torchvision would go on to a ValueError about class_to_idx
+            raise ConfigError(f"data_dir: {directory} has no class folders; expected <wnid>/*.JPEG")
         unknown = [name for name in classes if name not in WNID_INDEX]
         if unknown:
             raise ConfigError(
@@ -49,12 +51,53 @@ class ImageNetFolder(ImageFolder):
                 f"({', '.join(unknown[:3])}); name them like n01440764")
         return classes, {name: WNID_INDEX[name] for name in classes}
 
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty=False):
+        """torchvision's (path, label) list, the same items in the same order, listed faster.
+
+        ImageNet's train/ holds 1.28 million files to pick 1000 calibration images from:
+        torchvision's os.walk and its Python check per file took 6.9 s on them, this 2.8 s
+        (2 cores, directory cache warm; bench/imagenet_listing.py). Flat class folders are listed
+        here, one os.scandir each; anything else (subfolders, an unreadable or empty class, an
+        is_valid_file) goes to torchvision's own make_dataset, so its samples and errors stay.
+        """
+        samples = None
+        if class_to_idx and extensions is not None and is_valid_file is None:
+            samples = _flat_class_files(os.path.expanduser(directory), class_to_idx, extensions)
+        if samples is None:
+            samples = ImageFolder.make_dataset(
+                directory, class_to_idx, extensions, is_valid_file, allow_empty)
+        return samples
+
     def __getitem__(self, index):
         try:
             return super().__getitem__(index)
         except (OSError, UnidentifiedImageError) as error:
             warnings.warn(f"skipping {self.samples[index][0]}: cannot decode image ({error})")
             return None
+
+
+def _flat_class_files(directory, class_to_idx, extensions):
+    """torchvision's make_dataset for class folders that hold files only, each with at least
+    one image; None for any other folder. Its order: classes sorted, then file names sorted."""
+    extensions = extensions if isinstance(extensions, str) else tuple(extensions)
+    samples = []
+    for name in sorted(class_to_idx):
+        class_dir = os.path.join(directory, name)
+        try:
+            with os.scandir(class_dir) as scan:
+                entries = list(scan)
+            if any(entry.is_dir() for entry in entries):
+                return None  # torchvision walks subfolders (following links), in its own order
+        except OSError:  # missing or unreadable (os.walk skips it silently) or a stat failed
+            return None
+        names = sorted(entry.name for entry in entries if entry.name.lower().endswith(extensions))
+        if not names:
+            return None  # torchvision's error, or its allow_empty
+        prefix, label = class_dir + os.sep, class_to_idx[name]
+        samples += [(prefix + file_name, label) for file_name in names]
+    return samples
 
 
 def imagenet_split(data_dir, split, transform):

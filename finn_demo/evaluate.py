@@ -1,5 +1,6 @@
-"""Top-1 accuracy and throughput of a classifier over a loader, and the one loop that feeds it."""
+"""Top-1 accuracy and throughput of classifiers over a loader, and the one loop that feeds them."""
 import time
+from types import SimpleNamespace
 
 import torch
 
@@ -7,25 +8,40 @@ from finn_demo.data import batches
 
 
 @torch.no_grad()
-def predict(forward, loader, device, desc, limit=None):
-    """(predicted classes, labels, seconds) of `forward` (images -> logits) over `loader`.
+def predict_all(forwards, loader, device, desc, limit=None):
+    """Every forward in `forwards` ({name: images -> logits}) over `loader`, on the same batches.
 
     The one inference loop of the project: PyTorch models and onnxruntime sessions both go through
-    it. With `limit`, it stops after the first `limit` images. The seconds cover the loop, data
-    loading included. Images the loader could not decode are not scored (data.make_loader drops them).
+    it, and several at once share one pass, so each batch is loaded (decoded) once for all of them.
+    With `limit`, it stops once it has the first `limit` images. Images the loader could not decode
+    are not scored (data.make_loader drops them). Returns a namespace: predictions ({name:
+    predicted classes}), labels, forward_seconds ({name: seconds in its calls}), seconds (the whole
+    loop) and data_seconds (the loop's seconds outside every forward: loading the data).
     """
-    predictions, labels, count = [], [], 0
+    predictions, labels, count = {name: [] for name in forwards}, [], 0
+    forward_seconds = dict.fromkeys(forwards, 0.0)
     start = time.perf_counter()
     for images, targets in batches(loader, device, desc):
-        if limit is not None and count >= limit:
-            break
-        predictions.append(torch.as_tensor(forward(images)).argmax(dim=1).cpu())
+        if limit is not None:  # the last batch only up to the limit
+            images, targets = images[:limit - count], targets[:limit - count]
+        for name, forward in forwards.items():
+            forward_start = time.perf_counter()
+            # .cpu() waits for a GPU's kernels: they count in the forward's seconds
+            predictions[name].append(torch.as_tensor(forward(images)).argmax(dim=1).cpu())
+            forward_seconds[name] += time.perf_counter() - forward_start
         labels.append(targets.cpu())
         count += len(targets)
+        if limit is not None and count >= limit:
+            break
     seconds = time.perf_counter() - start
-    if not predictions:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), seconds
-    return torch.cat(predictions)[:limit], torch.cat(labels)[:limit], seconds
+    return SimpleNamespace(
+        predictions={name: _joined(chunks) for name, chunks in predictions.items()},
+        labels=_joined(labels), forward_seconds=forward_seconds, seconds=seconds,
+        data_seconds=seconds - sum(forward_seconds.values()))
+
+
+def _joined(chunks):
+    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
 
 
 def top1(predictions, labels):
@@ -33,8 +49,18 @@ def top1(predictions, labels):
     return 100.0 * (predictions == labels).sum().item() / max(len(labels), 1)
 
 
+def scores(run, name):
+    """Top-1 (%), images/s, images scored and forward seconds of forward `name` in a `predict_all`
+    run. Its images/s counts its own forward calls and the run's data loading: what it would take
+    alone, decoding included."""
+    return SimpleNamespace(
+        top1=top1(run.predictions[name], run.labels), scored=len(run.labels),
+        images_per_s=len(run.labels) / (run.forward_seconds[name] + run.data_seconds),
+        forward_seconds=run.forward_seconds[name])
+
+
 def evaluate(model, loader, desc="evaluation"):
     """Return (top-1 accuracy in percent, images per second, images scored) of `model` on `loader`."""
     model.eval()
-    predictions, labels, seconds = predict(model, loader, next(model.parameters()).device, desc)
-    return top1(predictions, labels), len(labels) / seconds, len(labels)
+    result = scores(predict_all({desc: model}, loader, next(model.parameters()).device, desc), desc)
+    return result.top1, result.images_per_s, result.scored

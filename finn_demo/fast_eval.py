@@ -1,13 +1,17 @@
-"""Evaluate a quantized model fast: export it as QCDQ ONNX and run it with onnxruntime.
+"""Evaluate the float and the quantized model fast: export both to ONNX and run them in onnxruntime.
 
-Brevitas' fake-quantized model runs slower than the float model in eager PyTorch (every
-quantizer is extra work). The same model exported as QuantizeLinear/DequantizeLinear (QCDQ)
-runs in onnxruntime instead, which fuses Conv with BatchNorm and ReLU and runs each Q/DQ pair
-as one cheap elementwise pass. This is a way to measure the quantized model, not the FINN
-artefact: the QONNX export for FINN is unchanged.
+On a CPU, eager PyTorch is the slow path: Brevitas' fake-quantized model runs slower than the
+float model (every quantizer is extra work), and the float model slower than onnxruntime. The
+quantized model exported as QuantizeLinear/DequantizeLinear (QCDQ) and the float model exported
+as plain ONNX (the same graph without quantizers) run in onnxruntime instead, which fuses Conv
+with BatchNorm and ReLU and runs each Q/DQ pair as one cheap elementwise pass. Both are scored in
+one pass over the validation images (each batch decoded once), and each export's top-1 is
+compared with its PyTorch model's on a sample. This measures the models, not the FINN artefact:
+the QONNX export for FINN is unchanged.
 
-    result = fast_evaluate(model, val_loader)
-    result.top1, result.images_per_s, result.agreement
+    float_result, quant_result, data_seconds = evaluate_models(
+        float_model, quant_model, val_loader, example, "onnxruntime", sample=500)
+    quant_result.top1, quant_result.images_per_s, quant_result.agreement
 """
 import tempfile
 import time
@@ -18,15 +22,29 @@ import onnxruntime as ort
 import torch
 from brevitas.export import export_onnx_qcdq
 
-from finn_demo.evaluate import evaluate, predict, top1
+from finn_demo.data import first_images
+from finn_demo.evaluate import predict_all, scores, top1
+
+# Both exports alike: opset 17, input x, output logits, dynamic batch size.
+ONNX_EXPORT = dict(opset_version=17, dynamo=False, keep_initializers_as_inputs=False,
+                   input_names=["x"], output_names=["logits"],
+                   dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+# What measures each model's top-1, by eval_backend.
+BACKENDS = {"onnxruntime": {"float": "onnxruntime (ONNX export)", "quant": "onnxruntime (QCDQ export)"},
+            "brevitas": {"float": "PyTorch (eager)", "quant": "Brevitas (PyTorch)"}}
 
 
 def export_qcdq(model, example, path):
-    """Write `model` to `path` as QCDQ ONNX (opset 17, input x, dynamic batch size)."""
+    """Write the quantized `model` to `path` as QCDQ ONNX."""
     model.eval()
-    export_onnx_qcdq(model, example, str(path), opset_version=17, dynamo=False,
-                     keep_initializers_as_inputs=False, input_names=["x"], output_names=["logits"],
-                     dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    export_onnx_qcdq(model, example, str(path), **ONNX_EXPORT)
+    return path
+
+
+def export_float(model, example, path):
+    """Write the float `model` to `path` as plain ONNX."""
+    model.eval()
+    torch.onnx.export(model, example, str(path), **ONNX_EXPORT)
     return path
 
 
@@ -49,55 +67,80 @@ def ort_session(path, threads=None, int8_kernels=False):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def run_session(session, loader, desc="onnxruntime evaluation"):
-    """(predicted classes, labels, images per second) of an onnxruntime session over `loader`."""
+def session_forward(session):
+    """An onnxruntime session as a forward function (CPU images -> logits) for predict_all."""
     def forward(images):
         return torch.from_numpy(session.run(None, {"x": images.numpy()})[0])
-    predictions, labels, seconds = predict(forward, loader, "cpu", desc)
-    return predictions, labels, len(labels) / seconds
+    return forward
 
 
-def torch_predictions(model, loader, desc="Brevitas predictions", limit=None):
-    """Predicted classes of a PyTorch model over `loader` (its first `limit` images, if given)."""
-    model.eval()
-    return predict(model, loader, next(model.parameters()).device, desc, limit)[0]
+def onnxruntime_evaluation(models, exporters, loader, example, sample=None, threads=None):
+    """Each PyTorch model of `models` ({name: model}) exported by `exporters[name]` (model, example,
+    path) and run in onnxruntime: all exports scored in one pass over `loader`, then their top-1
+    compared with their PyTorch models' on the loader's first `sample` images (all if None), all
+    models in one more pass.
+
+    Returns a namespace: results ({name: its `scores`, with agreement (%), agreement_images and
+    export_seconds: writing the file and opening it in onnxruntime}), data_seconds (the scoring
+    pass's data loading) and agreement_seconds (the whole agreement pass).
+    """
+    forwards, export_seconds = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, model in models.items():
+            start = time.perf_counter()
+            path = exporters[name](model, example, Path(folder) / f"{name}.onnx")
+            forwards[name] = session_forward(ort_session(path, threads))
+            export_seconds[name] = time.perf_counter() - start
+    scoring = predict_all(forwards, loader, "cpu", "onnxruntime evaluation")
+    start = time.perf_counter()
+    reference = predict_all(models, loader, example.device, "PyTorch agreement", sample)
+    agreement_seconds = time.perf_counter() - start
+    results = {}
+    for name in models:
+        checked = reference.predictions[name]
+        results[name] = scores(scoring, name)
+        results[name].agreement = top1(scoring.predictions[name][:len(checked)], checked)
+        results[name].agreement_images, results[name].export_seconds = len(checked), export_seconds[name]
+    return SimpleNamespace(results=results, data_seconds=scoring.data_seconds,
+                           agreement_seconds=agreement_seconds)
 
 
 def fast_evaluate(model, loader, threads=None, sample=None):
-    """Top-1 (%), images/s and top-1 agreement (%) with `model` of its QCDQ export in onnxruntime.
-
-    The export goes to a temporary file; images/s is timed like `evaluate.evaluate` times the
-    PyTorch model (the loop over the loader, data loading included), without the export
-    (export_seconds) or the Brevitas model's predictions (agreement_seconds).
-    The agreement is measured on the loader's first `sample` images (all of them if None): the
-    Brevitas model is the slow path this replaces.
-    """
-    device = next(model.parameters()).device
-    example = next(iter(loader))[0][:1].to(device)
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        path = export_qcdq(model, example, Path(folder) / "model_qcdq.onnx")
-        export_seconds = time.perf_counter() - start
-        predictions, labels, images_per_s = run_session(ort_session(path, threads), loader)
-    start = time.perf_counter()
-    reference = torch_predictions(model, loader, limit=sample)
-    agreement_seconds = time.perf_counter() - start
-    return SimpleNamespace(
-        top1=top1(predictions, labels),
-        images_per_s=images_per_s, scored=len(labels),
-        agreement=top1(predictions[:len(reference)], reference),
-        agreement_images=len(reference), export_seconds=export_seconds,
-        agreement_seconds=agreement_seconds)
-
-
-def evaluate_quantized(model, loader, backend, sample):
-    """The quantized model's top-1 (%), images/s and images scored, measured by `backend`:
-    "brevitas" runs the fake-quantized PyTorch model, "onnxruntime" its QCDQ export (with its
-    top-1 agreement with the Brevitas model on `sample` images)."""
-    if backend == "brevitas":
-        accuracy, images_per_s, scored = evaluate(model, loader, "quantized evaluation")
-        return SimpleNamespace(top1=accuracy, images_per_s=images_per_s, scored=scored,
-                               backend="Brevitas (PyTorch)", agreement=None)
-    result = fast_evaluate(model, loader, sample=sample)
-    result.backend = "onnxruntime (QCDQ export)"
+    """The quantized `model`'s QCDQ export in onnxruntime over `loader`: its `scores` with
+    agreement (%) with `model` on the first `sample` images (all if None), agreement_images,
+    export_seconds and agreement_seconds. Its images/s is timed like `evaluate.evaluate` times the
+    PyTorch model (data loading included), without the export or the agreement."""
+    example = first_images(loader, 1).to(next(model.parameters()).device)
+    evaluation = onnxruntime_evaluation({"quant": model}, {"quant": export_qcdq}, loader, example,
+                                        sample, threads)
+    result = evaluation.results["quant"]
+    result.agreement_seconds = evaluation.agreement_seconds
     return result
+
+
+def evaluate_models(float_model, quant_model, loader, example, backend, sample):
+    """(float result, quantized result, data seconds): both models scored on the same batches of
+    `loader`, each batch decoded once; data seconds is that pass's time outside the models.
+
+    backend "onnxruntime" runs both exported (the float model as plain ONNX, the quantized one as
+    QCDQ), each export's top-1 compared with its PyTorch model's on the first `sample` images;
+    "brevitas" runs both in PyTorch (the quantized one as the fake-quantized Brevitas model), as
+    on a GPU, where the model is not the bottleneck. Each result: its `scores`, backend, agreement
+    (None without onnxruntime), agreement_images and export_seconds; the quantized one also
+    agreement_seconds, the one agreement pass that checks both exports.
+    """
+    models = {"float": float_model.eval(), "quant": quant_model.eval()}
+    if backend == "onnxruntime":
+        evaluation = onnxruntime_evaluation(models, {"float": export_float, "quant": export_qcdq},
+                                            loader, example, sample)
+    else:
+        run = predict_all(models, loader, example.device, "evaluation")
+        evaluation = SimpleNamespace(results={name: scores(run, name) for name in models},
+                                     data_seconds=run.data_seconds, agreement_seconds=0.0)
+        for result in evaluation.results.values():
+            result.agreement, result.agreement_images, result.export_seconds = None, 0, 0.0
+    for name, result in evaluation.results.items():
+        result.backend = BACKENDS[backend][name]
+    float_result, quant_result = evaluation.results["float"], evaluation.results["quant"]
+    quant_result.agreement_seconds = evaluation.agreement_seconds
+    return float_result, quant_result, evaluation.data_seconds

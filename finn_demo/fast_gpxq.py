@@ -1,28 +1,30 @@
-"""GPFQ and Qronos with the same quantized weights as Brevitas' implementations, many times faster.
+"""GPTQ, GPFQ and Qronos with the same quantized weights as Brevitas' implementations, many times faster.
 
-    model(images[0])  # the weight quantizers must be initialized, as for Brevitas' gpfq_mode
+    model(images[0])  # the weight quantizers must be initialized, as for Brevitas' gpxq modes
+    run_gptq_mode(images, model)                                                      # GPTQ
     run_gpfq_mode(images, model, FastGPFQ)                                            # GPFQ
     run_gpfq_mode(images, model, partial(FastQronos, alpha=1e-3), act_order=True)     # Qronos
 
-Brevitas' `gpfq_mode` re-runs the model from its input for every layer and every batch, twice:
-quantized, then in float after switching quantization off and on again module by module (walks
-of the whole model, millions of calls). Its GPFQ and Qronos then round one input column at a
-time, group by group (a depthwise conv is groups x 9 tiny steps), re-quantizing the whole weight
-at every column. Here, inside Brevitas' own `gpfq_mode` and with its own input statistics
-(`update_batch`):
+Brevitas' `gptq_mode` and `gpfq_mode` re-run the model from its input for every layer and every
+batch (`gpfq_mode` twice: quantized, then in float after switching quantization off and on
+again module by module, walks of the whole model, millions of calls). Their GPTQ, GPFQ and
+Qronos then round one input column at a time, group by group (a depthwise conv is groups x 9
+tiny steps), GPFQ re-quantizing the whole weight at every column. Here, inside Brevitas' own
+`gptq_mode` / `gpfq_mode` and with its own input statistics (`update_batch`):
 
-- the graph runs node by node, once, over all calibration batches, each node twice: quantized,
-  and in float with quantization switched off for its own module only; each layer is optimized
-  when the pass reaches it, on the same inputs as in Brevitas' passes;
-- `FastGPFQ` and `FastQronos` update all groups of a column at once and keep the quantized
-  columns instead of re-quantizing the history: the weight scales are fixed after the first
-  forward pass, so each column is rounded once, by the layer's own Brevitas quantizer.
+- the graph runs node by node, once, over all calibration batches, each node quantized (and,
+  for GPFQ and Qronos, also in float with quantization switched off for its own module only);
+  each layer is optimized when the pass reaches it, on the same inputs as in Brevitas' passes;
+- `FastGPTQ`, `FastGPFQ` and `FastQronos` update all groups of a column at once and keep the
+  quantized columns instead of re-quantizing the history: the weight scales are fixed after the
+  first forward pass, so each column is rounded once, by the layer's own Brevitas quantizer.
 
 Where summation order decides the last bit of a value (and so, at a rounding tie, an integer
 weight), the products are taken exactly as Brevitas takes them: same operations, same memory
 layout, group by group where a batched product would sum in another order. The price is memory:
 the pass holds the live activations of every calibration image at once (tens of MB for the digits
-model; about 10 GB per 1000 images for MobileNetV2 at 224x224), where Brevitas holds one batch.
+model; about 10 GB per 1000 images for MobileNetV2 at 224x224 with the float pass, half without),
+where Brevitas holds one batch.
 """
 import math
 import warnings
@@ -35,6 +37,7 @@ from brevitas.core.quant import IntQuant
 from brevitas.core.scaling import ConstScaling, ParameterFromStatsFromParameterScaling, ParameterScaling
 from brevitas.graph.calibrate import quantization_status_manager
 from brevitas.graph.gpfq import GPFQ, gpfq_mode
+from brevitas.graph.gptq import GPTQ, gptq_mode
 from brevitas.graph.gpxq import SUPPORTED_CONV_OP
 from brevitas.graph.qronos import Qronos
 from brevitas.graph.utils import is_conv_transposed, power_iteration
@@ -271,7 +274,9 @@ class FastQronos(_FastGPxQ, Qronos):
             warnings.warn(f"Failed to compute Cholesky decomposition for layer {self.name}: "
                           "forward error correction will be a null operation")
             return
-        quantized = self._diffuse_errors(current, upper, quantize)
+        quantized = torch.empty_like(current)
+        quantized[:, :, 0] = quantize(current[:, :, 0])
+        diffuse_errors(current, quantized, upper, quantize, self.blocksize, first=1)
         _scatter(weight, perm, current)
         _check_rounding(self.layer, weight, quantized, perm)
 
@@ -306,23 +311,79 @@ class FastQronos(_FastGPxQ, Qronos):
         del self.G, self.H
         return inverse
 
-    def _diffuse_errors(self, current, upper, quantize):
-        """Qronos' steps 2+: round the other columns block by block, spreading each rounding
-        error over the columns still to come; returns the rounded columns."""
-        columns = current.shape[-1]
-        quantized = torch.empty_like(current)
-        quantized[:, :, 0] = quantize(current[:, :, 0])
-        for i1 in range(1, columns, self.blocksize):
-            i2 = min(i1 + self.blocksize, columns)
-            errors = torch.zeros_like(current[:, :, i1:i2])
-            block = upper[:, i1 - 1:i2 - 1, i1 - 1:i2 - 1]
-            for i in range(i2 - i1):
-                quantized[:, :, i1 + i] = quantize(current[:, :, i1 + i])
-                error = (current[:, :, i1 + i] - quantized[:, :, i1 + i]) / block[:, i, i, None]
-                errors[:, :, i] = error
-                current[:, :, i1 + i:i2] -= error.unsqueeze(-1) * block[:, i, i:].unsqueeze(1)
-            current[:, :, i2:] -= _matmul_per_group(errors, upper[:, i1 - 1:i2 - 1, i2 - 1:])
-        return quantized
+def diffuse_errors(current, quantized, upper, quantize, blocksize, first=0):
+    """GPTQ's column loop (also Qronos' steps 2+): round columns `first`.. of `current` into
+    `quantized`, block by block, spreading each rounding error over the columns still to come
+    with the upper Cholesky factor of the inverse covariance (`upper[k]` belongs to column
+    `first + k`). All groups at once; the products are Brevitas' (see _matmul_per_group)."""
+    columns = current.shape[-1]
+    for i1 in range(first, columns, blocksize):
+        i2 = min(i1 + blocksize, columns)
+        j1, j2 = i1 - first, i2 - first  # the same columns in `upper`
+        errors = torch.zeros_like(current[:, :, i1:i2])
+        block = upper[:, j1:j2, j1:j2]
+        for i in range(i2 - i1):
+            quantized[:, :, i1 + i] = quantize(current[:, :, i1 + i])
+            error = (current[:, :, i1 + i] - quantized[:, :, i1 + i]) / block[:, i, i, None]
+            errors[:, :, i] = error
+            current[:, :, i1 + i:i2] -= error.unsqueeze(-1) * block[:, i, i:].unsqueeze(1)
+        current[:, :, i2:] -= _matmul_per_group(errors, upper[:, j1:j2, j2:])
+    return quantized
+
+
+# ------------------------------------------------------------------------------------- GPTQ
+class FastGPTQ(_FastGPxQ, GPTQ):
+    """Brevitas' GPTQ (`brevitas.graph.gptq.GPTQ`) with its column loop vectorized over groups.
+
+    Brevitas rounds one column at a time and then, group by group, subtracts its error from the
+    columns after it (a depthwise conv is groups x 9 steps); here every group moves at once.
+    """
+
+    def single_layer_update(self, percdamp=.01, c=1e4):
+        quantize = self.column_quantizer()
+        if quantize is None:
+            return super().single_layer_update(percdamp, c)
+        if self.use_intermediate_buffer:
+            del self.B
+        weight = _grouped(self.layer, self.layer.weight.data)
+        dead = self.H.diagonal(dim1=1, dim2=2) == 0
+        self.H.diagonal(dim1=1, dim2=2)[dead] = 1  # as Brevitas: no division by zero below
+        weight.masked_fill_(dead.unsqueeze(1).to(weight.device), 0)
+        perm = self._order()
+        try:
+            upper = self._inverse_factor(percdamp, c)
+        except LinAlgError:
+            warnings.warn(f"Failed to compute the inverse of the Hessian for layer {self.name} "
+                          "GPTQ will not be applied. Increasing the number of samples might fix "
+                          "this issue")  # Brevitas' warning
+            return
+        finally:
+            del self.H
+        perm, upper = perm.to(weight.device), upper.to(weight.device)
+        current = _gather(weight, perm).to(self.dtype)
+        quantized = diffuse_errors(current, torch.empty_like(current), upper, quantize, self.blocksize)
+        _scatter(weight, perm, current)
+        _check_rounding(self.layer, weight, quantized, perm)
+
+    def _order(self):
+        """The column order, [groups, in]: with act_order by each group's covariance diagonal
+        (the covariances sorted to match, one argsort per group as Brevitas), else as they are."""
+        if not self.act_order:
+            return torch.arange(self.columns, device=self.H.device).expand(self.groups, -1)
+        perm = torch.stack([torch.argsort(torch.diag(h), descending=True) for h in self.H])
+        self.H = _permute_square(self.H, perm)
+        return perm
+
+    def _inverse_factor(self, percdamp, c):
+        """The upper Cholesky factor of each group's damped inverse covariance, computed group
+        by group in Brevitas' steps and order (a few small products per group)."""
+        diag = torch.arange(self.columns, device=self.H.device)
+        for h in self.H:
+            h[diag, diag] += percdamp * torch.mean(torch.diag(h))
+            h[:] = torch.linalg.cholesky(h)
+            h[:] = torch.cholesky_inverse(h)
+            h[:] = torch.linalg.cholesky(h * c, upper=True) / math.sqrt(c)
+        return self.H
 
 
 # --------------------------------------------------------------------- passes over the data
@@ -359,16 +420,17 @@ def _nbytes(value):
     return 0
 
 
-def pass_bytes(model, images):
-    """About the most bytes `run_gpfq_mode` keeps alive at once over `images` (the batches): the
-    peak of one image's live values in a node-by-node run, times the images, twice (quantized
-    and float). One image runs through the model to measure it."""
+def pass_bytes(model, images, runs=2):
+    """About the most bytes a one-image pass keeps alive at once over `images` (the batches): the
+    peak of one image's live values in a node-by-node run, times the images, times the `runs`
+    (run_gpfq_mode: 2, quantized and float; run_gptq_mode: 1). One image runs through the model
+    to measure it."""
     run, peak = GraphRun(model, [images[0][:1]]), 0
     env = run.interpreters[0].env
     for node in model.graph.nodes:
         run.step(node)
         peak = max(peak, sum(_nbytes(value) for value in env.values()))
-    return 2 * peak * sum(len(batch) for batch in images)
+    return runs * peak * sum(len(batch) for batch in images)
 
 
 def available_bytes(device):
@@ -417,25 +479,49 @@ def run_gpfq_mode(images, model, algorithm_impl, act_order=False, desc="GPFQ"):
     on its input in the quantized model (all layers before it optimized) and in the float model.
     Each node runs twice per batch, quantized and in float, with only its own module switched.
     """
-    quant_run, float_run = GraphRun(model, images), GraphRun(model, images)
     with gpfq_mode(model, act_order=act_order, algorithm_impl=algorithm_impl) as gpxq:
-        layers, done = gpxq.gpxq_layers, set()
-        with tqdm(total=len(layers), desc=desc, leave=False, dynamic_ncols=True) as progress:
-            for node in model.graph.nodes:
-                if len(done) == len(layers):
-                    break  # the rest of the graph feeds no layer
-                # a layer called twice is optimized at its first call, as Brevitas' hook does
-                if node.op == "call_module" and node.target in layers and node.target not in done:
-                    layer, module = layers[node.target], model.get_submodule(node.target)
-                    # batch by batch, quantized input first: Brevitas' update_batch pairs them
-                    for quant_args, float_args in zip(quant_run.inputs(node), float_run.inputs(node)):
-                        _feed(layer, module, quant_args, gpxq.current_layer)
-                        with in_float(model, node):
-                            _feed(layer, module, float_args, gpxq.current_layer)
-                    gpxq.update()
-                    done.add(node.target)
-                    progress.update()
-                quant_run.step(node)
+        _one_pass(images, model, gpxq, desc, float_inputs=True)
+    return model
+
+
+@torch.no_grad()
+def run_gptq_mode(images, model, act_order=False, desc="GPTQ"):
+    """GPTQ (FastGPTQ) in Brevitas' `gptq_mode`, in one pass over `images`, as run_gpfq_mode:
+    GPTQ needs each layer's input in the quantized model only, so each node runs once per batch."""
+    with gptq_mode(model, act_order=act_order, gptq_class=FastGPTQ) as gpxq:
+        _one_pass(images, model, gpxq, desc, float_inputs=False)
+    return model
+
+
+def _one_pass(images, model, gpxq, desc, float_inputs):
+    """Run the graph node by node over all batches, optimizing each layer of `gpxq` when the pass
+    reaches it; with `float_inputs`, each layer's float input follows its quantized one."""
+    quant_run = GraphRun(model, images)
+    float_run = GraphRun(model, images) if float_inputs else None
+    layers, done = gpxq.gpxq_layers, set()
+    with tqdm(total=len(layers), desc=desc, leave=False, dynamic_ncols=True) as progress:
+        for node in model.graph.nodes:
+            if len(done) == len(layers):
+                break  # the rest of the graph feeds no layer
+            # a layer called twice is optimized at its first call, as Brevitas' hook does
+            if node.op == "call_module" and node.target in layers and node.target not in done:
+                _optimize(node, model, gpxq, quant_run, float_run)
+                done.add(node.target)
+                progress.update()
+            quant_run.step(node)
+            if float_run is not None:
                 with in_float(model, node):
                     float_run.step(node)
-    return model
+
+
+def _optimize(node, model, gpxq, quant_run, float_run):
+    """Feed the layer that `node` calls its input from every batch, then update its weights.
+    Batch by batch, quantized input first: Brevitas' GPFQ update_batch pairs them."""
+    layer, module = gpxq.gpxq_layers[node.target], model.get_submodule(node.target)
+    float_inputs = float_run.inputs(node) if float_run is not None else None
+    for index, quant_args in enumerate(quant_run.inputs(node)):
+        _feed(layer, module, quant_args, gpxq.current_layer)
+        if float_inputs is not None:
+            with in_float(model, node):
+                _feed(layer, module, float_inputs[index], gpxq.current_layer)
+    gpxq.update()

@@ -117,26 +117,37 @@ def imagenet_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def imagenet_run(imagenet_weights, tmp_path_factory):
     """The demo in ImageNet mode with bias correction, once for the session, on a generated
-    folder whose val/ holds one undecodable file: (its result, what it printed, the warnings'
-    messages, the export)."""
+    folder whose val/ holds 4 images and one undecodable file: (its result, what it printed, the
+    warnings' messages, the export, {image file: times it was read})."""
+    import collections
     import contextlib
     import io
     import warnings
     import finn_mobilenetv2 as demo
+    from finn_demo.data import ImageNetFolder
     from imagenet_folder import make_imagenet_folder
     root = tmp_path_factory.mktemp("imagenet_run")
-    data = make_imagenet_folder(root / "imagenet", ["n01440764", "n01443537"], ["n01443537"])
+    wnids = ["n01440764", "n01443537"]
+    data = make_imagenet_folder(root / "imagenet", wnids, wnids)
     (data / "val" / "n01443537" / "broken.JPEG").write_bytes(b"not a jpeg")
     output = root / "imagenet.onnx"
-    printed = io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+    printed, reads = io.StringIO(), collections.Counter()
+    read = ImageNetFolder.__getitem__
+
+    def counted_read(self, index):
+        reads[self.samples[index][0]] += 1
+        return read(self, index)
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed), \
+            pytest.MonkeyPatch.context() as patch:
         warnings.simplefilter("always")
+        patch.setattr(ImageNetFolder, "__getitem__", counted_read)
         result = demo.main(demo.make_args([
             f"--data_dir={data}", f"--weights={imagenet_weights}", f"--output={output}",
-            "--calib_size=4", "--val_size=4", "--batch_size=2", "--workers=0",
+            "--calib_size=4", "--val_size=8", "--batch_size=2", "--workers=0",
+            "--agreement_images=2",  # the first batch: the other images are read by one pass only
             "--check_images=1",  # qonnx runs the 224x224 graph node by node: about 3 s per image
             "--device=cpu", "--bias_corr=True"]))
-    return result, printed.getvalue(), [str(warning.message) for warning in caught], output
+    return result, printed.getvalue(), [str(warning.message) for warning in caught], output, reads
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""fast_gpxq.py gives the integer weights of Brevitas' own GPFQ and Qronos, and the demo refuses an
+"""fast_gpxq.py gives the integer weights of Brevitas' own GPTQ, GPFQ and Qronos, and the demo refuses an
 unknown implementation.
 
 Brevitas' implementation costs about 10 s even on the suite's small model (it re-runs the model
@@ -19,7 +19,7 @@ from finn_demo.configurator import ConfigError
 from conftest import SMALL
 
 CALIB = ["--calib_size=16", "--batch_size=8"]
-ALGORITHMS = {"gpfq": qu.apply_gpfq, "qronos": qu.apply_qronos}
+ALGORITHMS = {"gptq": qu.apply_gptq, "gpfq": qu.apply_gpfq, "qronos": qu.apply_qronos}
 
 
 def pointwise_4_and_3_bits(module, name):
@@ -68,13 +68,18 @@ def test_the_compared_model_has_3_and_4_bit_pointwise_convs(calibrated):
     assert set(bit_widths.values()) == {3, 4}
 
 
-@pytest.mark.parametrize("algorithm", ["gpfq", "qronos"])
-def test_fast_implementation_gives_brevitas_integer_weights(calibrated, algorithm):
+@pytest.mark.parametrize("algorithm", ["gptq", "gpfq", "qronos"])
+def test_fast_implementation_gives_brevitas_integer_weights(calibrated, algorithm, monkeypatch):
     model, loader = calibrated
     brevitas = run(algorithm, "brevitas", model, loader)
+    fast_updates = []  # every fast update ends checking its rounding; Brevitas' own does not
+    check = fast_gpxq._check_rounding
+    monkeypatch.setattr(fast_gpxq, "_check_rounding", lambda layer, *args: (
+        fast_updates.append(layer), check(layer, *args)))
     fast = run(algorithm, "fast", model, loader)
     unoptimized = integer_weights(copy.deepcopy(model))
     assert fast.keys() == brevitas.keys() and len(fast) >= 20  # every Conv and the Linear
+    assert len(fast_updates) == len(fast)  # ... each updated by the fast path, none by Brevitas'
     # Exact: fast_gpxq takes every sum that can decide a rounding tie as Brevitas takes it.
     differing = {name: int((fast[name] != brevitas[name]).sum()) for name in fast}
     assert sum(differing.values()) == 0, {name: count for name, count in differing.items() if count}

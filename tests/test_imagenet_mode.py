@@ -1,4 +1,5 @@
 """ImageNet mode on small generated folders: canonical labels, seeded subsets, local weights."""
+from pathlib import Path
 
 import onnx
 import pytest
@@ -39,10 +40,10 @@ def test_a_subset_of_the_whole_split_is_shuffled_not_in_class_order(tmp_path):
 
 
 def test_imagenet_mode_runs_to_an_export_with_local_weights(imagenet_run):
-    result, printed, warned, output = imagenet_run
+    result, printed, warned, output, _ = imagenet_run
     assert any("broken.JPEG" in message for message in warned)
-    assert "on ImageNet, 2 of 3 validation images, 1 could not be decoded" in printed
-    # ImageNet on a CPU: the quantized top-1 is measured on the QCDQ export in onnxruntime.
+    assert "on ImageNet, 4 of 5 validation images, 1 could not be decoded" in printed
+    # ImageNet on a CPU: both top-1 are measured on exports in onnxruntime.
     assert "validation images, 1 could not be decoded, measured by onnxruntime (QCDQ export)" in printed
     assert "its top-1 agrees with the Brevitas model's on " in printed and " of 2 images" in printed
     graph = onnx.load(str(output))
@@ -57,7 +58,26 @@ def test_imagenet_mode_runs_to_an_export_with_local_weights(imagenet_run):
     assert all(result.report[name].passed for name in
                ("weight_quant", "input_quant", "add_scales", "batchnorm")), str(result.report)
     assert result.report["equivalence"].figures["qonnx_seconds_per_image"] > 0
-    assert len(result.val_loader.dataset) == 3  # val/ has 3 files, fewer than val_size
+    assert len(result.val_loader.dataset) == 5  # val/ has 5 files, fewer than val_size
+
+
+def test_the_float_export_agrees_with_the_float_model_in_pytorch(imagenet_run):
+    result, printed = imagenet_run[:2]
+    assert result.float_eval.backend == "onnxruntime (ONNX export)"
+    # The same float graph in onnxruntime: it must pick the same class on every checked image.
+    assert result.float_agreement == 100.0 and result.float_eval.agreement_images == 2
+    float_line = printed.index("float model: top-1")
+    assert printed.index("its top-1 agrees with the PyTorch float model's on 100.00% of 2 images",
+                         float_line) < printed.index("quantized model: top-1")
+
+
+def test_each_validation_image_is_decoded_once_for_both_models(imagenet_run):
+    result, reads = imagenet_run[0], imagenet_run[4]
+    val_reads = sorted(count for path, count in reads.items() if Path(path).parent.parent.name == "val")
+    # One pass scores the float and the quantized model: the images after the first batch are
+    # read once; the first batch's 2 also by the agreement check and the export checks.
+    assert val_reads == [1, 1, 1, 3, 3], reads
+    assert result.seconds["validation data"] > 0
 
 
 def test_weights_transforms_follow_the_chosen_weights():

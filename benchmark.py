@@ -54,7 +54,7 @@ FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import finn_mobilenetv2 as demo  # noqa: E402
-from bench.finn_estimates import finn_section, finn_text  # noqa: E402
+from bench.finn_estimates import best_accuracy, finn_plot, finn_section, finn_text  # noqa: E402
 from bench.gpxq_speed import ALGORITHMS, gpxq_section, gpxq_text  # noqa: E402
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, choose, grid_section, grid_text, plot  # noqa: E402
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
@@ -67,7 +67,7 @@ from finn_demo.validate import validate_args  # noqa: E402
 # minutes per model: the rows run the demo's structural and QONNX-equivalence checks only.
 DEMO_DEFAULTS = ["--check_finn=False"]
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
-FINN_CSV_NAME = "finn.csv"
+FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn.png"
 IMAGENET_CSV_NAME, GPXQ_CSV_NAME = "imagenet_times.csv", "gpxq_speed.csv"
 
 
@@ -154,7 +154,9 @@ def main(args, passed, command="python benchmark.py"):
 
     finn_rows, failed = finn_section(args, out / FINN_CSV_NAME)
     failures += failed
-    lines += finn_text(finn_rows) if finn_rows else []
+    accuracy = best_accuracy(rows)
+    drawn = finn_rows and finn_plot(finn_rows, accuracy, out / FINN_PLOT_NAME)
+    lines += finn_text(finn_rows, accuracy, FINN_PLOT_NAME if drawn else None) if finn_rows else []
 
     if args["gpxq"]:
         gpxq_rows, failed = gpxq_section(args["gpxq_bits"], args["gpxq_algorithms"],

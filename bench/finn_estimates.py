@@ -18,6 +18,7 @@ import finn_mobilenetv2 as demo
 from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS
 from bench.report import code_line, markdown_table
 from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
+from finn_demo.files import atomic_path
 
 CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -87,19 +88,71 @@ def finn_row(result, seconds):
     return row
 
 
-def finn_table(rows):
-    """(header, cells): per setting and board, the fit and FINN's estimates."""
+def best_accuracy(grid_rows):
+    """{bits: (top-1 %, PTQ setting)}: the grid's best quantized top-1 per bit-width setting."""
+    best = {}
+    for row in grid_rows:
+        top1 = float(row["quant_top1"])
+        if row["bits"] not in best or top1 > best[row["bits"]][0]:
+            best[row["bits"]] = (top1, row["ptq"])
+    return best
+
+
+def finn_table(rows, accuracy):
+    """(header, cells): per setting and board, the fit and FINN's estimates, and the setting's
+    best digits top-1 from the grid (`accuracy`, best_accuracy's)."""
     header = ["bits", "board", "fits", "est. frames/s", "LUT (% of board)", "BRAM_18K (%)",
-              "URAM (%)", "DSP (%)", "of the LUT: FINN's", "over the budget", "bottleneck",
-              "FINN checks", "build (s)"]
+              "URAM (%)", "DSP (%)", "digits top-1 % (best PTQ)", "of the LUT: FINN's",
+              "over the budget", "bottleneck", "FINN checks", "build (s)"]
     cells = []
     for row in rows:
         shares = [f"{row[key]} ({row.get(key + '_pct', '-')}%)" if key in row else "-"
                   for key in RESOURCES]
+        top1 = (f"{accuracy[row['bits']][0]:.2f} ({accuracy[row['bits']][1]})"
+                if row["bits"] in accuracy else "- (not in the grid)")
         cells.append([row["bits"], row["board"], row.get("fits", "-"), row.get("estimated_fps", "-"),
-                      *shares, row.get("finn_LUT", "-"), row.get("over") or "-",
+                      *shares, top1, row.get("finn_LUT", "-"), row.get("over") or "-",
                       row.get("bottleneck", "-"), row["finn_checks"], row["s_build"]])
     return header, cells
+
+
+def finn_plot(rows, accuracy, path):
+    """Per board, each setting's best digits top-1 against its estimated frames/s (hollow: the
+    design closest to fitting, which does not fit). Nothing is drawn without both figures."""
+    points = [row for row in rows if row["bits"] in accuracy and row.get("estimated_fps")]
+    if not points:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    boards = list(dict.fromkeys(row["board"] for row in points))
+    figure, axes = plt.subplots(1, len(boards), figsize=(4.5 * len(boards), 4), squeeze=False)
+    for axis, board in zip(axes[0], boards):
+        for row in (row for row in points if row["board"] == board):
+            fps, top1 = float(row["estimated_fps"]), accuracy[row["bits"]][0]
+            fits = row.get("fits") == "yes"
+            axis.scatter(fps, top1, s=50, facecolors="tab:blue" if fits else "none",
+                         edgecolors="tab:blue")
+            axis.annotate(row["bits"] + ("" if fits else " (does not fit)"), (fps, top1),
+                          textcoords="offset points", xytext=(6, 4), fontsize=8)
+        goals = GOALS.get(board, ())
+        for goal in goals:
+            axis.axvline(goal, color="grey", linestyle=":", linewidth=1)
+        spread = [float(row["estimated_fps"]) for row in points if row["board"] == board]
+        axis.set_xscale("log")
+        axis.set_xlim(min(spread + list(goals)) / 2, max(spread + list(goals)) * 2)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xlabel("estimated frames/s (224x224, FINN), dotted: goals")
+        axis.set_ylabel("digits top-1 % (best PTQ of the grid)")
+        axis.set_title(board)
+        axis.grid(linewidth=0.3)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+    return True
 
 
 def goal_lines(rows):
@@ -121,7 +174,8 @@ def goal_lines(rows):
     return lines
 
 
-def finn_text(rows):
+def finn_text(rows, accuracy, plot_name=None):
+    """The FINN section of RESULTS.md; `plot_name`: finn_plot's file beside it, if drawn."""
     return [
         "## FINN: MobileNetV2 at 224x224 fitted to each board", "",
         "Each row: finn_build.py (FINN's builder) on one setting's 224x224 export of the "
@@ -135,8 +189,11 @@ def finn_text(rows):
         "analytically); *of the LUT: FINN's*: the layers' own FINN figures alone. *FINN checks*: "
         f"the hardware graph against the QONNX graph on {VERIFY_IMAGES} image(s), one dataflow "
         "partition, FINN's estimates after applying the folding config equal to the fit's. "
-        "The accuracy of each setting is the grid's above (digits); these weights are random.", "",
-        markdown_table(*finn_table(rows)), "",
+        "These weights are random: the accuracy beside each row is the same setting's best "
+        "top-1 in the grid above (digits data, the PTQ setting in brackets).", "",
+        markdown_table(*finn_table(rows, accuracy)), "",
+        *([f"![digits top-1 against estimated frames/s per board]({plot_name})", ""]
+          if plot_name else []),
         "Goals (frames/s; anchors: finn-examples' MobileNet-v1 at 4-bit, about 450 on the ZCU104 "
         "and 1800 on the U250):", "", *goal_lines(rows), "",
         *code_line(rows, CODE)]

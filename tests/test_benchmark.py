@@ -173,6 +173,30 @@ def test_finn_section_reports_each_setting_and_board_with_its_fit(
     assert "## FINN: MobileNetV2 at 224x224 fitted to each board" in report
     assert f"| W4A4 | ZCU104 | yes | {rows[0]['estimated_fps']} |" in report
     assert "- ZCU104: " in report and "(goal 450, target 1000)" in report
+    assert "| - (not in the grid) |" in report  # --bits= ran no grid row: no accuracy, no plot
+    assert not (tmp_path / benchmark.FINN_PLOT_NAME).exists()
+
+
+def test_finn_table_and_plot_put_each_settings_best_grid_accuracy_beside_its_design(tmp_path):
+    from bench.finn_estimates import best_accuracy, finn_plot, finn_table
+    grid = [{"bits": "W4A4", "ptq": "none", "quant_top1": "85.31"},
+            {"bits": "W4A4", "ptq": "gpfq", "quant_top1": "93.76"},
+            {"bits": "W8A8", "ptq": "none", "quant_top1": "96.58"}]
+    finn = [{"bits": bits, "board": board, "fits": fits, "estimated_fps": fps,
+             "finn_checks": "passed", "s_build": "1"}
+            for bits, board, fits, fps in [("W4A4", "ZCU104", "yes", "1701"),
+                                           ("W8A8", "ZCU104", "no", "10"),
+                                           ("W4A4", "U250", "yes", "1768"),
+                                           ("W3A3", "U250", "yes", "2000")]]
+    accuracy = best_accuracy(grid)
+    assert accuracy == {"W4A4": (93.76, "gpfq"), "W8A8": (96.58, "none")}
+    header, cells = finn_table(finn, accuracy)
+    column = header.index("digits top-1 % (best PTQ)")
+    assert [row[column] for row in cells] == ["93.76 (gpfq)", "96.58 (none)", "93.76 (gpfq)",
+                                              "- (not in the grid)"]
+    assert finn_plot(finn, accuracy, tmp_path / "finn.png")
+    assert (tmp_path / "finn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not finn_plot(finn, {}, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
 def test_unknown_finn_board_is_refused_before_any_row(cache_dir, tmp_path):

@@ -317,6 +317,7 @@ def summarize(design, tried, target, args):
         "board": target.board, "part": target.part, "clock_ns": args.clock_ns,
         "target_fps": args.target_fps, "estimated_fps": design.fps, "bottleneck": design.bottleneck,
         "max_cycles": max(layer["cycles"] for layer in design.layers),
+        "mvau_wwidth_max": design.mvau_wwidth_max,
         "fits": design.fits, "over": design.over, "available": target.available,
         "limits": target.limits, "budget": target.budget, "totals": totals, "finn_totals": finn_only,
         "use_percent": {key: round(100 * totals[key] / target.available[key], 1)
@@ -326,7 +327,8 @@ def summarize(design, tried, target, args):
         "sources": {"finn": "every layer's LUT, BRAM_18K, URAM, DSP (finn_totals) and the stream "
                             "buffers' costs, by FINN's estimators",
                     "project": "standin_LUT of RTL matrix units (FINN's HLS LUT formula), the skip "
-                               "FIFOs' depths (analytic), the memory choices and folding search"},
+                               "FIFOs' depths (analytic), the memory choices and folding search "
+                               "(FINN's SetFolding, mvau_wwidth_max widened where needed)"},
         "tried": [{"requested_fps": item.requested_fps, "fps": item.fps, "fits": item.fits,
                    "over": item.over} for item in tried],
         "model": args.model}
@@ -352,7 +354,8 @@ def print_table(estimates):
         f"{key} {totals[key]}" + (f" ({percent[key]}% of {estimates['board']})" if key in percent
                                   else "") for key in boards.RESOURCES))
     print(f"estimated {estimates['estimated_fps']:.0f} frames/s at {1e3 / estimates['clock_ns']:.0f}"
-          f" MHz on {estimates['part']} (bottleneck {estimates['bottleneck']})")
+          f" MHz on {estimates['part']} (bottleneck {estimates['bottleneck']}; folded by SetFolding "
+          f"with mvau_wwidth_max={estimates['mvau_wwidth_max']})")
 
 
 OUTPUTS = ("hw_layers.onnx", "estimates.json", "folding_config.json")

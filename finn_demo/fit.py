@@ -1,6 +1,7 @@
 """Fit a specialized FINN design to a board's budget at the highest frame rate.
 
-For a frame rate, FINN's SetFolding picks each layer's PE/SIMD; then every layer that holds
+For a frame rate, FINN's SetFolding picks each layer's PE/SIMD (with a wider `mvau_wwidth_max`
+than FINN's default where that default cannot reach the rate, see `fold`); then every layer that holds
 weights, thresholds or line buffers gets the memory that fits (weights: FINN's `ram_style`
 block, distributed or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights`
 1 for URAM; thresholds: `depth_trigger_bram` / `depth_trigger_uram`; sliding-window buffers:
@@ -43,6 +44,7 @@ THRESHOLD_MEMORIES = {
     "block": {"depth_trigger_bram": 1, "depth_trigger_uram": NEVER},
     "ultra": {"depth_trigger_bram": 0, "depth_trigger_uram": 1},
 }
+WEIGHT_WIDTHS = (36, 72, 144, 288)  # SetFolding's mvau_wwidth_max: FINN's default first
 BISECTIONS = 5  # after doubling: the highest fitting rate to within about 2%
 
 
@@ -60,6 +62,7 @@ class Design:
     memories: dict
     budget: dict
     over: dict = field(default_factory=dict)
+    mvau_wwidth_max: int = 36  # the SetFolding limit the design was folded with
 
     @property
     def fits(self):
@@ -140,15 +143,33 @@ def place_memories(choices, budget, fixed):
 
 
 def fold(model, fps, clock_ns):
-    """A copy of `model` folded by FINN's SetFolding for `fps` frames/s at `clock_ns`."""
-    folded = ModelWrapper(copy.deepcopy(model.model))
+    """(copy of `model` folded by FINN's SetFolding for `fps` frames/s at `clock_ns`, the
+    mvau_wwidth_max it was folded with).
+
+    SetFolding widens a matrix unit's SIMD only while SIMD x weight bits stays within
+    `mvau_wwidth_max` (FINN's default 36 bits), then adds PE. An 8-bit first conv has 27 inputs
+    (SIMD 1, 3, 9 or 27): at 36 bits it stops at SIMD 3, 112896 cycles at 112x112, and SetFolding
+    then relaxes every layer to that, about 1770 frames/s at 200 MHz. Where the default misses
+    the frame rate, the next wider limit (72, 144, 288 bits) that meets it is taken (else the
+    fastest); the folding config carries the resulting SIMD, so FINN needs no setting for it.
+    """
     cycles = max(1, int(1e9 / clock_ns / fps))
-    return folded.transform(SetFolding(cycles)).transform(GiveUniqueNodeNames())
+    fastest = None
+    for width in WEIGHT_WIDTHS:
+        folded = ModelWrapper(copy.deepcopy(model.model))
+        folded = folded.transform(SetFolding(cycles, mvau_wwidth_max=width))
+        folded = folded.transform(GiveUniqueNodeNames())
+        slowest = max(folded.analysis(exp_cycles_per_layer).values())
+        if fastest is None or slowest < fastest[2]:
+            fastest = (folded, width, slowest)
+        if slowest <= cycles:
+            break
+    return fastest[:2]
 
 
 def design_at(model, fps, part, clock_ns, budget):
     """Fold for `fps`, size the stream buffers, place the memories: a Design."""
-    folded = fold(model, fps, clock_ns)
+    folded, wwidth_max = fold(model, fps, clock_ns)
     buffers, skip_depths = stream_buffer_costs(folded, part)
     choices, fixed, names = {}, list(buffers.values()), []
     for node in folded.graph.node:
@@ -171,7 +192,7 @@ def design_at(model, fps, part, clock_ns, budget):
               for node in folded.graph.node]
     return Design(folded, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
                   {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen, budget,
-                  over_budget(totals, budget))
+                  over_budget(totals, budget), wwidth_max)
 
 
 def shortfall(design):

@@ -67,6 +67,25 @@ def test_estimates_cover_every_layer_and_fit_the_board(built):
     assert not fastest_tried["fits"] or fastest_tried["fps"] == estimates["estimated_fps"]
 
 
+def test_folding_widens_the_weight_stream_limit_only_where_finns_default_misses_the_rate(built):
+    # FINN's SetFolding keeps SIMD x weight bits <= 36 (mvau_wwidth_max) by default: the 8-bit
+    # first conv (27 inputs) stops at SIMD 3, and with it the whole design's frame rate.
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    _, out_dir, estimates = built
+    model = ModelWrapper(str(out_dir / "intermediate_models" / "step_minimize_bit_width.onnx"))
+    most_parallel = model.transform(SetFolding(1))  # FINN's default limit, the fastest it gets
+    default_fps = 1e9 / estimates["clock_ns"] / max(most_parallel.analysis(exp_cycles_per_layer).values())
+    folded, width = fit.fold(model, 2 * default_fps, estimates["clock_ns"])
+    cycles = folded.analysis(exp_cycles_per_layer)
+    assert width > 36 and 1e9 / estimates["clock_ns"] / max(cycles.values()) > 1.5 * default_fps
+    units = [fit.getHWCustomOp(node) for node in folded.graph.node if node.op_type.startswith("MVAU")]
+    wide = [unit for unit in units if unit.get_nodeattr("SIMD") *
+            DataType[unit.get_nodeattr("weightDataType")].bitwidth() > 36]
+    assert wide  # some matrix unit's weight stream per PE is now wider than FINN's default
+    assert fit.fold(model, default_fps / 2, estimates["clock_ns"])[1] == 36
+
+
 def test_totals_count_stand_ins_and_stream_buffers_beside_finns_figures(built):
     _, _, estimates = built
     rtl_units = [layer for layer in estimates["layers"] if layer["op_type"] in ("MVAU_rtl", "VVAU_rtl")]

@@ -5,8 +5,9 @@ than FINN's default where that default cannot reach the rate, see `fold`); then 
 weights, thresholds or line buffers gets the memory that fits (weights: FINN's `ram_style`
 block, distributed or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights`
 1 for URAM; thresholds: `depth_trigger_bram` / `depth_trigger_uram`; sliding-window buffers:
-`ram_style`), starting from each layer's cheapest memory relative to the budget and moving
-layers off a resource that is over until none is.
+`ram_style`), and every HLS matrix or depthwise unit its multipliers (FINN's `resType`: LUTs or
+DSPs), starting from each layer's cheapest option relative to the budget and moving layers off
+a resource that is over until none is.
 Fitting is not monotonic in the frame rate: a little parallelism packs weights badly (a URAM is
 72 bits wide; one 4-bit weight per cycle uses 4 of them), a lot costs LUTs and DSPs. So the
 search doubles the frame rate from SetFolding's least parallel design until two designs in a
@@ -45,6 +46,7 @@ THRESHOLD_MEMORIES = {
     "ultra": {"depth_trigger_bram": 0, "depth_trigger_uram": 1},
 }
 WEIGHT_WIDTHS = (36, 72, 144, 288)  # SetFolding's mvau_wwidth_max: FINN's default first
+ARITHMETIC = {"lut": {"resType": "lut"}, "dsp": {"resType": "dsp"}}  # HLS units' multipliers
 BISECTIONS = 5  # after doubling: the highest fitting rate to within about 2%
 
 
@@ -81,6 +83,16 @@ def memory_options(node):
     if node.op_type.startswith("ConvolutionInputGenerator") and "ram_style" in types:
         return WINDOW_MEMORIES  # its line buffers
     return {}
+
+
+def layer_options(node):
+    """{option: attributes}: memory_options, and for FINN's HLS matrix and depthwise units also
+    whether they multiply in LUTs or DSPs (`resType`; the RTL units always use DSPs)."""
+    options = memory_options(node)
+    if node.op_type not in ("MVAU_hls", "VVAU_hls"):
+        return options
+    return {"+".join(filter(None, (memory, arithmetic))): {**attrs, **ARITHMETIC[arithmetic]}
+            for memory, attrs in (options or {"": {}}).items() for arithmetic in ARITHMETIC}
 
 
 def option_costs(node, options, part):
@@ -173,7 +185,7 @@ def design_at(model, fps, part, clock_ns, budget):
     buffers, skip_depths = stream_buffer_costs(folded, part)
     choices, fixed, names = {}, list(buffers.values()), []
     for node in folded.graph.node:
-        options = memory_options(node)
+        options = layer_options(node)
         if options:
             choices[node.name] = option_costs(node, options, part)
         else:
@@ -183,7 +195,7 @@ def design_at(model, fps, part, clock_ns, budget):
     for node in folded.graph.node:
         if node.name in chosen:
             inst = getHWCustomOp(node)
-            for name, value in memory_options(node)[chosen[node.name]].items():
+            for name, value in layer_options(node)[chosen[node.name]].items():
                 inst.set_nodeattr(name, value)
     cycles = folded.analysis(exp_cycles_per_layer)
     bottleneck = max(cycles, key=cycles.get)

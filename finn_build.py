@@ -5,10 +5,11 @@
 FINN's `build_dataflow_cfg` runs one DataflowBuildConfig whose steps read top to bottom:
 the project's MobileNetV2 steps (finn_demo/finn_steps.py): (1) FINN's frontend, (2) streamlining
 through the inverted residuals, (3) lowering convs to MatMuls, (4) conversion to FINN's hardware
-layers, then their check, executed by FINN in Python against the QONNX graph; FINN's own
-partition, specialization and bit-width minimization; the project's fit to the board
-(finn_demo/fit.py: the highest frame rate whose estimate fits the board's budget, choosing each
-layer's PE/SIMD and memories), handed to FINN as a folding config that FINN's own
+layers, then their check, executed by FINN in Python: exact against the streamlined graph of
+step 2, within a tolerance against the QONNX graph; FINN's own partition, specialization and
+bit-width minimization; the project's fit to the board (finn_demo/fit.py: the highest frame
+rate whose estimate fits the board's budget, choosing each layer's PE/SIMD, memories and, for
+HLS units, LUT or DSP multipliers), handed to FINN as a folding config that FINN's own
 step_apply_folding_config applies; FINN's estimate reports; and the project's summary.
 out_dir then holds FINN's report/ (its estimate reports), intermediate_models/ and
 build_dataflow.log, and the project's folding_config.json (hand it unchanged to your own FINN
@@ -249,7 +250,8 @@ class Build:
         return self.cache("convert_to_hw", fs.convert_to_hw, model, self.qonnx_model)
 
     def step_check_hw_graph(self, model, cfg):
-        """The hardware graph against QONNX on validation images; one unbroken run of them."""
+        """The hardware graph on validation images, exact against the streamlined graph and within
+        a tolerance against QONNX; one unbroken run of them."""
         if self.args.verify_images:
             start = time.perf_counter()
             result = check_hw_graph(model, self.streamlined, self.qonnx_model,

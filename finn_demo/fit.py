@@ -131,6 +131,11 @@ def place_memories(choices, budget, fixed):
 
     def totals_of(selection):
         return total(fixed + [choices[name][option] for name, option in selection.items()])
+
+    def change(cost, current):  # what moving a layer from `current` to `cost` adds per resource
+        return {name: cost[name] - current[name] + (
+            cost["standin_LUT"] - current["standin_LUT"] if name == "LUT" else 0)
+            for name in RESOURCES}
     totals = totals_of(chosen)
     for _ in range(10 * len(choices) + 1):
         over = over_budget(totals, budget)
@@ -140,17 +145,18 @@ def place_memories(choices, budget, fixed):
         best = None
         for name, costs in choices.items():
             for option in costs:
-                trial = {**chosen, name: option}
-                trial_totals = totals_of(trial)
+                added = change(costs[option], costs[chosen[name]])
+                trial_totals = {key: totals[key] + added[key] for key in RESOURCES}
                 freed = totals[worst] - trial_totals[worst]
                 if freed <= 0 or any(trial_totals[other] > max(budget[other], totals[other])
                                      for other in RESOURCES if other != worst):
                     continue
                 if best is None or freed > best[0]:
-                    best = (freed, trial, trial_totals)
+                    best = (freed, {**chosen, name: option})
         if best is None:
             break
-        _, chosen, totals = best
+        chosen = best[1]
+        totals = totals_of(chosen)
     return chosen, totals
 
 

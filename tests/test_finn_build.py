@@ -201,6 +201,36 @@ def test_missing_model_is_refused_before_any_work(capsys, tmp_path):
     assert not out_dir.exists()
 
 
+def test_finns_passes_run_in_order_give_finns_graph_byte_for_byte(built):
+    """run_in_order skips the tidying passes where no transformation changed the graph since
+    they ran. On the first blocks of FINN's Streamline (a transformation that changes nothing
+    first, then ones that do) it must give the graph model.transform gives, byte for byte."""
+    model = ModelWrapper(str(built[1] / "intermediate" / "1_frontend.onnx"))
+    steps, finns, changed = fs.streamline_transformations()[:18], model, []
+    for transformation in steps:
+        before = finns.model.SerializeToString()
+        finns = finns.transform(transformation)
+        if not isinstance(transformation, fs.TIDYING):
+            changed.append(finns.model.SerializeToString() != before)
+    assert changed[0] is False and any(changed)  # both paths taken
+    ours = fs.run_in_order(model, steps)
+    assert ours.model.SerializeToString() == finns.model.SerializeToString()
+
+
+def test_composed_gives_the_graph_of_qonnxs_composed_transformation(built, monkeypatch):
+    """lower_convs' transformations through qonnx's ComposedTransformation give the graph the
+    build made with `composed`."""
+    from qonnx.transformation.composed import ComposedTransformation
+    intermediate = built[1] / "intermediate"
+    monkeypatch.setattr(fs, "composed", lambda model, transformations: model.transform(
+        ComposedTransformation(transformations)))
+    theirs = fs.lower_convs(ModelWrapper(str(intermediate / "2_streamline.onnx")))
+    ours = ModelWrapper(str(intermediate / "3_lower_convs.onnx"))
+    key = finn_build.SOURCE_KEY  # the step name the build saved with the graph
+    theirs.set_metadata_prop(key, ours.get_metadata_prop(key))
+    assert theirs.model.SerializeToString() == ours.model.SerializeToString()
+
+
 def test_only_integer_adds_become_hardware():
     tensors = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4])
                for name in ("a", "b", "c", "sum", "scaled")]

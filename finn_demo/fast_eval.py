@@ -23,7 +23,7 @@ import torch
 from brevitas.export import export_onnx_qcdq
 
 from finn_demo.data import first_images
-from finn_demo.evaluate import predict_all, scores, top1
+from finn_demo.evaluate import fidelity, predict_all, scores, top1
 
 # Both exports alike: opset 17, input x, output logits, dynamic batch size.
 ONNX_EXPORT = dict(opset_version=17, dynamo=False, keep_initializers_as_inputs=False,
@@ -74,15 +74,17 @@ def session_forward(session):
     return forward
 
 
-def onnxruntime_evaluation(models, exporters, loader, example, sample=None, threads=None):
+def onnxruntime_evaluation(models, exporters, loader, example, sample=None, threads=None,
+                           reference=None):
     """Each PyTorch model of `models` ({name: model}) exported by `exporters[name]` (model, example,
-    path) and run in onnxruntime: all exports scored in one pass over `loader`, then their top-1
-    compared with their PyTorch models' on the loader's first `sample` images (all if None), all
-    models in one more pass.
+    path) and run in onnxruntime: all exports scored in one pass over `loader` (the others' logits
+    compared with export `reference`'s, if given), then their top-1 compared with their PyTorch
+    models' on the loader's first `sample` images (all if None), all models in one more pass.
 
     Returns a namespace: results ({name: its `scores`, with agreement (%), agreement_images and
-    export_seconds: writing the file and opening it in onnxruntime}), data_seconds (the scoring
-    pass's data loading) and agreement_seconds (the whole agreement pass).
+    export_seconds: writing the file and opening it in onnxruntime}), scoring (the scoring pass,
+    `predict_all`'s namespace), data_seconds (its data loading) and agreement_seconds (the whole
+    agreement pass).
     """
     forwards, export_seconds = {}, {}
     with tempfile.TemporaryDirectory() as folder:
@@ -91,7 +93,7 @@ def onnxruntime_evaluation(models, exporters, loader, example, sample=None, thre
             path = exporters[name](model, example, Path(folder) / f"{name}.onnx")
             forwards[name] = session_forward(ort_session(path, threads))
             export_seconds[name] = time.perf_counter() - start
-    scoring = predict_all(forwards, loader, "cpu", "onnxruntime evaluation")
+    scoring = predict_all(forwards, loader, "cpu", "onnxruntime evaluation", reference=reference)
     start = time.perf_counter()
     reference = predict_all(models, loader, example.device, "PyTorch agreement", sample)
     agreement_seconds = time.perf_counter() - start
@@ -101,7 +103,7 @@ def onnxruntime_evaluation(models, exporters, loader, example, sample=None, thre
         results[name] = scores(scoring, name)
         results[name].agreement = top1(scoring.predictions[name][:len(checked)], checked)
         results[name].agreement_images, results[name].export_seconds = len(checked), export_seconds[name]
-    return SimpleNamespace(results=results, data_seconds=scoring.data_seconds,
+    return SimpleNamespace(results=results, scoring=scoring, data_seconds=scoring.data_seconds,
                            agreement_seconds=agreement_seconds)
 
 
@@ -127,20 +129,23 @@ def evaluate_models(float_model, quant_model, loader, example, backend, sample):
     "brevitas" runs both in PyTorch (the quantized one as the fake-quantized Brevitas model), as
     on a GPU, where the model is not the bottleneck. Each result: its `scores`, backend, agreement
     (None without onnxruntime), agreement_images and export_seconds; the quantized one also
-    agreement_seconds, the one agreement pass that checks both exports.
+    agreement_seconds, the one agreement pass that checks both exports, and float_fidelity: its
+    top-1 agreement with the float model and its logits' SQNR against the float model's
+    (evaluate.fidelity), on every scored image.
     """
     models = {"float": float_model.eval(), "quant": quant_model.eval()}
     if backend == "onnxruntime":
         evaluation = onnxruntime_evaluation(models, {"float": export_float, "quant": export_qcdq},
-                                            loader, example, sample)
+                                            loader, example, sample, reference="float")
     else:
-        run = predict_all(models, loader, example.device, "evaluation")
+        run = predict_all(models, loader, example.device, "evaluation", reference="float")
         evaluation = SimpleNamespace(results={name: scores(run, name) for name in models},
-                                     data_seconds=run.data_seconds, agreement_seconds=0.0)
+                                     scoring=run, data_seconds=run.data_seconds, agreement_seconds=0.0)
         for result in evaluation.results.values():
             result.agreement, result.agreement_images, result.export_seconds = None, 0, 0.0
     for name, result in evaluation.results.items():
         result.backend = BACKENDS[backend][name]
     float_result, quant_result = evaluation.results["float"], evaluation.results["quant"]
     quant_result.agreement_seconds = evaluation.agreement_seconds
+    quant_result.float_fidelity = fidelity(evaluation.scoring, "quant", "float")
     return float_result, quant_result, evaluation.data_seconds

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import benchmark
+import bench.grid
 import bench.gpxq_speed
 import bench.rows
 import bench.speed
@@ -79,6 +80,7 @@ def test_an_interrupted_benchmark_keeps_finished_rows_and_resumes_without_redoin
     drop = float(row["float_top1"]) - float(row["quant_top1"])
     assert float(row["drop"]) == pytest.approx(drop, abs=0.011)
     assert float(row["quant_ips_ort"]) > 0 and float(row["ort_agreement"]) >= 99.5
+    assert 95.0 <= float(row["float_agreement"]) <= 100.0 and float(row["sqnr_db"]) > 10.0
     assert {"s_calibration", "s_quantized_evaluation", "s_export"} <= set(row)
     report = (tmp_path / "RESULTS.md").read_text()
     assert "| W8A8 | none |" in report and "| W8A8 | bias_corr |" in report
@@ -117,13 +119,24 @@ def test_parallel_grid_jobs_measure_the_same_rows_as_one_process(tmp_path, cache
         assert float(one["quant_top1"]) == pytest.approx(float(other["quant_top1"]), abs=0.6)
 
 
-def test_fast_eval_agrees_with_the_brevitas_model_on_top1_at_4_bit_activations(run_demo, tmp_path):
+def test_fast_eval_agrees_with_the_brevitas_model_on_top1_at_4_bit_activations(run_demo, tmp_path, w8a8):
     # (8 bits: test_eval_backend.py, on the session's W8A8 model)
     result = run_demo(tmp_path / "model.onnx", *benchmark.BIT_SETTINGS["PW4A4"])
     fast = fast_evaluate(result.model, result.val_loader)
     assert fast.agreement >= 99.5
     assert fast.top1 == pytest.approx(result.quant_top1, abs=1.0)
     assert fast.images_per_s > 0
+    # Fewer bits, further from the float model: the logits' SQNR orders the two settings
+    # even where their top-1 would tie.
+    assert result.quant.float_fidelity.sqnr_db < w8a8.quant.float_fidelity.sqnr_db - 3.0
+
+
+def test_the_best_ptq_setting_is_ranked_by_top1_then_by_logit_sqnr():
+    rows = [{"ptq": "gpfq", "quant_top1": "97.79", "sqnr_db": "18.20"},
+            {"ptq": "qronos", "quant_top1": "97.79", "sqnr_db": "19.05"},
+            {"ptq": "none", "quant_top1": "96.98", "sqnr_db": "25.00"},
+            {"ptq": "old", "quant_top1": "97.79"}]  # a row measured before the SQNR column
+    assert [row["ptq"] for row in bench.grid.ranked(rows)] == ["qronos", "gpfq", "old", "none"]
 
 
 @pytest.mark.parametrize("flag", ["--qronos=True", "--bn_corr=True"], ids=["qronos", "bn_corr"])

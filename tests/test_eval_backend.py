@@ -1,8 +1,14 @@
 """The evaluation's backends: onnxruntime on the exports (the CPU default for ImageNet) measures
 what PyTorch measures, the float model and the Brevitas model, scored in one pass."""
+import math
 from types import SimpleNamespace
 
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
 from finn_demo.data import first_images
+from finn_demo.evaluate import fidelity, predict_all
 from finn_demo.fast_eval import evaluate_models, fast_evaluate
 import finn_mobilenetv2 as demo
 
@@ -23,6 +29,10 @@ def test_onnxruntime_measures_what_pytorch_measures(w8a8):
         assert result.export_seconds > 0 and result.forward_seconds > 0
     assert (float_eval.backend, quant.backend) == ("onnxruntime (ONNX export)", "onnxruntime (QCDQ export)")
     assert quant.agreement_seconds > 0 and data_seconds >= 0
+    # The exports' fidelity to each other is the PyTorch models' (float sums differ, not much).
+    eager = w8a8.quant.float_fidelity
+    assert quant.float_fidelity.agreement == pytest.approx(eager.agreement, abs=1.0)
+    assert quant.float_fidelity.sqnr_db == pytest.approx(eager.sqnr_db, abs=1.0)
 
 
 def test_pytorch_scores_both_models_in_the_demos_run(w8a8):
@@ -46,3 +56,30 @@ def test_auto_picks_onnxruntime_for_imagenet_on_cpu_and_brevitas_otherwise():
     assert backend("auto", "cpu", "") == "brevitas"  # the digits
     assert backend("onnxruntime", "cpu", "") == "onnxruntime"
     assert backend("brevitas", "cpu", "/data/imagenet") == "brevitas"
+
+
+def test_fidelity_is_the_top1_agreement_and_logit_sqnr_against_the_reference():
+    torch.manual_seed(0)
+    images = torch.randn(40, 5)
+    loader = DataLoader(TensorDataset(images, torch.zeros(40, dtype=torch.long)), batch_size=16)
+    weight, scramble = torch.randn(5, 10), torch.randn(5, 10)
+    def noise(x):  # a fixed function of each image, so its sum over the batches is known
+        return 0.3 * torch.sin(7 * x @ scramble)
+    forwards = {"float": lambda x: x @ weight, "same": lambda x: x @ weight,
+                "noisy": lambda x: x @ weight + noise(x)}
+    run = predict_all(forwards, loader, "cpu", "test", reference="float")
+    reference, added = images @ weight, noise(images)
+    expected_db = 10 * math.log10(reference.double().square().sum() / added.double().square().sum())
+    noisy = fidelity(run, "noisy", "float")
+    assert noisy.sqnr_db == pytest.approx(expected_db, abs=1e-6)
+    same_class = ((reference + added).argmax(1) == reference.argmax(1)).double().mean().item()
+    assert noisy.agreement == pytest.approx(100.0 * same_class)
+    assert 0.0 < noisy.agreement < 100.0  # the noise flips some classes, not all
+    assert fidelity(run, "same", "float").sqnr_db == math.inf
+    assert fidelity(run, "same", "float").agreement == 100.0
+
+
+def test_the_demo_reports_its_fidelity_to_the_float_model(w8a8):
+    fidelity_ = w8a8.quant.float_fidelity
+    assert 95.0 <= fidelity_.agreement <= 100.0
+    assert 10.0 < fidelity_.sqnr_db < math.inf

@@ -15,10 +15,9 @@ from functools import partial
 from pathlib import Path
 
 import finn_mobilenetv2 as demo
-from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS
-from bench.report import code_line, markdown_table
+from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, ranked
+from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
-from finn_demo.files import atomic_path
 
 CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -89,12 +88,11 @@ def finn_row(result, seconds):
 
 
 def best_accuracy(grid_rows):
-    """{bits: (top-1 %, PTQ setting)}: the grid's best quantized top-1 per bit-width setting."""
+    """{bits: (top-1 %, PTQ setting)}: the grid's best row per bit-width setting (grid.ranked)."""
     best = {}
-    for row in grid_rows:
-        top1 = float(row["quant_top1"])
-        if row["bits"] not in best or top1 > best[row["bits"]][0]:
-            best[row["bits"]] = (top1, row["ptq"])
+    for bits_name in dict.fromkeys(row["bits"] for row in grid_rows):
+        row = ranked([row for row in grid_rows if row["bits"] == bits_name])[0]
+        best[bits_name] = (float(row["quant_top1"]), row["ptq"])
     return best
 
 
@@ -122,10 +120,8 @@ def finn_plot(rows, accuracy, path):
     points = [row for row in rows if row["bits"] in accuracy and row.get("estimated_fps")]
     if not points:
         return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    plt = pyplot()
     boards = list(dict.fromkeys(row["board"] for row in points))
     figure, axes = plt.subplots(1, len(boards), figsize=(4.5 * len(boards), 4), squeeze=False)
     for axis, board in zip(axes[0], boards):
@@ -139,9 +135,9 @@ def finn_plot(rows, accuracy, path):
         goals = GOALS.get(board, ())
         for goal in goals:
             axis.axvline(goal, color="grey", linestyle=":", linewidth=1)
-        spread = [float(row["estimated_fps"]) for row in points if row["board"] == board]
+        spread = [float(row["estimated_fps"]) for row in points if row["board"] == board] + list(goals)
         axis.set_xscale("log")
-        axis.set_xlim(min(spread + list(goals)) / 2, max(spread + list(goals)) * 2)
+        axis.set_xlim(min(spread) / 2, max(spread) * 2)
         axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel("estimated frames/s (224x224, FINN), dotted: goals")
@@ -149,9 +145,7 @@ def finn_plot(rows, accuracy, path):
         axis.set_title(board)
         axis.grid(linewidth=0.3)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
+    save_figure(figure, path)
     return True
 
 

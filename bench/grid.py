@@ -14,11 +14,10 @@ from statistics import median
 import torch
 
 import finn_mobilenetv2 as demo
-from bench.report import code_line, markdown_table
+from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import code_hash, resumable
 from finn_demo.configurator import ConfigError
 from finn_demo.fast_eval import fast_evaluate
-from finn_demo.files import atomic_path
 
 CODE = ("bench/grid.py",)  # this section's own code, hashed with the shared code (bench/rows.py)
 
@@ -258,9 +257,7 @@ def ort_summary(rows):
 
 def plot(rows, path):
     """Quantized top-1 per PTQ setting, one group of bars per bit-width setting."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     bit_names = list(dict.fromkeys(row["bits"] for row in rows))
     ptq_names = list(dict.fromkeys(row["ptq"] for row in rows))
     by_key = {(row["bits"], row["ptq"]): float(row["quant_top1"]) for row in rows}
@@ -284,6 +281,4 @@ def plot(rows, path):
     axes.grid(axis="y", linewidth=0.3)
     axes.legend(fontsize=7, title="PTQ", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=120, format="png")
-    plt.close(figure)
+    save_figure(figure, path)

@@ -11,6 +11,21 @@ from bench.rows import FINN_BUILD_CODE, SHARED_CODE
 from finn_demo.files import atomic_path
 
 
+def pyplot():
+    """matplotlib's pyplot on its file-only backend (no display needed)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(figure, path):
+    """Write `figure` to `path` as PNG, whole or not at all, and free it."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    pyplot().close(figure)
+
+
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

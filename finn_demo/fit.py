@@ -189,19 +189,18 @@ def design_at(model, fps, part, clock_ns, budget):
     """Fold for `fps`, size the stream buffers, place the memories: a Design."""
     folded, wwidth_max = fold(model, fps, clock_ns)
     buffers, skip_depths = stream_buffer_costs(folded, part)
-    choices, fixed, names = {}, list(buffers.values()), []
+    options = {node.name: layer_options(node) for node in folded.graph.node}
+    choices, fixed = {}, list(buffers.values())
     for node in folded.graph.node:
-        options = layer_options(node)
-        if options:
-            choices[node.name] = option_costs(node, options, part)
+        if options[node.name]:
+            choices[node.name] = option_costs(node, options[node.name], part)
         else:
             fixed.append(layer_cost(node, part))
-        names.append(node.name)
     chosen, totals = place_memories(choices, budget, [dict(cost) for cost in fixed])
     for node in folded.graph.node:
         if node.name in chosen:
             inst = getHWCustomOp(node)
-            for name, value in layer_options(node)[chosen[node.name]].items():
+            for name, value in options[node.name][chosen[node.name]].items():
                 inst.set_nodeattr(name, value)
     cycles = folded.analysis(exp_cycles_per_layer)
     bottleneck = max(cycles, key=cycles.get)

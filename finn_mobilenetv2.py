@@ -44,8 +44,8 @@ first_conv_bit_width = None  # weights of the first conv, features.0.0
 last_linear_bit_width = None  # weights of the final Linear classifier
 relu6_to_relu = False  # False keeps ReLU6's clip at 6 (quantized on [0, 6], as the seed); True makes
 # it a ReLU with a calibrated range, Brevitas' default (the float network clips, this one does not)
-# 2. post-training quantization (PTQ), run in this order: act_eq, calibration, gptq / gpfq / qronos,
-# bn_corr, bias_corr (last: it corrects the mean error every earlier pass leaves)
+# 2. post-training quantization (PTQ), run in this order: act_eq, calibration, gptq / gpfq / qronos /
+# learned_round, bn_corr, bias_corr (last: it corrects the mean error every earlier pass leaves)
 act_eq = False  # activation equalization (SmoothQuant), on the float graph before quantizing
 act_eq_alpha = 0.5  # its migration strength, in [0, 1]
 act_eq_add_mul_node = False  # let it insert Mul nodes where scales cannot be folded
@@ -54,6 +54,8 @@ gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
 gpxq_impl = "fast"  # GPTQ, GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, far faster: RESULTS.md) or "brevitas"
+learned_round = "none"  # AdaRound, Brevitas' learned rounding: "layerwise" trains each weight's up/down choice per layer (not with gptq/gpfq/qronos)
+learned_round_iters = 200  # its training steps per layer (batches of 32 calibration images)
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
 bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
 # evaluation, after PTQ: one pass over the validation images scores the float and the quantized

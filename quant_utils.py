@@ -41,6 +41,8 @@ from torch import nn
 from tqdm import tqdm
 
 from finn_demo.data import batches
+from finn_demo.learned_round import MODES as LEARNED_ROUND_MODES
+from finn_demo.learned_round import apply_learned_round
 from finn_demo.fast_gpxq import (
     FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode, run_gptq_mode)
 
@@ -299,7 +301,8 @@ def apply_bn_correction(loader, model):
 
 # quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
 PTQ_FLAGS = ("relu6_to_relu", "act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq",
-             "qronos", "qronos_alpha", "gpxq_impl", "bn_corr", "bias_corr")
+             "qronos", "qronos_alpha", "gpxq_impl", "learned_round", "learned_round_iters",
+             "bn_corr", "bias_corr")
 
 
 def _untimed(name, model=None):
@@ -309,12 +312,13 @@ def _untimed(name, model=None):
 def quantize_and_recover(
         float_model, calib_loader, example, maps=None, *, relu6_to_relu=False, act_eq=False,
         act_eq_alpha=0.5, act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False,
-        qronos_alpha=1e-3, gpxq_impl="fast", bn_corr=False, bias_corr=False, stage=_untimed):
+        qronos_alpha=1e-3, gpxq_impl="fast", learned_round="none", learned_round_iters=200,
+        bn_corr=False, bias_corr=False, stage=_untimed):
     """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
 
     1. act_eq (on the float graph: it rescales float weights before they are quantized),
     2. quantize_finn with `maps` (default: default_quantize_maps_finn()), then calibration,
-    3. one of gptq / gpfq / qronos (they set the final integer weights),
+    3. one of gptq / gpfq / qronos / learned_round (they set the final integer weights),
     4. bn_corr (BatchNorm statistics of those final weights' activations),
     5. bias_corr last (it corrects the mean error that every pass before left; run earlier, the
        weight rounding and BatchNorm re-estimation would change the error it corrected).
@@ -324,8 +328,10 @@ def quantize_and_recover(
     `stage(name, model)` is entered around each step (the demo times them with it). Returns the
     quantized model; `float_model` is left unchanged.
     """
-    if sum((gptq, gpfq, qronos)) > 1:
-        raise ValueError("gptq, gpfq and qronos all set the final weights: choose one")
+    if sum((gptq, gpfq, qronos, learned_round != "none")) > 1:
+        raise ValueError("gptq, gpfq, qronos and learned_round all set the final weights: choose one")
+    if learned_round not in LEARNED_ROUND_MODES:
+        raise ValueError(f"learned_round={learned_round!r}: choose {', '.join(LEARNED_ROUND_MODES)}")
     model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example, relu6_to_relu)
     if act_eq:
         with stage("act_eq", model):
@@ -342,6 +348,9 @@ def quantize_and_recover(
     if qronos:
         with stage("qronos", model):
             apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
+    if learned_round != "none":
+        with stage("learned_round", model):
+            apply_learned_round(calib_loader, model, learned_round_iters)
     if bn_corr:
         with stage("bn_corr", model):
             apply_bn_correction(calib_loader, model)

@@ -56,6 +56,7 @@ PTQ_SETTINGS = {
     "gpfq": ["--gpfq=True"],
     "act_eq+bias_corr+gpfq": ["--act_eq=True", "--bias_corr=True", "--gpfq=True"],
     "qronos": ["--qronos=True"],
+    "learned_round": ["--learned_round=layerwise"],
     "bn_corr": ["--bn_corr=True"],
     "bias_corr+bn_corr": ["--bias_corr=True", "--bn_corr=True"],
     # not PTQ, the other ReLU6 choice: an unclipped ReLU with a calibrated range (Brevitas' default)

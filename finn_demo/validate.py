@@ -11,7 +11,7 @@ import torch
 from finn_demo.configurator import ConfigError
 from finn_demo.files import check_writable
 from finn_demo.models import MOBILENET_V2_STAGES, resolve_weights
-from quant_utils import GPXQ_IMPLS
+from quant_utils import GPXQ_IMPLS, LEARNED_ROUND_MODES
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
 
@@ -42,10 +42,14 @@ def _check_device(device):
 
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
+    if args.learned_round not in LEARNED_ROUND_MODES:
+        raise ConfigError(f"--learned_round={args.learned_round!r}: choose "
+                          f"{', '.join(LEARNED_ROUND_MODES)}")
     rounding = [name for name in ("gptq", "gpfq", "qronos") if getattr(args, name)]
+    rounding += ["learned_round"] if args.learned_round != "none" else []
     if len(rounding) > 1:
         raise ConfigError(f"--{' and --'.join(rounding)} are all weight rounding; choose one "
-                          "(set the others to False)")
+                          "(set the others to False, or --learned_round=none)")
     if args.gpxq_impl not in GPXQ_IMPLS:
         raise ConfigError(f"--gpxq_impl={args.gpxq_impl!r}: choose {' or '.join(GPXQ_IMPLS)}")
     _check_bit_width("weight_bit_width", args.weight_bit_width)
@@ -55,7 +59,7 @@ def validate_args(args):
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
     for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",
-                 "check_images", "qronos_alpha", "agreement_images"):
+                 "check_images", "qronos_alpha", "agreement_images", "learned_round_iters"):
         _check_positive(name, getattr(args, name))
     if not 1 <= args.digits_stages <= len(MOBILENET_V2_STAGES):
         raise ConfigError(f"--digits_stages={args.digits_stages}: MobileNetV2 has stages 1 to "

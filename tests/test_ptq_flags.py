@@ -140,7 +140,7 @@ def test_act_eq_rescales_weights_and_keeps_the_float_function(digits):
     assert torch.allclose(equalized, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
 
 
-@pytest.mark.parametrize("pass_name", ["apply_gptq", "apply_gpfq", "apply_qronos"])
+@pytest.mark.parametrize("pass_name", ["apply_gptq", "apply_gpfq", "apply_qronos", "apply_learned_round"])
 def test_weight_rounding_changes_integer_weights_and_follows_the_float_model_closer(
         digits, calibrated, pass_name):
     float_model, loader, held_out = digits
@@ -155,14 +155,15 @@ def record_calls(monkeypatch):
     """Replace calibrate and every PTQ pass in quant_utils by a recorder; returns the record."""
     calls = []
     names = {"apply_act_equalization": "act_eq", "calibrate": "calibration", "apply_gptq": "gptq",
-             "apply_gpfq": "gpfq", "apply_qronos": "qronos", "apply_bn_correction": "bn_corr",
+             "apply_gpfq": "gpfq", "apply_qronos": "qronos", "apply_learned_round": "learned_round",
+             "apply_bn_correction": "bn_corr",
              "apply_bias_correction": "bias_corr"}
     for function, name in names.items():
         monkeypatch.setattr(qu, function, lambda *args, name=name, **kwargs: calls.append(name))
     return calls
 
 
-@pytest.mark.parametrize("rounding", ["gptq", "gpfq", "qronos"])
+@pytest.mark.parametrize("rounding", ["gptq", "gpfq", "qronos", "learned_round"])
 def test_passes_run_in_the_documented_order(digits, monkeypatch, rounding):
     float_model, loader, held_out = digits
     calls, stages = record_calls(monkeypatch), []
@@ -171,7 +172,8 @@ def test_passes_run_in_the_documented_order(digits, monkeypatch, rounding):
         stages.append(name)
         return torch.no_grad()  # any context manager
     qu.quantize_and_recover(float_model, loader, held_out[:1], stage=stage, act_eq=True,
-                            bias_corr=True, bn_corr=True, **{rounding: True})
+                            bias_corr=True, bn_corr=True,
+                            **{rounding: "layerwise" if rounding == "learned_round" else True})
     assert calls == ["act_eq", "calibration", rounding, "bn_corr", "bias_corr"]
     assert stages == calls
 
@@ -180,6 +182,8 @@ def test_two_weight_rounding_passes_are_refused(digits):
     float_model, loader, held_out = digits
     with pytest.raises(ValueError, match="choose one"):
         qu.quantize_and_recover(float_model, loader, held_out[:1], gptq=True, gpfq=True)
+    with pytest.raises(ValueError, match="choose one"):
+        qu.quantize_and_recover(float_model, loader, held_out[:1], gpfq=True, learned_round="layerwise")
 
 
 def test_quantize_and_recover_leaves_the_float_model_unchanged(digits):

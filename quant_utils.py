@@ -350,7 +350,7 @@ def quantize_and_recover(
             apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
     if learned_round != "none":
         with stage("learned_round", model):
-            apply_learned_round(calib_loader, model, learned_round_iters)
+            apply_learned_round(calib_loader, model, learned_round, learned_round_iters)
     if bn_corr:
         with stage("bn_corr", model):
             apply_bn_correction(calib_loader, model)

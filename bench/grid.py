@@ -57,6 +57,7 @@ PTQ_SETTINGS = {
     "act_eq+bias_corr+gpfq": ["--act_eq=True", "--bias_corr=True", "--gpfq=True"],
     "qronos": ["--qronos=True"],
     "learned_round": ["--learned_round=layerwise"],
+    "learned_round_blockwise": ["--learned_round=blockwise"],
     "bn_corr": ["--bn_corr=True"],
     "bias_corr+bn_corr": ["--bias_corr=True", "--bn_corr=True"],
     # not PTQ, the other ReLU6 choice: an unclipped ReLU with a calibrated range (Brevitas' default)

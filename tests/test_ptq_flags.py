@@ -16,6 +16,7 @@ from torch import nn
 
 import finn_mobilenetv2 as demo
 import quant_utils as qu
+from finn_demo import learned_round
 from conftest import SMALL
 
 CALIB = ["--calib_size=64", "--batch_size=32"]
@@ -149,6 +150,22 @@ def test_weight_rounding_changes_integer_weights_and_follows_the_float_model_clo
     changed = sum(int((old[name] != new[name]).sum()) for name in old)
     assert changed >= 100, changed
     assert logits_mse(rounded, float_model, held_out) < 0.9 * logits_mse(calibrated, float_model, held_out)
+
+
+def test_blockwise_learned_rounding_trains_each_block_against_the_float_blocks_output(digits, calibrated):
+    float_model, loader, held_out = digits
+    model = copy.deepcopy(calibrated)
+    blocks = learned_round.parts(model, "blockwise")
+    layers = [module for module in model.modules() if isinstance(module, QUANT_LAYERS)]
+    assert sorted(map(id, (layer for part in blocks for layer in part.layers))) == sorted(map(id, layers))
+    assert [part.nodes[0].target.rsplit(".", 2)[0] for part in blocks][-1] == "classifier"
+    # a residual block runs its Add: the part holds the whole block, skip path included
+    assert any(node.op == "call_function" and "add" in node.name for part in blocks for node in part.nodes)
+    assert len(learned_round.parts(model, "layerwise")) == len(layers)
+    qu.apply_learned_round(loader, model, "blockwise")
+    old, new = integer_weights(calibrated), integer_weights(model)
+    assert sum(int((old[name] != new[name]).sum()) for name in old) >= 100
+    assert logits_mse(model, float_model, held_out) < 0.9 * logits_mse(calibrated, float_model, held_out)
 
 
 def record_calls(monkeypatch):

@@ -23,6 +23,7 @@ def test_readme_headline_results_are_the_committed_benchmark_rows():
         measured = list(csv.DictReader(file))
     section = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
     section = section.split("What MobileNetV2 costs on an FPGA", 1)[0]  # the FINN table: below
+    section = section.split("| bits | setting |", 1)[1].split("\n\n", 1)[0]  # the headline table
     table = [line.split("|")[1:-1] for line in section.splitlines()
              if re.match(r"\| (W|PW)\w+ \|", line)]
     assert len(table) == len({row["bits"] for row in measured}) >= 5
@@ -60,3 +61,25 @@ def test_every_committed_benchmark_row_records_the_code_and_model_it_was_measure
         with open(ROOT / "results" / name, newline="") as file:
             rows = list(csv.DictReader(file))
         assert rows and all(row.get(column) for row in rows for column in columns), name
+
+
+def test_readme_imagenet_time_table_is_the_fit_of_the_committed_rows():
+    """The README's ImageNet times (per stage, and the seed's run in minutes) are what
+    bench/imagenet_times.py fits to results/imagenet_times.csv."""
+    import csv
+    from bench.imagenet_times import seed_run_minutes, stage_fits
+    with open(ROOT / "results" / "imagenet_times.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    fits = stage_fits(rows)
+    section = (ROOT / "README.md").read_text().split("### How long an ImageNet run takes", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.splitlines()
+             if line.startswith("| ") and not line.startswith("| stage")]
+    assert len(table) >= 8
+    for stage_text, per_1000, at_seed in table:
+        stage = max((name for name in fits if stage_text.startswith(name)), key=len)
+        _, _, _, per_image, seconds = fits[stage]
+        assert per_1000 == f"{per_image * 1000:.1f}", stage_text
+        assert at_seed.split(" ")[0] == f"{seconds:.0f}", stage_text
+    minutes, _ = seed_run_minutes(rows)
+    assert f"**{minutes:.0f} minutes**" in section

@@ -15,7 +15,8 @@ gets the same pass-through flags, so the same model (its weights' hash is in eve
 Finished rows are kept in the CSVs, rewritten whole after every row (bench/rows.py): an
 interrupted run picks up where it stopped. A row is resumed only if its flags, its model and its
 code (a hash of the source files that compute it) are the same; otherwise it is measured again.
-Delete a CSV to start that section over.
+Delete a CSV to start that section over; `python -m bench.prune` drops the rows of a model the
+newest code did not measure (an old machine's digits model).
 """
 import os
 import sys

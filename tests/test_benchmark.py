@@ -304,3 +304,19 @@ def test_gpxq_rows_alternate_the_implementations_and_count_differing_integer_wei
     assert row["brevitas_runs_s"] == "30.0 10.0 11.0"
     assert (row["differing_int_weights"], row["layers_differing"]) == ("1", "conv:1")
     assert row["threads"] == str(torch.get_num_threads())
+
+
+def test_prune_drops_the_rows_of_a_model_the_newest_code_did_not_measure(tmp_path, capsys):
+    import bench.prune
+    old = {"bits": "W8A8", "ptq": "none", "model": "oldmodel", "code": "c1", "quant_top1": "96.58"}
+    rows = [old, {**old, "ptq": "gpfq"}, {**old, "model": "newmodel", "code": "c2"},
+            {**old, "ptq": "gpfq", "model": "random (seed 0)", "code": "c2"}]
+    bench.rows.write_rows(tmp_path / "benchmark.csv", rows)
+    bench.rows.write_rows(tmp_path / "imagenet_times.csv", [{"run": "none", "code": "c1"}])
+    bench.prune.main({"out_dir": str(tmp_path)})
+    kept = bench.rows.read_rows(tmp_path / "benchmark.csv")
+    assert [(row["ptq"], row["model"]) for row in kept] == [("none", "newmodel"), ("gpfq", "random (seed 0)")]
+    assert bench.rows.read_rows(tmp_path / "imagenet_times.csv") == [{"run": "none", "code": "c1"}]
+    assert "dropped 2" in capsys.readouterr().out
+    with pytest.raises(demo.ConfigError, match="no CSV files"):
+        bench.prune.main({"out_dir": str(tmp_path / "empty")})

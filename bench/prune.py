@@ -1,0 +1,48 @@
+"""Drop the rows of another model from the benchmark's CSVs (run alone, after a benchmark run).
+
+The CSVs keep every row of every key (bench/rows.py), so after a run on a new machine, whose
+digits model trains to other weights, the old model's rows stay beside the new ones. Each CSV
+keeps the rows whose `model` is one that its newest code measured (the code of its last row,
+the last row written); a CSV without a model column is left as it is.
+
+    python -m bench.prune                 # results/
+    python -m bench.prune --out_dir=DIR
+"""
+import sys
+from pathlib import Path
+
+from bench.rows import read_rows, write_rows
+from finn_demo.configurator import ConfigError, apply_overrides, flags_of
+
+out_dir = "results"  # the folder of the benchmark's CSVs
+FLAGS = flags_of(globals())
+
+
+def prune_rows(rows):
+    """(kept rows, dropped count): the rows whose model one of the newest code's rows has."""
+    if not rows or "model" not in rows[-1]:
+        return rows, 0
+    newest = rows[-1]["code"]
+    models = {row["model"] for row in rows if row["code"] == newest}
+    kept = [row for row in rows if row["model"] in models]
+    return kept, len(rows) - len(kept)
+
+
+def main(args):
+    folder = Path(args["out_dir"])
+    paths = sorted(folder.glob("*.csv"))
+    if not paths:
+        raise ConfigError(f"--out_dir={folder}: no CSV files there; point it at the benchmark's out_dir")
+    for path in paths:
+        rows = read_rows(path)
+        kept, dropped = prune_rows(rows)
+        if dropped:
+            write_rows(path, kept)
+        print(f"{path}: kept {len(kept)} rows, dropped {dropped}")
+
+
+if __name__ == "__main__":
+    try:
+        main(apply_overrides(FLAGS, sys.argv[1:]))
+    except ConfigError as error:
+        sys.exit(f"error: {error}")

@@ -6,11 +6,14 @@
 
 The story of a run, one section each (bench/): the accuracy grid (grid.py: every row one run of
 the demo's own `main()` with the row's flags on top of the pass-through flags, plus its QCDQ
-export in onnxruntime), FINN's estimates per bit-width setting (finn_estimates.py), GPFQ and
-Qronos in Brevitas' implementation against fast_gpxq.py (gpxq_speed.py), float vs Brevitas vs
-onnxruntime speed (speed.py), and every stage of the demo at 224x224 on a generated
+export in onnxruntime), the key grid rows (seeds_bits x seeds_ptq) again on the digits models of
+other training seeds, as mean +- sd over the seeds with each bit-width setting's winner against
+the spread (seeds.py; digits only), FINN's estimates per bit-width setting (finn_estimates.py),
+GPFQ and Qronos in Brevitas' implementation against fast_gpxq.py (gpxq_speed.py), float vs
+Brevitas vs onnxruntime speed (speed.py), and every stage of the demo at 224x224 on a generated
 ImageNet-layout folder (imagenet_times.py; time only). Every section that uses the demo's model
-gets the same pass-through flags, so the same model (its weights' hash is in every row).
+gets the same pass-through flags, so the same model (its weights' hash is in every row); the
+seeds section adds `--digits_seed=N` for its other models, each row with its own model's hash.
 
 Finished rows are kept in the CSVs, rewritten whole after every row (bench/rows.py): an
 interrupted run picks up where it stopped. A row is resumed only if its flags, its model and its
@@ -37,6 +40,9 @@ calib_size = 256  # calibration images of every row; GPxQ re-runs the model per 
 fast_eval = True  # also evaluate each row's quantized model as QCDQ in onnxruntime
 grid_jobs = 1  # grid rows measured at once, each in a process of its own
 grid_threads = 0  # PyTorch and onnxruntime threads per grid row; 0 = the cores shared among the jobs
+seeds = "1,2"  # other digits training seeds (--digits_seed) the key rows also run on, for mean and spread; "" = skip
+seeds_bits = "W4A4,PW4A4"  # the key rows: these bit-width settings (names of BIT_SETTINGS) ...
+seeds_ptq = "none,gpfq,qronos,learned_round,learned_round_blockwise"  # ... x these PTQ settings (PTQ_SETTINGS)
 finn_bits = "W4A4,W8A8"  # bit-width settings FINN compiles at 224x224 and fits to each board (minutes each); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
 gpxq = True  # time GPTQ, GPFQ and Qronos: Brevitas' implementation against fast_gpxq.py
@@ -61,6 +67,7 @@ from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, choose, grid_section, grid_te
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
 from bench.report import failures_text, header_text, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
+from bench.seeds import parse_seeds, seeds_section, seeds_text  # noqa: E402
 from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
 from finn_demo.validate import validate_args  # noqa: E402
 
@@ -70,6 +77,7 @@ DEMO_DEFAULTS = ["--check_finn=False"]
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
 FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn.png"
 IMAGENET_CSV_NAME, GPXQ_CSV_NAME = "imagenet_times.csv", "gpxq_speed.csv"
+SEEDS_CSV_NAME = "seeds.csv"
 
 
 def make_args(argv=()):
@@ -79,11 +87,15 @@ def make_args(argv=()):
     for arg in passed:
         if arg[2:].split("=", 1)[0] == "output":
             raise ConfigError("--output: the benchmark exports each row to a temporary file")
-    demo.make_args(passed)  # refuse unknown flags and wrong types now, not an hour in
+    demo_args = demo.make_args(passed)  # refuse unknown flags and wrong types now, not an hour in
     args = apply_overrides(FLAGS, own)
-    args["bits"] = choose(args["bits"], BIT_SETTINGS, "bits")
-    args["ptq"] = choose(args["ptq"], PTQ_SETTINGS, "ptq")
-    _validate_rows(passed, args)
+    for name, settings in (("bits", BIT_SETTINGS), ("ptq", PTQ_SETTINGS), ("seeds_bits", BIT_SETTINGS),
+                           ("seeds_ptq", PTQ_SETTINGS)):
+        args[name] = choose(args[name], settings, name)
+    args["seeds"] = parse_seeds(args["seeds"], demo_args.digits_seed)
+    _validate_rows(passed, args, "bits", "ptq")
+    if args["seeds"] and not demo_args.data_dir:  # the seeds section runs on the digits only
+        _validate_rows(passed, args, "seeds_bits", "seeds_ptq")
     for name in ("speed_bits", "finn_bits", "gpxq_bits"):
         args[name] = choose(args[name], BIT_SETTINGS, name)
     args["finn_boards"] = _boards(args["finn_boards"])
@@ -97,17 +109,19 @@ def make_args(argv=()):
     return args, passed
 
 
-def _validate_rows(passed, args):
-    """Run the demo's own flag checks on every grid row's flags now, not an hour in."""
+def _validate_rows(passed, args, bits_flag, ptq_flag):
+    """Run the demo's own flag checks on the flags of every row of the flags `bits_flag` x
+    `ptq_flag` (the grid's, the seeds section's) now, not an hour in."""
     output = f"--output={Path(tempfile.gettempdir()) / 'model.onnx'}"  # as each row's temporary file
-    for bits_name in args["bits"]:
-        for ptq_name in args["ptq"]:
+    for bits_name in args[bits_flag]:
+        for ptq_name in args[ptq_flag]:
             row = [*BIT_SETTINGS[bits_name], *PTQ_SETTINGS[ptq_name]]
             flags = [*DEMO_DEFAULTS, *passed, f"--calib_size={args['calib_size']}", *row, output]
             try:
                 validate_args(demo.make_args(flags))
             except ConfigError as error:
-                raise ConfigError(f"{error} (in the row --bits={bits_name} --ptq={ptq_name})") from None
+                raise ConfigError(f"{error} (in the row --{bits_flag}={bits_name} "
+                                  f"--{ptq_flag}={ptq_name})") from None
 
 
 def _boards(text):
@@ -153,6 +167,12 @@ def main(args, passed, command="python benchmark.py"):
         plot(rows, out / PLOT_NAME)
     lines += grid_text(rows, args, PLOT_NAME)
 
+    digits = not any(arg.startswith("--data_dir=") for arg in passed)
+    if args["seeds"] and digits:  # training seeds are the digits model's
+        seed_rows, failed = seeds_section(args, passed, common, rows, out / SEEDS_CSV_NAME)
+        failures += failed
+        lines += seeds_text(seed_rows) if seed_rows else []
+
     finn_rows, failed = finn_section(args, out / FINN_CSV_NAME)
     failures += failed
     accuracy = best_accuracy(rows)
@@ -176,7 +196,7 @@ def main(args, passed, command="python benchmark.py"):
     failures += failed
     lines += imagenet_text(imagenet_rows) if imagenet_rows else []
 
-    if args["speed"] and args["demo_runs"] and not any(arg.startswith("--data_dir=") for arg in passed):
+    if args["speed"] and args["demo_runs"] and digits:
         demo_seconds, failure = demo_run_seconds(passed, args["demo_runs"])
         failures += [failure] if failure else []
         lines += demo_text(demo_seconds) if demo_seconds else []

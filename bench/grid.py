@@ -80,18 +80,27 @@ def choose(names, settings, flag):
 
 def grid_section(args, passed, common, path):
     """(rows, failures) of the grid in the CSV at `path`; `common`: every key's flags and model."""
-    keys = [{"bits": bits_name, "ptq": ptq_name, **common,
+    keys = grid_keys(args["bits"], args["ptq"], common, args["fast_eval"])
+    return measure_rows(args, keys, partial(run_row, passed=passed), path, "benchmark grid", CODE)
+
+
+def grid_keys(bits_names, ptq_names, common, fast_eval):
+    """One key per bit-width setting x PTQ setting: its names, `common` (flags, model), its flags."""
+    return [{"bits": bits_name, "ptq": ptq_name, **common,
              "row_flags": " ".join([*BIT_SETTINGS[bits_name], *PTQ_SETTINGS[ptq_name]]),
-             "fast_eval": str(args["fast_eval"])}
-            for bits_name in args["bits"] for ptq_name in args["ptq"]]
+             "fast_eval": str(fast_eval)}
+            for bits_name in bits_names for ptq_name in ptq_names]
+
+
+def measure_rows(args, keys, measure, path, desc, code_files):
+    """`resumable` on grid-like rows, `args["grid_jobs"]` at once, at the code of `code_files`."""
     # On a machine shared with other jobs, one thread per process avoids the threads of one
     # process spinning while waiting for a descheduled sibling: the grid finishes sooner.
     default_threads = torch.get_num_threads()
     threads = args["grid_threads"] or max(1, default_threads // args["grid_jobs"])
     torch.set_num_threads(threads)
     try:
-        return resumable(path, keys, partial(run_row, passed=passed), "benchmark grid",
-                         code_hash(*CODE), args["grid_jobs"], threads)
+        return resumable(path, keys, measure, desc, code_hash(*code_files), args["grid_jobs"], threads)
     finally:
         torch.set_num_threads(default_threads)
 

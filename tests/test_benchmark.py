@@ -24,7 +24,8 @@ QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calib
 def run_benchmark(out_dir, cache_dir, *flags):
     args, passed = benchmark.make_args(
         [f"--out_dir={out_dir}", f"--cache_dir={cache_dir}", *SMALL, "--calib_size=128",
-         "--speed=False", "--finn_bits=", "--gpxq=False", "--imagenet_calib_sizes=", *flags])
+         "--speed=False", "--finn_bits=", "--gpxq=False", "--imagenet_calib_sizes=", "--seeds=",
+         *flags])
     return benchmark.main(args, passed, command="python benchmark.py (test)")
 
 
@@ -320,3 +321,81 @@ def test_prune_drops_the_rows_of_a_model_the_newest_code_did_not_measure(tmp_pat
     assert "dropped 2" in capsys.readouterr().out
     with pytest.raises(demo.ConfigError, match="no CSV files"):
         bench.prune.main({"out_dir": str(tmp_path / "empty")})
+
+
+# ------------------------------------------------------------------------------------ seeds
+def seed_row(bits, ptq, seed, drop, sqnr):
+    return {"bits": bits, "ptq": ptq, "seed": str(seed), "model": f"m{seed}", "code": "c",
+            "float_top1": "97.00", "drop": f"{drop:.2f}", "sqnr_db": f"{sqnr:.2f}",
+            "float_agreement": "98.00"}
+
+
+def test_seeds_report_the_mean_and_sd_and_a_winner_only_beyond_the_spread():
+    import bench.seeds
+    drops = {("W4A4", "none"): [6.0, 8.0, 10.0], ("W4A4", "gpfq"): [2.0, 2.5, 3.0],
+             ("W4A4", "qronos"): [3.0, 4.0, 5.0],  # gpfq leads by 1.5 points, sd 1.0: a win
+             ("PW4A4", "gpfq"): [1.0, 1.4, 1.8], ("PW4A4", "qronos"): [1.2, 1.2, 1.2]}  # 0.0 vs 0.4: noise
+    rows = [seed_row(bits, ptq, seed, drop, 20.0 - drop) for (bits, ptq), values in drops.items()
+            for seed, drop in enumerate(values)]
+    summary = bench.seeds.summarize(rows)
+    gpfq = summary["W4A4", "gpfq"]
+    assert gpfq["seeds"] == [0, 1, 2] and gpfq["drop"] == pytest.approx(2.5)
+    assert gpfq["drop_sd"] == pytest.approx(0.5) and gpfq["sqnr_db"] == pytest.approx(17.5)
+    assert bench.seeds.winner(summary, "W4A4") == ("gpfq", "qronos")
+    assert (bench.seeds.verdict(summary, "W4A4") ==
+            "gpfq beats qronos by 1.50 points, 1.5 x the larger sd (1.00)")
+    # equal mean drops: the higher mean SQNR wins, and the lead is within the spread
+    assert bench.seeds.winner(summary, "PW4A4") == ("qronos", "gpfq")
+    assert "within the spread (larger sd 0.40)" in bench.seeds.verdict(summary, "PW4A4")
+    text = "\n".join(bench.seeds.seeds_text(rows))
+    assert "| W4A4 | gpfq | 0 1 2 | 97.00 | 2.50 +- 0.50 | 17.50 +- 0.50 | 98.00 |" in text
+    assert "| W4A4 | gpfq beats qronos by 1.50 points" in text
+    assert "seed 0 `m0`, seed 1 `m1`, seed 2 `m2`" in text
+    one_seed = bench.seeds.summarize([row for row in rows if row["seed"] == "0"])
+    assert bench.seeds.verdict(one_seed, "W4A4").endswith("on one seed: no spread to compare")
+
+
+def test_seeds_flags_are_refused_in_one_line_before_any_row():
+    for argv, fragment in [(["--seeds_bits=W9A9"], "--seeds_bits: unknown W9A9"),
+                           (["--seeds_ptq=gpfq,nope"], "--seeds_ptq: unknown nope"),
+                           (["--seeds=0,1"], "--seeds=0,1: seed 0 is the pass-through model's"),
+                           (["--digits_seed=2", "--seeds=1,2"], "--seeds=1,2: seed 2 is the pass-through"),
+                           (["--seeds=1,x"], "--seeds=1,x: give digits training seeds as integers"),
+                           (["--gptq=True", "--bits=W8A8", "--ptq=none", "--seeds_ptq=none,gpfq"],
+                            "(in the row --seeds_bits=W4A4 --seeds_ptq=gpfq)")]:
+        with pytest.raises(demo.ConfigError) as caught:
+            benchmark.make_args(argv)
+        assert fragment in str(caught.value) and "\n" not in str(caught.value)
+    args, _ = benchmark.make_args(["--digits_seed=2", "--seeds=0,1"])
+    assert args["seeds"] == [0, 1]
+    assert benchmark.make_args(["--seeds="])[0]["seeds"] == []
+
+
+def test_seeds_section_reuses_the_grids_rows_and_runs_the_other_seeds_with_their_flag(tmp_path, monkeypatch):
+    import bench.seeds
+    calls = []
+
+    def fake_run_row(key, passed):
+        calls.append((key["seed"], key["ptq"], key["model"], passed[-1]))
+        return {"float_top1": "97.00", "drop": "1.00", "sqnr_db": "15.00", "float_agreement": "98.00"}
+
+    monkeypatch.setattr(bench.seeds, "run_row", fake_run_row)
+    monkeypatch.setattr(bench.seeds, "demo_model_hash", lambda flags: "model_of_" + flags[-1])
+    args = {"seeds": [1], "seeds_bits": ["W4A4"], "seeds_ptq": ["none", "gpfq"], "grid_jobs": 1,
+            "grid_threads": 0}
+    common = {"flags": "--val_size=100", "model": "m0"}
+    grid_rows = [{**seed_row("W4A4", "none", 0, 3.0, 12.0), "flags": common["flags"]},
+                 {**seed_row("PW4", "none", 0, 1.0, 20.0), "flags": common["flags"]}]
+    path = tmp_path / "seeds.csv"
+    rows, failures = bench.seeds.seeds_section(args, ["--val_size=100"], common, grid_rows, path)
+    assert not failures
+    assert calls == [("0", "gpfq", "m0", "--digits_seed=0"),  # not in the grid: measured here
+                     ("1", "none", "model_of_--digits_seed=1", "--digits_seed=1"),
+                     ("1", "gpfq", "model_of_--digits_seed=1", "--digits_seed=1")]
+    assert [(row["seed"], row["ptq"]) for row in rows] == [("0", "none"), ("1", "none"), ("0", "gpfq"),
+                                                           ("1", "gpfq")]
+    assert rows[0]["drop"] == "3.00"  # the grid's own row
+    assert rows[1]["flags"] == "--val_size=100 --digits_seed=1"
+    assert len(bench.rows.read_rows(path)) == 3
+    bench.seeds.seeds_section(args, ["--val_size=100"], common, grid_rows, path)
+    assert len(calls) == 3  # resumed, not measured again

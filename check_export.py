@@ -45,12 +45,24 @@ VALUE_PRESERVING_OPS = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze
 # qonnx runs the graph node by node: about 2 s per 32x32 image on 2 cores. The FINN check needs
 # several images: a fault inside FINN's graph changes the logits of most images, not of all.
 FINN_IMAGES = 8  # the fewest the FINN check runs on; the command line's default
-# QONNX graph vs Brevitas: the same fake-quantized float32 arithmetic, so they agree exactly on
-# the CPU (measured: 0 difference on 16 images of the full digits model and 3 of the test model).
-# The room is for one rounding flip (an output step is about 1% of the largest logit) when
-# Brevitas runs on a GPU that sums in another order; a wrong scale or node moves logits by tens
-# of percent.
-EQUIVALENCE_TOLERANCE = 0.02  # max |QONNX - Brevitas| / max |Brevitas logit|
+# QONNX graph vs Brevitas: the same fake-quantized float32 arithmetic, but onnxruntime and
+# PyTorch may sum a conv in another order (they do on an AVX-512 CPU here), and a value within
+# a float rounding error of a quantizer's rounding point then lands one level apart. Measured on
+# that CPU, full digits model, the first 16 validation images (the demo checks the first 2):
+# W8A8 + bias_corr and + bias_corr + bn_corr: 15 of 16 images exact, the other 2 output steps
+# off; PW3 + bias_corr: 14 of 16, 1 step; PW3 + act_eq + bias_corr: 15, 1 step; PW3 + gpfq: 14,
+# 1 and 2 steps; PW3A4 + act_eq + bias_corr: 15, 1 step, which on its 4-bit logits (a step is a
+# third of the largest) moved one of two classes tied for the top (hence top_classes). One step
+# can be 2.1% of the largest logit: a relative tolerance of 2% failed 8 of the 91 grid rows.
+# A fault moves most images: one ReLU quantizer's scale x3 left 0 of 16 images exact (W8A8 +
+# bias_corr), 1 to 15 steps off, and x1.5 0 of 16, 1 to 4 steps; on the test model (3 images)
+# x3 left 0 of 3 exact, 2 to 3 steps off. So: few steps on any image, most images exact.
+# Not measured: Brevitas on a GPU (another summation order again) against qonnx on the CPU.
+EQUIVALENCE_MAX_STEPS = 2  # max |QONNX - Brevitas| in output steps (the output Quant's scale)
+EQUIVALENCE_MIN_EXACT = 0.5  # fraction of images whose QONNX logits must equal Brevitas' exactly
+# Without an output Quant the logits are float, never exactly equal and with no step to count
+# in: then the rule is the relative tolerance alone (a wrong scale moves logits by tens of %).
+EQUIVALENCE_TOLERANCE = 0.02  # max |QONNX - Brevitas| / max |Brevitas logit|, no output Quant
 # FINN's graphs vs the QONNX graph, on inputs on the input Quant's grid (why: check_finn). They
 # compute the same integers, so most images give exactly the QONNX logits. Measured: 12 of 12
 # images exact on a 3-stage digits model, 4 of 4 on a width-0.25 full-depth one.
@@ -245,36 +257,56 @@ def output_scale(model):
     return float(np.max(scale)) if scale is not None else None
 
 
-def compare_logits(name, candidate, reference, tolerance, step=None, what="", near_ties=False,
-                   min_exact=0.0):
-    """Pass when max |candidate - reference| / max |reference| stays within `tolerance` and top-1
-    agrees on every image; fail on degenerate (all-equal) reference logits, which prove nothing.
+def top_classes(logits):
+    """Per image, the set of classes tied for its largest logit. On coarse logits (4-bit output:
+    a handful of levels) ties are common, and argmax alone would pick the first of them."""
+    return [set(np.flatnonzero(row == row.max())) for row in logits]
 
+
+def compare_logits(name, candidate, reference, tolerance, step=None, what="", near_ties=False,
+                   min_exact=0.0, max_steps=None):
+    """Pass when max |candidate - reference| stays within the limit and top-1 agrees on every
+    image; fail on degenerate (all-equal) reference logits, which prove nothing.
+
+    Top-1 agrees when the classes tied for the largest logit, in candidate and reference, share
+    one: a tie has no single top-1 (argmax would pick the lowest class index).
+
+    The limit is `max_steps` output steps when both it and `step` are given, else `tolerance`
+    times the largest |reference| logit.
     near_ties=True forgives a top-1 change on an image whose reference margin (its two largest
     logits' difference) is no larger than the largest logit deviation measured on that image,
-    when that deviation is itself within the tolerance: a tie that tolerated noise can break.
-    A change across a wider margin, or with a deviation beyond the tolerance, stays an error.
+    when that deviation is itself within the limit: a tie that tolerated noise can break.
+    A change across a wider margin, or with a deviation beyond the limit, stays an error.
     min_exact: the fraction of images whose logits must equal the reference exactly.
     """
     deviation = np.abs(candidate - reference).max(axis=1)  # per image
     diff, largest = float(deviation.max()), float(np.max(np.abs(reference)))
+    in_steps = max_steps is not None and step is not None
+    # Logits on the output grid differ by whole steps, up to float rounding: hence the 1e-3.
+    limit = (max_steps + 1e-3) * step if in_steps else tolerance * largest
     top_two = np.sort(reference, axis=1)[:, -2:]
     margin = top_two[:, 1] - top_two[:, 0]
-    flipped = np.flatnonzero(candidate.argmax(axis=1) != reference.argmax(axis=1))
+    tops = zip(top_classes(candidate), top_classes(reference))
+    flipped = [index for index, (ours, theirs) in enumerate(tops) if not ours & theirs]
+    tied = int(np.sum(candidate.argmax(axis=1) != reference.argmax(axis=1))) - len(flipped)
     ties = [index for index in flipped if near_ties
-            and margin[index] <= deviation[index] <= tolerance * largest]
+            and margin[index] <= deviation[index] <= limit]
     errors = [index for index in flipped if index not in ties]
     figures = {"images": len(reference), "top1_agree": len(reference) - len(flipped),
-               "near_tie_flips": len(ties), "max_abs_diff": diff, "max_abs_logit": largest,
+               "near_tie_flips": len(ties), "tied_top1": tied, "max_abs_diff": diff,
+               "max_abs_logit": largest,
                "relative_diff": diff / largest if largest else float("inf"),
                "diff_in_output_steps": diff / step if step else None,
+               "steps_per_image": (deviation / step).round(3).tolist() if step else None,
                "exact_images": int(np.sum(deviation == 0))}
     steps = f" = {diff / step:.1f} output steps" if step else ""
     tie_text = (f" ({len(ties)} near-tie flip{'s' * (len(ties) != 1)}: margin within the "
                 "image's deviation)" if ties else "")
+    tie_text += f" ({tied} on a class tied for the largest logit)" if tied else ""
+    limit_text = f"{max_steps} output steps" if in_steps else f"{tolerance:.0%}"
     summary = (f"{what}: top-1 agrees on {figures['top1_agree']}/{len(reference)} images{tie_text}, "
                f"max |diff| {diff:.4g}{steps} = {figures['relative_diff']:.2%} of max |logit| "
-               f"{largest:.4g} (tolerance {tolerance:.0%})")
+               f"{largest:.4g} (tolerance {limit_text})")
     if np.ptp(reference, axis=1).max() == 0:
         return CheckResult(name, "fail", f"{what}: the reference logits are all equal; "
                            "comparing them proves nothing (untrained model?)", figures=figures)
@@ -285,12 +317,17 @@ def compare_logits(name, candidate, reference, tolerance, step=None, what="", ne
     if not exact_enough:
         summary += (f"; only {figures['exact_images']} of {len(reference)} images exact "
                     f"(at least {min_exact:.0%} required)")
-    ok = not errors and figures["relative_diff"] <= tolerance and exact_enough
+    elif min_exact:
+        summary += (f"; {figures['exact_images']} of {len(reference)} images exact "
+                    f"(at least {min_exact:.0%} required)")
+    ok = not errors and diff <= limit and exact_enough
     return CheckResult(name, "pass" if ok else "fail", summary, offenders, figures)
 
 
 def check_equivalence(model, images, brevitas_model, qonnx_logits=None):
-    """The cleaned QONNX graph, run by qonnx, gives the Brevitas model's top-1 and logits."""
+    """The cleaned QONNX graph, run by qonnx, gives the Brevitas model's top-1 and logits: within
+    EQUIVALENCE_MAX_STEPS output steps on every image and exactly on EQUIVALENCE_MIN_EXACT of
+    them; a graph without an output Quant, within EQUIVALENCE_TOLERANCE (relative)."""
     if brevitas_model is None:
         return CheckResult("equivalence", "skipped",
                            "skipped: needs the Brevitas model (from Python: brevitas_model=...)")
@@ -299,8 +336,16 @@ def check_equivalence(model, images, brevitas_model, qonnx_logits=None):
                            "does not name the run's data; pass images=...)")
     if qonnx_logits is None:
         qonnx_logits = run_graph(model, images)
-    return compare_logits("equivalence", qonnx_logits, brevitas_logits(brevitas_model, images),
-                          EQUIVALENCE_TOLERANCE, output_scale(model), "QONNX vs Brevitas")
+    return judge_equivalence(qonnx_logits, brevitas_logits(brevitas_model, images),
+                             output_scale(model))
+
+
+def judge_equivalence(qonnx_logits, reference, step):
+    """The equivalence rule on logits already computed; step: the output Quant's scale, or None."""
+    on_grid = step is not None  # float logits are never exactly equal: no exact images asked
+    return compare_logits("equivalence", qonnx_logits, reference, EQUIVALENCE_TOLERANCE, step,
+                          "QONNX vs Brevitas", max_steps=EQUIVALENCE_MAX_STEPS,
+                          min_exact=EQUIVALENCE_MIN_EXACT if on_grid else 0.0)
 
 
 # ------------------------------------------------------------------------------------ FINN

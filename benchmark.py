@@ -42,8 +42,8 @@ grid_jobs = 1  # grid rows measured at once, each in a process of its own
 grid_threads = 0  # PyTorch and onnxruntime threads per grid row; 0 = the cores shared among the jobs
 seeds = "1,2"  # other digits training seeds (--digits_seed) the key rows also run on, for mean and spread; "" = skip
 seeds_bits = "W4A4,PW4A4"  # the key rows: these bit-width settings (names of BIT_SETTINGS) ...
-seeds_ptq = "none,gpfq,qronos,learned_round,learned_round_blockwise"  # ... x these PTQ settings (PTQ_SETTINGS)
-finn_bits = "W4A4,W8A8"  # bit-width settings FINN compiles at 224x224 and fits to each board (minutes each); "" = none
+seeds_ptq = "none,gpfq,qronos,qronos+bn_corr,relu6_to_relu+qronos,learned_round_blockwise"  # ... x these PTQ settings (PTQ_SETTINGS)
+finn_bits = "W4A4,W8A8,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
 gpxq = True  # time GPTQ, GPFQ and Qronos: Brevitas' implementation against fast_gpxq.py
 gpxq_bits = "PW4,PW3"  # bit-width settings of that comparison
@@ -61,7 +61,8 @@ FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import finn_mobilenetv2 as demo  # noqa: E402
-from bench.finn_estimates import best_accuracy, finn_plot, finn_section, finn_text  # noqa: E402
+from bench.finn_estimates import (  # noqa: E402
+    FINN_SETTINGS, best_accuracy, finn_plot, finn_section, finn_text)
 from bench.gpxq_speed import ALGORITHMS, gpxq_section, gpxq_text  # noqa: E402
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, choose, grid_section, grid_text, plot  # noqa: E402
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
@@ -96,8 +97,9 @@ def make_args(argv=()):
     _validate_rows(passed, args, "bits", "ptq")
     if args["seeds"] and not demo_args.data_dir:  # the seeds section runs on the digits only
         _validate_rows(passed, args, "seeds_bits", "seeds_ptq")
-    for name in ("speed_bits", "finn_bits", "gpxq_bits"):
+    for name in ("speed_bits", "gpxq_bits"):
         args[name] = choose(args[name], BIT_SETTINGS, name)
+    args["finn_bits"] = choose(args["finn_bits"], FINN_SETTINGS, "finn_bits")
     args["finn_boards"] = _boards(args["finn_boards"])
     args["gpxq_algorithms"] = choose(args["gpxq_algorithms"], dict.fromkeys(ALGORITHMS), "gpxq_algorithms")
     for name in ("imagenet_calib_sizes", "imagenet_val_sizes"):

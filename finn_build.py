@@ -45,6 +45,7 @@ FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import numpy as np  # noqa: E402
+from qonnx.core.datatype import DataType  # noqa: E402
 from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
@@ -291,12 +292,20 @@ class Build:
         self.estimates = summarize(self.design, self.tried, self.target, self.args)
         self.estimates["failures"] = self.failures
         self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded
+        self.estimates["accumulator_bits"] = accumulator_widths(model)
         write_outputs(self.args.out_dir, model, self.estimates)
         return model
 
     def stop(self, *failures):
         self.failures += failures
         raise BuildStopped("; ".join(failures))
+
+
+def accumulator_widths(model):
+    """{layer: accumulator bits} of every matrix and depthwise unit, as FINN's bit-width
+    minimization left them (its accDataType), in graph order."""
+    return {node.name: DataType[getHWCustomOp(node).get_nodeattr("accDataType")].bitwidth()
+            for node in model.graph.node if node.op_type.startswith(("MVAU", "VVAU"))}
 
 
 def reproduction_failures(design, reported):

@@ -39,6 +39,7 @@ digits_seed = 0  # seeds the digits model's training (each seed trains and cache
 # 1. quantization nodes: bit widths (None = same as weight_bit_width)
 weight_bit_width = 8  # weights of every Conv and Linear
 act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network input)
+input_bit_width = None  # the network input's quantizer (None = act_bit_width; FINN designs keep 8)
 depthwise_bit_width = None  # weights of depthwise convs (groups != 1)
 first_conv_bit_width = None  # weights of the first conv, features.0.0
 last_linear_bit_width = None  # weights of the final Linear classifier
@@ -54,8 +55,10 @@ gpfq = False  # GPFQ weight rounding (not with gptq)
 qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
 gpxq_impl = "fast"  # GPTQ, GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, far faster: RESULTS.md) or "brevitas"
+accumulator_bit_width = None  # N: with gptq or gpfq, AXE (Brevitas' accumulator-aware variant) keeps
+# every dot product in a signed N-bit accumulator, the width FINN then gives it (None = off)
 learned_round = "none"  # AdaRound, Brevitas' learned rounding of each weight, down or up, trained "layerwise" (per Conv/Linear) or "blockwise" (per features.N block); not with gptq/gpfq/qronos
-learned_round_iters = 200  # its training steps per layer (batches of 32 calibration images)
+learned_round_iters = 200  # its training steps per part, a layer or a block (batches of 32 calibration images)
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
 bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
 # evaluation, after PTQ: one pass over the validation images scores the float and the quantized
@@ -76,6 +79,7 @@ FLAGS = flags_of(globals())
 
 from finn_demo.data import digits_datasets, first_images, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
+from finn_demo.accumulators import accumulator_bits, widest_hidden  # noqa: E402
 from finn_demo.evaluate import evaluate  # noqa: E402
 from finn_demo.fast_eval import evaluate_models  # noqa: E402
 from finn_demo.export import export_finn_onnx, run_metadata  # noqa: E402
@@ -162,7 +166,7 @@ def main(args):
     # quantize + calibration, GPTQ / GPFQ / Qronos, bn_corr, bias_corr last.
     maps = qu.bit_width_maps(
         args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
-        args.first_conv_bit_width, args.last_linear_bit_width)
+        args.first_conv_bit_width, args.last_linear_bit_width, args.input_bit_width)
     model = qu.quantize_and_recover(float_model, calib_loader, example, maps, stage=stage,
                                     **{name: getattr(args, name) for name in qu.PTQ_FLAGS})
     # Score the float model (unchanged by PTQ: it quantized a copy) and the quantized one on the
@@ -183,12 +187,18 @@ def main(args):
     fidelity = quant.float_fidelity
     print(f"  against the float model: same top-1 class on {fidelity.agreement:.2f}% of the images, "
           f"logit SQNR {fidelity.sqnr_db:.1f} dB")
+    accumulators = accumulator_bits(model, example)
+    widest, widest_bits = widest_hidden(accumulators)
+    (first, first_bits), *_, (last, last_bits) = accumulators.items()
+    print(f"  accumulators (FINN's widths for these weights): up to {widest_bits} bits between the "
+          f"first and last layer ({widest}); {first} {first_bits}, {last} {last_bits}")
 
     # 3. Export QONNX for FINN
     metadata = run_metadata(
         {name: getattr(args, name) for name in FLAGS if name != "cache_dir"},
         float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}",
         top1_agreement_with_float=f"{fidelity.agreement:.2f}", logit_sqnr_db=f"{fidelity.sqnr_db:.2f}",
+        max_hidden_accumulator_bits=widest_bits,
         float_top1_measured_by=float_eval.backend, quant_top1_measured_by=quant.backend,
         dataset=dataset)
     with stage("export"):
@@ -212,7 +222,8 @@ def main(args):
     return SimpleNamespace(report=report, build=build,
         float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_eval.images_per_s,
         quant_images_per_s=quant.images_per_s, float_agreement=float_eval.agreement,
-        float_eval=float_eval, quant=quant, seconds=stage.seconds, model=model, output=args.output,
+        float_eval=float_eval, quant=quant, accumulators=accumulators, seconds=stage.seconds,
+        model=model, output=args.output,
         calib_loader=calib_loader, val_loader=val_loader, args=args)
 
 

@@ -37,9 +37,11 @@ from brevitas.graph.standardize import MeanMethodToAdaptiveAvgPool2d
 from brevitas.quant import (
     Int8ActPerTensorFloat, Int8ActPerTensorFloatMSE, Int8WeightPerChannelFloatMSE, Int32Bias,
     Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMaxInit, Uint8ActPerTensorFloatMSE)
+from brevitas_examples.common.axe import a2gpfq_mode, a2gptq_mode
 from torch import nn
 from tqdm import tqdm
 
+from finn_demo.accumulators import may_overflow
 from finn_demo.data import batches
 from finn_demo.learned_round import MODES as LEARNED_ROUND_MODES
 from finn_demo.learned_round import apply_learned_round
@@ -67,6 +69,9 @@ def default_quantize_maps_finn():
             "return_quant_tensor": True})
 
     return {
+        # the network input's quantizer (its images are signed after normalization)
+        "input_quant": (qnn.QuantIdentity, {
+            "act_quant": Int8ActPerTensorFloat, "bit_width": 8, "return_quant_tensor": True}),
         "quant_identity_map": {
             "signed": (qnn.QuantIdentity, {
                 "act_quant": Int8ActPerTensorFloat, "bit_width": 8, "return_quant_tensor": True}),
@@ -89,8 +94,10 @@ def default_quantize_maps_finn():
 
 def bit_width_maps(
         weight_bit_width=8, act_bit_width=8, depthwise_bit_width=None,
-        first_conv_bit_width=None, last_linear_bit_width=None, first_conv_name="features.0.0"):
-    """The default FINN maps with the given bit widths; None overrides mean `weight_bit_width`."""
+        first_conv_bit_width=None, last_linear_bit_width=None, input_bit_width=None,
+        first_conv_name="features.0.0"):
+    """The default FINN maps with the given bit widths; None overrides mean `weight_bit_width`
+    (`input_bit_width`: `act_bit_width`)."""
     depthwise = depthwise_bit_width or weight_bit_width
     first_conv = first_conv_bit_width or weight_bit_width
     maps = default_quantize_maps_finn()
@@ -101,11 +108,14 @@ def bit_width_maps(
         last_linear_bit_width or weight_bit_width)
     for _, kwargs in (*maps["quant_identity_map"].values(), *maps["quant_act_map"].values()):
         kwargs["bit_width"] = act_bit_width
+    maps["input_quant"][1]["bit_width"] = input_bit_width or act_bit_width
     if act_bit_width < 8:
         # With few levels, the percentile scale (99.999th) spends them on rare peaks; an MSE-fitted
         # scale clips those instead, which keeps more top-1 at 4-bit activations.
         # It calibrates about 10x slower (RESULTS.md), so 8-bit activations keep the percentile.
         maps["quant_identity_map"]["signed"][1]["act_quant"] = Int8ActPerTensorFloatMSE
+        if maps["input_quant"][1]["bit_width"] < 8:
+            maps["input_quant"][1]["act_quant"] = Int8ActPerTensorFloatMSE
         maps["quant_identity_map"]["unsigned"][1]["act_quant"] = Uint8ActPerTensorFloatMSE
         maps["quant_act_map"][nn.ReLU][1]["act_quant"] = Uint8ActPerTensorFloatMSE
     return maps
@@ -139,23 +149,33 @@ def _check_kwarg_lambdas(layer_map, map_name):
 
 def quantize_finn(
         model, quant_identity_map=None, compute_layer_map=None, quant_act_map=None,
-        unsigned_act_tuple=None):
+        unsigned_act_tuple=None, input_quant=None):
     """Insert FINN-compatible quantization nodes into a preprocessed graph model.
 
-    A map left as None takes its value from `default_quantize_maps_finn()`.
+    A map left as None takes its value from `default_quantize_maps_finn()`; `input_quant`, the
+    (class, kwargs) of the network input's quantizer, from its "input_quant".
     """
     defaults = default_quantize_maps_finn()
     compute_layer_map = compute_layer_map if compute_layer_map is not None else defaults["compute_layer_map"]
     quant_act_map = quant_act_map if quant_act_map is not None else defaults["quant_act_map"]
     _check_kwarg_lambdas(compute_layer_map, "compute_layer_map")
     _check_kwarg_lambdas(quant_act_map, "quant_act_map")
-    return quantize(
+    model = quantize(
         model,
         quant_identity_map=quant_identity_map or defaults["quant_identity_map"],
         compute_layer_map=compute_layer_map,
         quant_act_map=quant_act_map,
         unsigned_act_tuple=unsigned_act_tuple or defaults["unsigned_act_tuple"],
         requantize_layer_handler_output=True)
+    # Brevitas' quantize() gives the input the "signed" identity quantizer, the one it also puts
+    # before Adds; the input's own quantizer takes its place (FINN designs keep 8-bit inputs).
+    input_class, input_kwargs = input_quant or defaults["input_quant"]
+    for node in model.graph.nodes:
+        if node.op == "placeholder":  # Brevitas names the module it calls on it <input>_quant
+            if not hasattr(model, f"{node.name}_quant"):
+                raise RuntimeError(f"Brevitas left no {node.name}_quant module on the input")
+            setattr(model, f"{node.name}_quant", input_class(**input_kwargs))
+    return model
 
 
 def _run(loader, model, desc):
@@ -213,13 +233,26 @@ def _apply_gpxq(images, model, mode, desc):
                 gpxq.update()
 
 
-def apply_gptq(loader, model, impl="fast"):
+def apply_gptq(loader, model, impl="fast", accumulator_bit_width=None):
     """GPTQ: round weights layer by layer, each column correcting for the rounding error of the
-    columns before it. `impl` as in apply_gpfq."""
+    columns before it. `impl` and `accumulator_bit_width` as in apply_gpfq."""
     _check_gpxq_impl(impl)
     images = _gpxq_images(loader, model, "GPTQ")
-    if impl == "brevitas" or not _apply_fast_gpxq(images, model, run_gptq_mode, "GPTQ", runs=1):
-        _apply_gpxq(images, model, gptq_mode, "GPTQ")
+    mode = _axe_mode(a2gptq_mode, gptq_mode, model, images, accumulator_bit_width)
+    fast = partial(run_gptq_mode, mode=mode, desc="GPTQ")
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "GPTQ", runs=1):
+        _apply_gpxq(images, model, mode, "GPTQ")
+
+
+def _axe_mode(axe_mode, plain_mode, model, images, accumulator_bit_width):
+    """`plain_mode`, or with an accumulator width AXE's `axe_mode` on the layers that could
+    overflow it (accumulators.may_overflow; the others run `plain_mode`'s algorithm: any of
+    their weights fit)."""
+    if not accumulator_bit_width:
+        return plain_mode
+    bounded = may_overflow(model, images[0], accumulator_bit_width)
+    return partial(axe_mode, max_accumulator_bit_width=accumulator_bit_width,
+                   a2q_layer_filter_fnc=lambda layer: layer in bounded)
 
 
 # The share of free memory fast_gpxq's pass may take; beyond it Brevitas' loop runs instead.
@@ -250,17 +283,21 @@ def _check_gpxq_impl(impl):
         raise ValueError(f"impl={impl!r}: choose one of {', '.join(GPXQ_IMPLS)}")
 
 
-def apply_gpfq(loader, model, impl="fast"):
+def apply_gpfq(loader, model, impl="fast", accumulator_bit_width=None):
     """GPFQ: greedy path-following weight quantization, against the float layer's output.
 
     impl="fast" runs fast_gpxq.py (the same integer weights, many times faster); "brevitas"
     runs Brevitas' own gpfq_mode loop.
+    accumulator_bit_width=N: AXE, Brevitas' accumulator-aware GPFQ (brevitas_examples' A2GPFQ),
+    which keeps every dot product of every layer, at the extremes of its input's integer range,
+    inside a signed N-bit accumulator: the width FINN then gives it.
     """
     _check_gpxq_impl(impl)
     images = _gpxq_images(loader, model, "GPFQ")
-    fast = partial(run_gpfq_mode, algorithm_impl=FastGPFQ, desc="GPFQ")
+    mode = _axe_mode(a2gpfq_mode, gpfq_mode, model, images, accumulator_bit_width)
+    fast = partial(run_gpfq_mode, algorithm_impl=FastGPFQ, desc="GPFQ", mode=mode)
     if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "GPFQ"):
-        _apply_gpxq(images, model, gpfq_mode, "GPFQ")
+        _apply_gpxq(images, model, mode, "GPFQ")
 
 
 def apply_qronos(loader, model, alpha=1e-3, impl="fast"):
@@ -301,8 +338,8 @@ def apply_bn_correction(loader, model):
 
 # quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
 PTQ_FLAGS = ("relu6_to_relu", "act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq",
-             "qronos", "qronos_alpha", "gpxq_impl", "learned_round", "learned_round_iters",
-             "bn_corr", "bias_corr")
+             "qronos", "qronos_alpha", "gpxq_impl", "accumulator_bit_width", "learned_round",
+             "learned_round_iters", "bn_corr", "bias_corr")
 
 
 def _untimed(name, model=None):
@@ -312,8 +349,8 @@ def _untimed(name, model=None):
 def quantize_and_recover(
         float_model, calib_loader, example, maps=None, *, relu6_to_relu=False, act_eq=False,
         act_eq_alpha=0.5, act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False,
-        qronos_alpha=1e-3, gpxq_impl="fast", learned_round="none", learned_round_iters=200,
-        bn_corr=False, bias_corr=False, stage=_untimed):
+        qronos_alpha=1e-3, gpxq_impl="fast", accumulator_bit_width=None, learned_round="none",
+        learned_round_iters=200, bn_corr=False, bias_corr=False, stage=_untimed):
     """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
 
     1. act_eq (on the float graph: it rescales float weights before they are quantized),
@@ -324,12 +361,15 @@ def quantize_and_recover(
        weight rounding and BatchNorm re-estimation would change the error it corrected).
 
     This is Brevitas' ptq_evaluate.py order. `example` is one input batch on the model's device.
-    relu6_to_relu as in preprocess_for_finn_quantize.
+    relu6_to_relu as in preprocess_for_finn_quantize; accumulator_bit_width (with gptq or gpfq)
+    as in apply_gpfq.
     `stage(name, model)` is entered around each step (the demo times them with it). Returns the
     quantized model; `float_model` is left unchanged.
     """
     if sum((gptq, gpfq, qronos, learned_round != "none")) > 1:
         raise ValueError("gptq, gpfq, qronos and learned_round all set the final weights: choose one")
+    if accumulator_bit_width and not (gptq or gpfq):
+        raise ValueError("accumulator_bit_width is AXE, a variant of GPTQ and GPFQ: set one of them")
     if learned_round not in LEARNED_ROUND_MODES:
         raise ValueError(f"learned_round={learned_round!r}: choose {', '.join(LEARNED_ROUND_MODES)}")
     model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example, relu6_to_relu)
@@ -341,10 +381,10 @@ def quantize_and_recover(
         calibrate(calib_loader, model)
     if gptq:
         with stage("gptq", model):
-            apply_gptq(calib_loader, model, gpxq_impl)
+            apply_gptq(calib_loader, model, gpxq_impl, accumulator_bit_width)
     if gpfq:
         with stage("gpfq", model):
-            apply_gpfq(calib_loader, model, gpxq_impl)
+            apply_gpfq(calib_loader, model, gpxq_impl, accumulator_bit_width)
     if qronos:
         with stage("qronos", model):
             apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import finn_mobilenetv2 as demo
-from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, ranked
+from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, ranked_by_bits
 from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
 
@@ -24,6 +24,16 @@ RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 VERIFY_IMAGES = 1  # the hardware graph's check at 224x224: about 20 s per image
 # frames/s goals per board (README): (finn-examples' MobileNet-v1 anchor, the project's target)
 GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
+# What FINN compiles: (bit-width setting, PTQ setting). Each grid bit-width setting without PTQ
+# (the costs follow the shapes and bit widths), and AXE's GPFQ, whose narrower accumulators (and
+# thresholds) change the design.
+FINN_SETTINGS = {**{name: (name, None) for name in BIT_SETTINGS},
+                 "W4A4+acc14": ("W4A4", "gpfq+acc14")}
+
+
+def setting_flags(name):
+    bits, ptq = FINN_SETTINGS[name]
+    return [*BIT_SETTINGS[bits], *(PTQ_SETTINGS[ptq] if ptq else [])]
 
 
 def finn_section(args, path):
@@ -38,7 +48,7 @@ def finn_section(args, path):
         data = make_folder(folder)
         weights = make_weights(Path(folder) / "mobilenet_v2.pth", data)
         model = model_hash(load_model(weights))
-        keys = [{"bits": bits, "board": board, "row_flags": " ".join(BIT_SETTINGS[bits]),
+        keys = [{"bits": bits, "board": board, "row_flags": " ".join(setting_flags(bits)),
                  "model": model} for bits in args["finn_bits"] for board in args["finn_boards"]]
         measure = partial(_measure, folder=Path(folder), data=data, weights=weights)
         return resumable(path, keys, measure, "FINN builds", code_hash(*CODE))
@@ -52,7 +62,7 @@ def export(folder, data, weights, bits):
         demo.main(demo.make_args([
             f"--data_dir={data}", f"--weights={weights}", f"--output={output}", "--calib_size=16",
             "--val_size=16", "--batch_size=8", "--workers=0", "--check_export=False",
-            "--device=cpu", "--eval_backend=brevitas", *BIT_SETTINGS[bits]]))
+            "--device=cpu", "--eval_backend=brevitas", *setting_flags(bits)]))
     return output
 
 
@@ -83,16 +93,19 @@ def finn_row(result, seconds):
         "bottleneck": f"{estimates['bottleneck']} ({estimates['max_cycles']} cycles)",
         "finn_LUT": f"{estimates['finn_totals']['LUT']:.0f}",
         "hw_layers": str(len(estimates["layers"])), "clock_ns": str(estimates["clock_ns"]),
+        "max_acc_bits": str(max(list(estimates["accumulator_bits"].values())[1:-1])),
         "part": estimates["part"]})
     return row
 
 
 def best_accuracy(grid_rows):
-    """{bits: (top-1 %, PTQ setting)}: the grid's best row per bit-width setting (grid.ranked)."""
+    """{FINN setting: (top-1 %, PTQ setting)}: its bit-width setting's best row in the grid
+    (grid.ranked); a setting with its own PTQ setting, that row."""
     best = {}
-    for bits_name in dict.fromkeys(row["bits"] for row in grid_rows):
-        row = ranked([row for row in grid_rows if row["bits"] == bits_name])[0]
-        best[bits_name] = (float(row["quant_top1"]), row["ptq"])
+    for name, (bits, ptq) in FINN_SETTINGS.items():
+        group = [row for row in ranked_by_bits(grid_rows).get(bits, []) if ptq in (None, row["ptq"])]
+        if group:
+            best[name] = (float(group[0]["quant_top1"]), group[0]["ptq"])
     return best
 
 
@@ -100,7 +113,8 @@ def finn_table(rows, accuracy):
     """(header, cells): per setting and board, the fit and FINN's estimates, and the setting's
     best digits top-1 from the grid (`accuracy`, best_accuracy's)."""
     header = ["bits", "board", "fits", "est. frames/s", "LUT (% of board)", "BRAM_18K (%)",
-              "URAM (%)", "DSP (%)", "digits top-1 % (best PTQ)", "of the LUT: FINN's",
+              "URAM (%)", "DSP (%)", "digits top-1 % (best PTQ)", "widest hidden accumulator (bits)",
+              "of the LUT: FINN's",
               "over the budget", "bottleneck", "FINN checks", "build (s)"]
     cells = []
     for row in rows:
@@ -109,7 +123,8 @@ def finn_table(rows, accuracy):
         top1 = (f"{accuracy[row['bits']][0]:.2f} ({accuracy[row['bits']][1]})"
                 if row["bits"] in accuracy else "- (not in the grid)")
         cells.append([row["bits"], row["board"], row.get("fits", "-"), row.get("estimated_fps", "-"),
-                      *shares, top1, row.get("finn_LUT", "-"), row.get("over") or "-",
+                      *shares, top1, row.get("max_acc_bits", "-"), row.get("finn_LUT", "-"),
+                      row.get("over") or "-",
                       row.get("bottleneck", "-"), row["finn_checks"], row["s_build"]])
     return header, cells
 
@@ -185,7 +200,10 @@ def finn_text(rows, accuracy, plot_name=None):
         "and within a tolerance against the QONNX graph, one dataflow "
         "partition, FINN's estimates after applying the folding config equal to the fit's. "
         "These weights are random: the accuracy beside each row is the same setting's best "
-        "top-1 in the grid above (digits data, the PTQ setting in brackets).", "",
+        "top-1 in the grid above (digits data, the PTQ setting in brackets). *W4A4+acc14*: W4A4 "
+        "with AXE's GPFQ at 14-bit accumulators (`--gpfq=True --accumulator_bit_width=14`); "
+        "*widest hidden accumulator*: FINN's widest accumulator after its bit-width "
+        "minimization, first conv and classifier aside (AXE leaves them).", "",
         markdown_table(*finn_table(rows, accuracy)), "",
         *([f"![digits top-1 against estimated frames/s per board]({plot_name})", ""]
           if plot_name else []),

@@ -16,6 +16,7 @@ import torch
 import finn_mobilenetv2 as demo
 from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import code_hash, resumable
+from finn_demo.accumulators import widest_hidden
 from finn_demo.configurator import ConfigError
 from finn_demo.fast_eval import fast_evaluate
 
@@ -26,16 +27,16 @@ CODE = ("bench/grid.py",)  # this section's own code, hashed with the shared cod
 # keeps 8-bit weights. Depthwise and first convs stay at 8 bits in the low-bit settings: they hold
 # few weights (little FINN area to save) and lose the most.
 _EIGHT_BIT_EDGES = ["--first_conv_bit_width=8", "--last_linear_bit_width=8"]
+# FINN designs at 4-bit activations keep an 8-bit input (finn-examples' MobileNet-v1 does).
+_FOUR_BIT_ACTS = ["--act_bit_width=4", "--input_bit_width=8"]
 BIT_SETTINGS = {
     "W8A8": [],
     "PW4": ["--weight_bit_width=4", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES],
     "W4": ["--weight_bit_width=4", "--last_linear_bit_width=8"],
     "PW3": ["--weight_bit_width=3", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES],
-    "PW4A4": ["--weight_bit_width=4", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES,
-              "--act_bit_width=4"],
-    "W4A4": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, "--act_bit_width=4"],
-    "PW3A4": ["--weight_bit_width=3", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES,
-              "--act_bit_width=4"],
+    "PW4A4": ["--weight_bit_width=4", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
+    "W4A4": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
+    "PW3A4": ["--weight_bit_width=3", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
 }
 BIT_DESCRIPTIONS = {
     "W8A8": "8-bit weights and activations (the demo's default)",
@@ -43,10 +44,12 @@ BIT_DESCRIPTIONS = {
            "(README snippet 3)",
     "W4": "every conv 4-bit, classifier 8-bit, activations 8-bit (README snippet 1)",
     "PW3": "pointwise convs 3-bit; depthwise, first conv and classifier 8-bit; activations 8-bit",
-    "PW4A4": "pointwise convs 4-bit; depthwise, first conv and classifier 8-bit; activations 4-bit",
-    "W4A4": "every conv and activation 4-bit, first conv and classifier 8-bit (like finn-examples' "
-            "MobileNet-v1; the input quantizer is an activation: 4-bit too)",
-    "PW3A4": "pointwise convs 3-bit; depthwise, first conv and classifier 8-bit; activations 4-bit",
+    "PW4A4": "pointwise convs 4-bit; depthwise, first conv and classifier 8-bit; activations 4-bit, "
+             "input 8-bit",
+    "W4A4": "every conv and activation 4-bit; first conv, classifier and input 8-bit (like "
+            "finn-examples' MobileNet-v1)",
+    "PW3A4": "pointwise convs 3-bit; depthwise, first conv and classifier 8-bit; activations 4-bit, "
+             "input 8-bit",
 }
 PTQ_SETTINGS = {
     "none": [],
@@ -56,6 +59,12 @@ PTQ_SETTINGS = {
     "gpfq": ["--gpfq=True"],
     "act_eq+bias_corr+gpfq": ["--act_eq=True", "--bias_corr=True", "--gpfq=True"],
     "qronos": ["--qronos=True"],
+    "qronos+bn_corr": ["--qronos=True", "--bn_corr=True"],
+    "relu6_to_relu+qronos": ["--relu6_to_relu=True", "--qronos=True"],
+    # AXE: GPFQ keeping every hidden layer's dot products in signed 16/14/12-bit accumulators
+    "gpfq+acc16": ["--gpfq=True", "--accumulator_bit_width=16"],
+    "gpfq+acc14": ["--gpfq=True", "--accumulator_bit_width=14"],
+    "gpfq+acc12": ["--gpfq=True", "--accumulator_bit_width=12"],
     "learned_round": ["--learned_round=layerwise"],
     "learned_round_blockwise": ["--learned_round=blockwise"],
     "bn_corr": ["--bn_corr=True"],
@@ -123,6 +132,7 @@ def run_row(key, passed):
         "drop": f"{result.float_top1 - result.quant_top1:.2f}",
         "float_agreement": f"{result.quant.float_fidelity.agreement:.2f}",
         "sqnr_db": f"{result.quant.float_fidelity.sqnr_db:.2f}",
+        "max_acc_bits": str(widest_hidden(result.accumulators)[1]),
         "float_ips_eager": f"{result.float_images_per_s:.1f}",
         "quant_ips_brevitas": f"{result.quant_images_per_s:.1f}",
     }
@@ -173,16 +183,21 @@ def grid_table(rows):
 def ranked(group):
     """A bit-width setting's rows, best first: by the Brevitas model's top-1, then, where top-1
     ties (one test image is 0.2 points of the digits), by its logits' SQNR against the float model."""
-    def fidelity(row):
+    def sqnr(row):
         return float(row.get("sqnr_db") or "-inf")
-    return sorted(group, key=lambda row: (float(row["quant_top1"]), fidelity(row)), reverse=True)
+    return sorted(group, key=lambda row: (float(row["quant_top1"]), sqnr(row)), reverse=True)
+
+
+def ranked_by_bits(rows):
+    """{bit-width setting: its rows, `ranked`}, in the rows' order of settings."""
+    return {bits_name: ranked([row for row in rows if row["bits"] == bits_name])
+            for bits_name in dict.fromkeys(row["bits"] for row in rows)}
 
 
 def best_table(rows):
     """The best PTQ setting of each bit-width setting (`ranked`), the runner-up, and its goal."""
     cells = []
-    for bits_name in dict.fromkeys(row["bits"] for row in rows):
-        group = ranked([row for row in rows if row["bits"] == bits_name])
+    for bits_name, group in ranked_by_bits(rows).items():
         best, runner_up = group[0], (group[1] if len(group) > 1 else None)
         plain = next((row for row in group if row["ptq"] == "none"), None)
         cells.append([bits_name, BIT_DESCRIPTIONS[bits_name], plain["drop"] if plain else "-",

@@ -470,7 +470,7 @@ def _feed(optimizer, module, args, current_layer):
 
 
 @torch.no_grad()
-def run_gpfq_mode(images, model, algorithm_impl, act_order=False, desc="GPFQ"):
+def run_gpfq_mode(images, model, algorithm_impl, act_order=False, desc="GPFQ", mode=gpfq_mode):
     """Optimize the weights of every quantized layer of the graph `model` in Brevitas'
     `gpfq_mode` with `algorithm_impl` (FastGPFQ, FastQronos), in one pass over `images`.
 
@@ -478,17 +478,19 @@ def run_gpfq_mode(images, model, algorithm_impl, act_order=False, desc="GPFQ"):
     quantized forward pass). As in Brevitas, the layers are optimized in execution order, each
     on its input in the quantized model (all layers before it optimized) and in the float model.
     Each node runs twice per batch, quantized and in float, with only its own module switched.
+    `mode`: gpfq_mode or a variant of it (AXE's a2gpfq_mode, which hands its own layers to A2GPFQ).
     """
-    with gpfq_mode(model, act_order=act_order, algorithm_impl=algorithm_impl) as gpxq:
+    with mode(model, act_order=act_order, algorithm_impl=algorithm_impl) as gpxq:
         _one_pass(images, model, gpxq, desc, float_inputs=True)
     return model
 
 
 @torch.no_grad()
-def run_gptq_mode(images, model, act_order=False, desc="GPTQ"):
-    """GPTQ (FastGPTQ) in Brevitas' `gptq_mode`, in one pass over `images`, as run_gpfq_mode:
-    GPTQ needs each layer's input in the quantized model only, so each node runs once per batch."""
-    with gptq_mode(model, act_order=act_order, gptq_class=FastGPTQ) as gpxq:
+def run_gptq_mode(images, model, act_order=False, desc="GPTQ", mode=gptq_mode):
+    """GPTQ (FastGPTQ) in Brevitas' `gptq_mode` (or a variant, as run_gpfq_mode's `mode`), in one
+    pass over `images`, as run_gpfq_mode: GPTQ needs each layer's input in the quantized model
+    only, so each node runs once per batch."""
+    with mode(model, act_order=act_order, gptq_class=FastGPTQ) as gpxq:
         _one_pass(images, model, gpxq, desc, float_inputs=False)
     return model
 

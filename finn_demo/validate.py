@@ -40,6 +40,18 @@ def _check_device(device):
         raise ConfigError(f"--device={device!r}: the demo runs on cpu or cuda")
 
 
+def _check_accumulator(args):
+    bits = args.accumulator_bit_width
+    if bits is None:
+        return
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 3 <= bits <= 32:
+        raise ConfigError(f"--accumulator_bit_width={bits!r}: an accumulator width must be an "
+                          "integer from 3 to 32 (or None)")
+    if not (args.gptq or args.gpfq):
+        raise ConfigError(f"--accumulator_bit_width={bits}: AXE is a variant of GPTQ and GPFQ; "
+                          "add --gpfq=True or --gptq=True")
+
+
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
     if args.learned_round not in LEARNED_ROUND_MODES:
@@ -50,11 +62,13 @@ def validate_args(args):
     if len(rounding) > 1:
         raise ConfigError(f"--{' and --'.join(rounding)} are all weight rounding; choose one "
                           "(set the others to False, or --learned_round=none)")
+    _check_accumulator(args)
     if args.gpxq_impl not in GPXQ_IMPLS:
         raise ConfigError(f"--gpxq_impl={args.gpxq_impl!r}: choose {' or '.join(GPXQ_IMPLS)}")
     _check_bit_width("weight_bit_width", args.weight_bit_width)
     _check_bit_width("act_bit_width", args.act_bit_width)
-    for name in ("depthwise_bit_width", "first_conv_bit_width", "last_linear_bit_width"):
+    for name in ("depthwise_bit_width", "first_conv_bit_width", "last_linear_bit_width",
+                 "input_bit_width"):
         _check_bit_width(name, getattr(args, name), optional=True)
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")

@@ -91,11 +91,19 @@ def test_bit_width_flags_match_snippet_3():
     assert flags == run_snippet(readme_snippets()[2])
 
 
+def activation_bit_widths(model):
+    return {name: int(module.act_quant.bit_width()) for name, module in model.named_modules()
+            if hasattr(module, "act_quant") and module.act_quant.is_quant_enabled}
+
+
 def test_activation_bit_width_reaches_relu_and_identity_quantizers():
-    model = quantized(bit_width_maps(act_bit_width=4))
-    act_widths = {int(module.act_quant.bit_width()) for module in model.modules()
-                  if hasattr(module, "act_quant") and module.act_quant.is_quant_enabled}
-    assert act_widths == {4}
+    assert set(activation_bit_widths(quantized(bit_width_maps(act_bit_width=4))).values()) == {4}
+
+
+def test_input_bit_width_sets_the_input_quantizer_alone():
+    widths = activation_bit_widths(quantized(bit_width_maps(act_bit_width=4, input_bit_width=8)))
+    assert widths.pop("x_quant") == 8  # the quantizer Brevitas calls on the input x
+    assert len(widths) > 40 and set(widths.values()) == {4}  # the ReLUs and the Add inputs
 
 
 def test_lambda_with_three_arguments_is_refused_naming_the_key():

@@ -18,8 +18,8 @@ seeds section adds `--digits_seed=N` for its other models, each row with its own
 Finished rows are kept in the CSVs, rewritten whole after every row (bench/rows.py): an
 interrupted run picks up where it stopped. A row is resumed only if its flags, its model and its
 code (a hash of the source files that compute it) are the same; otherwise it is measured again.
-Delete a CSV to start that section over; `python -m bench.prune` drops the rows of a model the
-newest code did not measure (an old machine's digits model).
+Delete a CSV to start that section over; after a full run, `python -m bench.prune` keeps only the
+rows of each CSV's newest code (dropping an old machine's model and settings whose flags changed).
 """
 import os
 import sys

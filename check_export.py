@@ -56,10 +56,11 @@ FINN_IMAGES = 8  # the fewest the FINN check runs on; the command line's default
 # can be 2.1% of the largest logit: a relative tolerance of 2% failed 8 of the 91 grid rows.
 # A fault moves most images: one ReLU quantizer's scale x3 left 0 of 16 images exact (W8A8 +
 # bias_corr), 1 to 15 steps off, and x1.5 0 of 16, 1 to 4 steps; on the test model (3 images)
-# x3 left 0 of 3 exact, 2 to 3 steps off. So: few steps on any image, most images exact.
+# x3 left 0 of 3 exact, 2 to 3 steps off. So: at most a few steps on every image. Asking for
+# most images exact as well (the FINN check's rule) was tried and dropped: it failed 5 of 126 grid
+# rows, among them snippet 1 (W4) without PTQ, whose 2 images were both 1 step off.
 # Not measured: Brevitas on a GPU (another summation order again) against qonnx on the CPU.
 EQUIVALENCE_MAX_STEPS = 2  # max |QONNX - Brevitas| in output steps (the output Quant's scale)
-EQUIVALENCE_MIN_EXACT = 0.5  # fraction of images whose QONNX logits must equal Brevitas' exactly
 # Without an output Quant the logits are float, never exactly equal and with no step to count
 # in: then the rule is the relative tolerance alone (a wrong scale moves logits by tens of %).
 EQUIVALENCE_TOLERANCE = 0.02  # max |QONNX - Brevitas| / max |Brevitas logit|, no output Quant
@@ -326,8 +327,8 @@ def compare_logits(name, candidate, reference, tolerance, step=None, what="", ne
 
 def check_equivalence(model, images, brevitas_model, qonnx_logits=None):
     """The cleaned QONNX graph, run by qonnx, gives the Brevitas model's top-1 and logits: within
-    EQUIVALENCE_MAX_STEPS output steps on every image and exactly on EQUIVALENCE_MIN_EXACT of
-    them; a graph without an output Quant, within EQUIVALENCE_TOLERANCE (relative)."""
+    EQUIVALENCE_MAX_STEPS output steps on every image; a graph without an output Quant, within
+    EQUIVALENCE_TOLERANCE (relative)."""
     if brevitas_model is None:
         return CheckResult("equivalence", "skipped",
                            "skipped: needs the Brevitas model (from Python: brevitas_model=...)")
@@ -342,10 +343,8 @@ def check_equivalence(model, images, brevitas_model, qonnx_logits=None):
 
 def judge_equivalence(qonnx_logits, reference, step):
     """The equivalence rule on logits already computed; step: the output Quant's scale, or None."""
-    on_grid = step is not None  # float logits are never exactly equal: no exact images asked
     return compare_logits("equivalence", qonnx_logits, reference, EQUIVALENCE_TOLERANCE, step,
-                          "QONNX vs Brevitas", max_steps=EQUIVALENCE_MAX_STEPS,
-                          min_exact=EQUIVALENCE_MIN_EXACT if on_grid else 0.0)
+                          "QONNX vs Brevitas", max_steps=EQUIVALENCE_MAX_STEPS)
 
 
 # ------------------------------------------------------------------------------------ FINN

@@ -1,9 +1,10 @@
-"""Drop the rows of another model from the benchmark's CSVs (run alone, after a benchmark run).
+"""Drop the stale rows from the benchmark's CSVs (run alone, after a full benchmark run).
 
 The CSVs keep every row of every key (bench/rows.py), so after a run on a new machine, whose
-digits model trains to other weights, the old model's rows stay beside the new ones. Each CSV
-keeps the rows whose `model` is one that its newest code measured (the code of its last row,
-the last row written); a CSV without a model column is left as it is.
+digits model trains to other weights, the old model's rows stay beside the new ones, and after a
+setting's flags change (a new key) the rows of its old flags stay too. Each CSV keeps the rows of
+its newest code (the code of its last row, the last row written) whose `model` that code
+measured; a CSV without a model column is left as it is.
 
     python -m bench.prune                 # results/
     python -m bench.prune --out_dir=DIR
@@ -19,12 +20,11 @@ FLAGS = flags_of(globals())
 
 
 def prune_rows(rows):
-    """(kept rows, dropped count): the rows whose model one of the newest code's rows has."""
+    """(kept rows, dropped count): the rows of the newest code."""
     if not rows or "model" not in rows[-1]:
         return rows, 0
     newest = rows[-1]["code"]
-    models = {row["model"] for row in rows if row["code"] == newest}
-    kept = [row for row in rows if row["model"] in models]
+    kept = [row for row in rows if row["code"] == newest]
     return kept, len(rows) - len(kept)
 
 

@@ -307,10 +307,11 @@ def test_gpxq_rows_alternate_the_implementations_and_count_differing_integer_wei
     assert row["threads"] == str(torch.get_num_threads())
 
 
-def test_prune_drops_the_rows_of_a_model_the_newest_code_did_not_measure(tmp_path, capsys):
+def test_prune_keeps_only_the_rows_of_the_newest_code(tmp_path, capsys):
     import bench.prune
     old = {"bits": "W8A8", "ptq": "none", "model": "oldmodel", "code": "c1", "quant_top1": "96.58"}
-    rows = [old, {**old, "ptq": "gpfq"}, {**old, "model": "newmodel", "code": "c2"},
+    rows = [old, {**old, "ptq": "gpfq"}, {**old, "ptq": "qronos", "model": "newmodel"},  # old flags
+            {**old, "model": "newmodel", "code": "c2"},
             {**old, "ptq": "gpfq", "model": "random (seed 0)", "code": "c2"}]
     bench.rows.write_rows(tmp_path / "benchmark.csv", rows)
     bench.rows.write_rows(tmp_path / "imagenet_times.csv", [{"run": "none", "code": "c1"}])
@@ -318,7 +319,7 @@ def test_prune_drops_the_rows_of_a_model_the_newest_code_did_not_measure(tmp_pat
     kept = bench.rows.read_rows(tmp_path / "benchmark.csv")
     assert [(row["ptq"], row["model"]) for row in kept] == [("none", "newmodel"), ("gpfq", "random (seed 0)")]
     assert bench.rows.read_rows(tmp_path / "imagenet_times.csv") == [{"run": "none", "code": "c1"}]
-    assert "dropped 2" in capsys.readouterr().out
+    assert "dropped 3" in capsys.readouterr().out
     with pytest.raises(demo.ConfigError, match="no CSV files"):
         bench.prune.main({"out_dir": str(tmp_path / "empty")})
 

@@ -161,7 +161,6 @@ def test_qonnx_execution_matches_brevitas_on_real_images(report, bias_corrected,
     assert len(set(brevitas.argmax(axis=1))) > 1, "top-1 should vary across different digits"
     assert figures["top1_agree"] == figures["images"] == NUM_IMAGES
     assert figures["diff_in_output_steps"] <= ce.EQUIVALENCE_MAX_STEPS
-    assert figures["exact_images"] >= ce.EQUIVALENCE_MIN_EXACT * NUM_IMAGES
     print(report["equivalence"])
 
 
@@ -359,8 +358,8 @@ def test_a_wrong_activation_scale_fails_the_equivalence_check(model, tmp_path, w
     equivalence = report["equivalence"]
     print(equivalence)
     assert equivalence.failed, str(equivalence)
-    # Measured: 2 to 3 steps on every image, none exact; noise moves an odd image only.
-    assert equivalence.figures["exact_images"] < ce.EQUIVALENCE_MIN_EXACT * NUM_IMAGES
+    # Measured: 2 to 3 steps on every image, none exact; noise moves an odd image a step or two.
+    assert equivalence.figures["diff_in_output_steps"] > ce.EQUIVALENCE_MAX_STEPS
     assert not report.ok
 
 
@@ -379,18 +378,16 @@ def test_one_or_two_output_steps_on_a_minority_of_images_pass_the_equivalence_ru
     assert result.passed, str(result)
     assert result.figures["relative_diff"] > 0.02, "2 steps of 8.5: what a 2% tolerance failed"
     assert result.figures["steps_per_image"] == [2.0, 0.0, 1.0, 0.0]
-    assert "2 of 4 images exact" in result.summary
+    # One step on every image passes too (snippet 1 without PTQ, measured: both images 1 step off).
+    everywhere = reference + on_grid([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]])
+    assert ce.judge_equivalence(everywhere, reference, STEP).passed
 
 
-def test_more_output_steps_or_fewer_exact_images_fail_the_equivalence_rule():
+def test_more_output_steps_fail_the_equivalence_rule():
     reference = on_grid([[80, 20, 0], [0, 70, 10], [5, 0, 60], [30, 85, 0]])
     too_far = reference + on_grid([[0, ce.EQUIVALENCE_MAX_STEPS + 1, 0], [0] * 3, [0] * 3, [0] * 3])
     result = ce.judge_equivalence(too_far, reference, STEP)
     assert result.failed and result.figures["exact_images"] == 3, str(result)
-    # One step on most images, as a wrong scale gives (it moved every one of 16 images).
-    spread = reference + on_grid([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]])
-    result = ce.judge_equivalence(spread, reference, STEP)
-    assert result.failed and "only 1 of 4 images exact" in result.summary, str(result)
 
 
 def test_a_top1_change_within_a_tie_of_the_reference_passes_and_across_one_step_fails():

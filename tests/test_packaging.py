@@ -36,6 +36,19 @@ def test_readme_headline_results_are_the_committed_benchmark_rows():
                                                      best["sqnr_db"]), bits
 
 
+def test_readme_seeds_table_is_the_summary_of_the_committed_rows():
+    """The README's table over three digits models is bench/seeds.py's summary of the committed
+    rows: seeds.csv, and the grid's rows of the same settings for the pass-through seed 0."""
+    from bench.rows import read_rows
+    from bench.seeds import seeds_table, summarize
+    seeds = read_rows(ROOT / "results" / "seeds.csv")
+    wanted = {(row["bits"], row["ptq"]) for row in seeds}
+    grid = [{**row, "seed": "0"} for row in read_rows(ROOT / "results" / "benchmark.csv")
+            if (row["bits"], row["ptq"]) in wanted]
+    assert len(grid) == len(wanted) and {row["seed"] for row in seeds} == {"1", "2"}
+    assert seeds_table(summarize(grid + seeds)) in (ROOT / "README.md").read_text()
+
+
 def test_readme_finn_estimates_are_the_committed_finn_rows():
     """Each row of the README's FINN table says what results/finn.csv holds for that setting
     and board."""
@@ -44,7 +57,7 @@ def test_readme_finn_estimates_are_the_committed_finn_rows():
         measured = {(row["bits"], row["board"]): row for row in csv.DictReader(file)}
     section = (ROOT / "README.md").read_text().split("What MobileNetV2 costs on an FPGA", 1)[1]
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.split("```")[0].splitlines()
-             if re.match(r"\| (W|PW)\w+ \|", line)]
+             if re.match(r"\| (W|PW)[\w+]+ \|", line)]  # a bit-width setting, or one with AXE
     assert len(table) == len(measured) >= 2
     for bits, board, fits, fps, *resources in table:
         row = measured[bits, board]

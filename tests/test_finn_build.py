@@ -18,6 +18,7 @@ from conftest import import_finn_steps
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from finn_demo import boards, builder, fit  # noqa: E402
+from finn_demo.accumulators import widest_hidden  # noqa: E402
 from check_export import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
 
@@ -372,16 +373,12 @@ W4A4 = ["--weight_bit_width=4", "--act_bit_width=4", "--first_conv_bit_width=8",
         "--last_linear_bit_width=8", "--input_bit_width=8", "--gpfq=True"]
 
 
-def hidden(widths):
-    return list(widths.values())[1:-1]  # AXE leaves the 8-bit first conv and classifier
-
-
 @pytest.fixture(scope="module")
 def axe_build(run_demo, tmp_path_factory):
     """(plain GPFQ run, AXE run, its width, FINN's accumulator widths of the AXE export's build)."""
     folder = tmp_path_factory.mktemp("axe")
     plain = run_demo(folder / "plain.onnx", *W4A4)
-    bits = max(hidden(plain.accumulators)) - 1
+    bits = widest_hidden(plain.accumulators)[1] - 1  # AXE leaves the first conv and classifier
     axe = run_demo(folder / "axe.onnx", *W4A4, f"--accumulator_bit_width={bits}")
     result = finn_build.main(finn_build.make_args(
         [f"--model={axe.output}", f"--out_dir={folder / 'build'}", "--verify_images=2"]))
@@ -391,7 +388,7 @@ def axe_build(run_demo, tmp_path_factory):
 
 def test_axe_keeps_finns_hidden_accumulators_within_the_width(axe_build):
     plain, axe, bits, finn_widths = axe_build
-    assert max(hidden(finn_widths)) <= bits < max(hidden(plain.accumulators))
+    assert widest_hidden(finn_widths)[1] <= bits < widest_hidden(plain.accumulators)[1]
     assert axe.quant_top1 >= plain.quant_top1 - 5  # bounded, not flattened
 
 

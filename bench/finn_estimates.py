@@ -22,7 +22,7 @@ from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
 CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 VERIFY_IMAGES = 1  # the hardware graph's check at 224x224: about 20 s per image
-# frames/s goals per board (README): (finn-examples' MobileNet-v1 anchor, the project's target)
+# frames/s goals per board (docs/finn_build.md): (finn-examples' MobileNet-v1 anchor, the project's target)
 GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
 # What FINN compiles: (bit-width setting, PTQ setting). Each grid bit-width setting without PTQ
 # (the costs follow the shapes and bit widths), and AXE's GPFQ, whose narrower accumulators (and

@@ -18,6 +18,7 @@ import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, ranked_by_bits
 from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
+from finn_demo.accumulators import widest_hidden
 
 CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -93,7 +94,7 @@ def finn_row(result, seconds):
         "bottleneck": f"{estimates['bottleneck']} ({estimates['max_cycles']} cycles)",
         "finn_LUT": f"{estimates['finn_totals']['LUT']:.0f}",
         "hw_layers": str(len(estimates["layers"])), "clock_ns": str(estimates["clock_ns"]),
-        "max_acc_bits": str(max(list(estimates["accumulator_bits"].values())[1:-1])),
+        "max_acc_bits": str(widest_hidden(estimates["accumulator_bits"])[1]),
         "part": estimates["part"]})
     return row
 

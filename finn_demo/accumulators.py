@@ -84,7 +84,7 @@ def hidden(layers):
 
 def widest_hidden(widths):
     """(name, bits) of the widest accumulator between the first and the last layer (what AXE
-    bounds); the first layer's when there are only two."""
+    bounds); of all the layers when there are only two."""
     between = hidden(widths) or widths
     name = max(between, key=between.get)
     return name, between[name]

@@ -30,7 +30,7 @@ from pathlib import Path
 # machine shared with other jobs, spinning threads fight those jobs for the cores and eager
 # PyTorch runs erratically, many times slower; onnxruntime's threads sleep likewise (fast_eval.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from finn_demo.configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
+from finn_demo.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where RESULTS.md and the CSVs and plots it is made from go
@@ -83,7 +83,7 @@ SEEDS_CSV_NAME = "seeds.csv"
 
 def make_args(argv=()):
     """(benchmark flags, demo flags passed through) from `--name=value` arguments."""
-    own = [arg for arg in argv if arg[2:].split("=", 1)[0] in FLAGS]
+    own = [arg for arg in argv if arg in HELP_ARGS or arg[2:].split("=", 1)[0] in FLAGS]
     passed = [arg for arg in argv if arg not in own]
     for arg in passed:
         if arg[2:].split("=", 1)[0] == "output":

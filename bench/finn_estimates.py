@@ -18,11 +18,12 @@ import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, ranked_by_bits
 from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
+from finn_demo.accumulators import widest_hidden
 
 CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 VERIFY_IMAGES = 1  # the hardware graph's check at 224x224: about 20 s per image
-# frames/s goals per board (README): (finn-examples' MobileNet-v1 anchor, the project's target)
+# frames/s goals per board (docs/finn_build.md): (finn-examples' MobileNet-v1 anchor, the project's target)
 GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
 # What FINN compiles: (bit-width setting, PTQ setting). Each grid bit-width setting without PTQ
 # (the costs follow the shapes and bit widths), and AXE's GPFQ, whose narrower accumulators (and
@@ -93,7 +94,7 @@ def finn_row(result, seconds):
         "bottleneck": f"{estimates['bottleneck']} ({estimates['max_cycles']} cycles)",
         "finn_LUT": f"{estimates['finn_totals']['LUT']:.0f}",
         "hw_layers": str(len(estimates["layers"])), "clock_ns": str(estimates["clock_ns"]),
-        "max_acc_bits": str(max(list(estimates["accumulator_bits"].values())[1:-1])),
+        "max_acc_bits": str(widest_hidden(estimates["accumulator_bits"])[1]),
         "part": estimates["part"]})
     return row
 

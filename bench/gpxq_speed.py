@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as benchmark.py, before t
 import brevitas.nn as qnn  # noqa: E402
 import torch  # noqa: E402
 
-from finn_demo.configurator import ConfigError, apply_overrides, flags_of  # noqa: E402
+from finn_demo.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where gpxq_speed.csv goes
@@ -47,7 +47,7 @@ CSV_NAME = "gpxq_speed.csv"
 
 def make_args(argv=()):
     """(own flags, demo flags passed through) from `--name=value` arguments."""
-    own = [arg for arg in argv if arg[2:].split("=", 1)[0] in FLAGS]
+    own = [arg for arg in argv if arg in HELP_ARGS or arg[2:].split("=", 1)[0] in FLAGS]
     passed = [arg for arg in argv if arg not in own]
     demo.make_args(passed)  # refuse unknown flags now
     args = apply_overrides(FLAGS, own)

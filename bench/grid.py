@@ -205,7 +205,7 @@ def best_table(rows):
                       _runner_up_text(runner_up), _goal(bits_name, best, plain)])
     return markdown_table(["bits", "setting", "drop without PTQ", "best PTQ", "its top-1 %",
                            "its drop (points)", "its logit SQNR (dB)", "runner-up: top-1 %, SQNR dB",
-                           "goal (issue 5)"], cells)
+                           "goal"], cells)
 
 
 def _runner_up_text(row):

@@ -41,18 +41,27 @@ def header_text(command, commit, model):
         f"onnxruntime {version('onnxruntime')}). Every row of every section is keyed by its flags, "
         f"its model and its *code*: a sha256 (first 12 hex digits) over the files {', '.join(SHARED_CODE)} "
         f"and the section's own bench module (the FINN section also {', '.join(FINN_BUILD_CODE)}, "
-        "which only it runs), named under each section. A resumed row was measured "
-        "at that same code; one measured at other code is measured again.", "",
+        "which only it runs), named under each section with the commit its newest row was measured "
+        "at. A resumed row was measured at that same code; one measured at other code is measured "
+        "again. `python -m bench.stale` names the sections whose code has changed since, and the "
+        "files that changed.", "",
         f"Model: the float weights' sha256 (first 12 hex digits, bench/rows.py `model_hash`) is "
         f"`{model}` in every section that uses the demo's model (grid, speed on the demo data, "
         "GPFQ/Qronos speed); the FINN section's rows name their own (the ImageNet-shaped model).", ""]
 
 
 def code_line(rows, files):
-    """Which code measured a section's rows (the rows' code column), and over which files."""
+    """Which code measured a section's rows (the rows' code column), over which files, at which
+    commit, and whether that code has changed since (bench/stale.py, as of writing the report)."""
+    from bench.stale import section_status
     codes = sorted({row.get("code", "?") for row in rows})
+    status = section_status("", rows, files)
+    since = ("has not changed since" if status.fresh else
+             f"has changed since, in {', '.join(status.changed) or 'files git cannot name'}")
     return [f"*Code* of this section's rows: `{'`, `'.join(codes)}` (shared files and "
-            f"{', '.join(files)}).", ""]
+            f"{', '.join(files)}). Its newest row was measured at commit "
+            f"{status.commit or '(not recorded)'}; the code it depends on {since} "
+            "(`python -m bench.stale` tells for today's code).", ""]
 
 
 def failures_text(failures):

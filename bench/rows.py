@@ -68,17 +68,35 @@ def demo_model_hash(demo_flags):
                                         args.digits_epochs, args.digits_stages, args.digits_seed))
 
 
+def git(*command):
+    """`git command` run in the repository; the CompletedProcess, its output as text."""
+    return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True)
+
+
+def git_commit(exclude=()):
+    """(short commit of HEAD or "", whether files outside `exclude` have uncommitted changes)."""
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit.returncode:
+        return "", False
+    excluded = [f":(exclude){path}" for path in exclude]
+    dirty = git("status", "--porcelain", "--", ".", *excluded).stdout.strip()
+    return commit.stdout.strip(), bool(dirty)
+
+
 def git_commit_text(exclude=()):
     """'commit abc1234' or 'commit abc1234 with uncommitted changes' (changes under `exclude`,
     the results being written, do not count); 'no git commit' outside a repository."""
-    def git(*command):
-        return subprocess.run(["git", *command], cwd=ROOT, capture_output=True, text=True)
-    commit = git("rev-parse", "--short", "HEAD")
-    if commit.returncode:
+    commit, dirty = git_commit(exclude)
+    if not commit:
         return "no git commit"
-    excluded = [f":(exclude){path}" for path in exclude]
-    dirty = git("status", "--porcelain", "--", ".", *excluded).stdout.strip()
-    return f"commit {commit.stdout.strip()}" + (" with uncommitted changes" if dirty else "")
+    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
+
+
+def row_commit(exclude=()):
+    """The `commit` column of a row measured now: the short commit, with "+changes" when the
+    working tree differed from it (then the row's `code` hash is what identifies its code)."""
+    commit, dirty = git_commit(exclude)
+    return commit + ("+changes" if dirty else "")
 
 
 # ---------------------------------------------------------------------------------- the CSVs
@@ -106,13 +124,16 @@ def _identity(row, names):
 def resumable(path, keys, measure, desc, code, jobs=1, threads=None):
     """(rows, failures) for `keys` (dicts of str), measuring only the rows the CSV lacks at `code`.
 
-    Each key gets a `code` column. `measure(key)` returns the row's figures; the CSV at `path` is
+    Each key gets a `code` column, and each new row a `commit` column (`row_commit`: the commit
+    it was measured at, for `python -m bench.stale`; not part of the key). `measure(key)` returns the row's figures; the CSV at `path` is
     rewritten after each new row, which replaces any saved row of the same key at other code.
     A row that raises is reported and left out, so the next run tries it again. Rows of other
     keys (another grid, other flags) stay in the file and out of the result. With jobs > 1 the
     rows are measured in that many processes at once, `threads` PyTorch threads each.
     """
     keys = [{**key, "code": code} for key in keys]
+    results = Path(path).resolve().parent
+    commit = row_commit([results.relative_to(ROOT)] if results.is_relative_to(ROOT) else [])
     saved = read_rows(path)
     names = list(keys[0]) if keys else []
     done = {_identity(row, names): row for row in saved}
@@ -127,7 +148,7 @@ def resumable(path, keys, measure, desc, code, jobs=1, threads=None):
                 continue
             stale = _identity(key, names[:-1])  # the same key but for its code
             saved = [row for row in saved if _identity(row, names[:-1]) != stale]
-            saved.append({**key, **figures})
+            saved.append({**key, "commit": commit, **figures})
             done[_identity(key, names)] = saved[-1]
             write_rows(path, saved)
     rows = [done[_identity(key, names)] for key in keys if _identity(key, names) in done]

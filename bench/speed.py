@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS
-from bench.report import markdown_table
+from bench.report import code_line, markdown_table
 from bench.rows import ROOT, code_hash, resumable
 from finn_demo.fast_eval import export_qcdq, ort_session
 
@@ -151,7 +151,7 @@ def speed_text(rows, args):
         "(32x32, trained digits model). *224x224*: a seeded random-weight MobileNetV2 "
         f"(1000 classes) on {args['speed_224_images']} random 224x224 images, batch 32: "
         "images/s only, its outputs are meaningless.", "",
-        markdown_table(header, cells), ""]
+        markdown_table(header, cells), "", *code_line(rows, CODE)]
 
 
 def demo_text(seconds):

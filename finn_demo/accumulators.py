@@ -44,11 +44,10 @@ def may_overflow(model, example, accumulator_bit_width):
     bounds. In every other layer between them any weights fit (every weight at its largest
     magnitude times every input at its own). The first conv and the classifier keep 8-bit weights
     (and the conv an 8-bit input) in FINN designs: bounding them to a hidden layer's accumulator
-    would flatten them (at 14 bits the first conv's 27 weights per channel could sum to 64 levels
-    of 255; the small model's top-1 fell to chance)."""
+    would flatten them (the first conv has few weights per channel; docs/ptq.md)."""
     limit = 2 ** (accumulator_bit_width - 1) - 1
     layers = []
-    for name, (bits, signed) in list(_input_grids(model, example).items())[1:-1]:
+    for name, (bits, signed) in hidden(_input_grids(model, example)).items():
         layer = model.get_submodule(name)
         weight_bits = int(layer.quant_weight().bit_width.item())
         largest_input = max(abs(value) for value in _input_range(bits, signed))
@@ -77,9 +76,15 @@ def accumulator_bits(model, example):
     return widths
 
 
+def hidden(layers):
+    """The entries of the dict `layers` (in the model's order) but the first and the last: the
+    hidden layers, between the first conv and the classifier."""
+    return dict(list(layers.items())[1:-1])
+
+
 def widest_hidden(widths):
     """(name, bits) of the widest accumulator between the first and the last layer (what AXE
-    bounds); the first layer's when there are only two."""
-    hidden = dict(list(widths.items())[1:-1]) or widths
-    name = max(hidden, key=hidden.get)
-    return name, hidden[name]
+    bounds); of all the layers when there are only two."""
+    between = hidden(widths) or widths
+    name = max(between, key=between.get)
+    return name, between[name]

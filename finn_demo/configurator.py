@@ -4,8 +4,16 @@
 Values are read as Python literals; a flag keeps the type of its default (an int flag accepts
 only an int, a float flag an int or a float), and a flag whose default is None accepts any literal
 and is checked later by the script. Unknown flags and wrong types are refused with ConfigError.
+`--help` (or `-h`) prints the script's flag block, read from its own source so that it cannot
+drift from it, and exits 0.
 """
 import ast
+import os
+import re
+
+HELP_ARGS = ("--help", "-h")
+FLAG_BLOCK_START = re.compile(r"#\s*-+\s*flags\b")  # the `# ---- flags` line that opens the block
+FLAG_BLOCK_END = "FLAGS = flags_of(globals())"
 
 
 class ConfigError(ValueError):
@@ -36,8 +44,20 @@ def parse_value(key, text, default):
     return value
 
 
+class Flags(dict):
+    """A script's flags, {name: default}, and the file that defines them (for --help)."""
+
+    def __init__(self, values, source_file=None, doc=None):
+        super().__init__(values)
+        self.source_file, self.doc = source_file, doc
+
+
 def apply_overrides(flags, argv):
-    """Return a copy of the dict `flags` with each `--key=value` of `argv` applied."""
+    """Return a copy of the dict `flags` with each `--key=value` of `argv` applied.
+    With `--help` or `-h` among them, print `help_text(flags)` and exit 0."""
+    if any(arg in HELP_ARGS for arg in argv):
+        print(help_text(flags))
+        raise SystemExit(0)
     config = dict(flags)
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
@@ -52,6 +72,51 @@ def apply_overrides(flags, argv):
 def flags_of(namespace):
     """The flags of a script: its module-level variables of plain types, in order of definition."""
     plain = (bool, int, float, str, type(None))
-    return {
-        key: value for key, value in namespace.items()
-        if not key.startswith("_") and isinstance(value, plain)}
+    return Flags({key: value for key, value in namespace.items()
+                  if not key.startswith("_") and isinstance(value, plain)},
+                 namespace.get("__file__"), namespace.get("__doc__"))
+
+
+def flag_block(source, names):
+    """The lines of `source` that define the flags `names`: from the `# ---- flags` line (or,
+    without one, the first flag's line) to `FLAGS = flags_of(globals())`."""
+    lines = source.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith(FLAG_BLOCK_END))
+    start = next((i + 1 for i, line in enumerate(lines[:end]) if FLAG_BLOCK_START.match(line)), None)
+    if start is None:
+        start = next(i for i, line in enumerate(lines[:end]) if _assigned(line) in names)
+    return lines[start:end]
+
+
+def _assigned(line):
+    """The name a `name = value` line at module level assigns, else None."""
+    match = re.match(r"([A-Za-z_]\w*)\s*=(?!=)", line)
+    return match and match.group(1)
+
+
+def help_text(flags):
+    """The script's docstring, then its flag block as written, each flag as `--name=default` (the
+    value the script computed) with its comment; the block's own comment lines group them."""
+    source_file = getattr(flags, "source_file", None)
+    name = os.path.basename(source_file) if source_file else "SCRIPT"
+    lines = [f"usage: python {name} [--name=value ...]  (values are Python literals)", ""]
+    if getattr(flags, "doc", None):
+        lines += [flags.doc.strip(), ""]
+    lines += ["flags (default, then what it is):"]
+    if not source_file:
+        return "\n".join(lines + [f"  --{key}={value!r}" for key, value in flags.items()])
+    with open(source_file, encoding="utf-8") as file:
+        block = flag_block(file.read(), flags)
+    width = min(36, max(len(f"--{key}={value!r}") for key, value in flags.items()))
+    shown = set()
+    for line in block:
+        key = _assigned(line)
+        if key in flags:
+            shown.add(key)
+            flag = f"--{key}={flags[key]!r}"
+            comment = line.split("  # ", 1)[1].strip() if "  # " in line else ""
+            lines.append(f"  {flag:<{width}}  # {comment}" if comment else f"  {flag}")
+        elif line.lstrip().startswith("#"):
+            lines.append(line.strip())
+    lines += [f"  --{key}={value!r}" for key, value in flags.items() if key not in shown]
+    return "\n".join(lines)

@@ -57,8 +57,8 @@ class ImageNetFolder(ImageFolder):
         """torchvision's (path, label) list, the same items in the same order, listed faster.
 
         ImageNet's train/ holds 1.28 million files to pick 1000 calibration images from:
-        torchvision's os.walk and its Python check per file took 6.9 s on them, this 2.8 s
-        (2 cores, directory cache warm; bench/imagenet_listing.py). Flat class folders are listed
+        torchvision's os.walk and its Python check per file take more than twice as long as this
+        (times: docs/imagenet.md, from bench/imagenet_listing.py). Flat class folders are listed
         here, one os.scandir each; anything else (subfolders, an unreadable or empty class, an
         is_valid_file) goes to torchvision's own make_dataset, so its samples and errors stay.
         """

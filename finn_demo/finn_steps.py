@@ -10,7 +10,7 @@ Nothing here needs Xilinx tools:
 FINN's Streamline and qonnx's ComposedTransformation re-run five tidying passes after each of
 their transformations, also after the many that find nothing to do; `run_in_order` runs the same
 transformations in the same order and skips those passes where nothing changed since they last
-ran: the same graph, byte for byte, in less time (README, "FINN's builder").
+ran: the same graph, byte for byte, in less time (docs/finn_build.md).
 """
 import logging
 
@@ -142,8 +142,9 @@ def software_input_quantizer(model, qonnx_model):
     """Replace the MultiThreshold on the float graph input by Div + Quant(scale 1).
 
     The input quantizer stays in software. As thresholds it rounds ties up; Brevitas' Quant
-    rounds them to even, and the digits images hit exact ties (288 of 3072 inputs of one
-    image), which moved logits by up to 12 output steps. Div + Quant rounds as Brevitas does.
+    rounds them to even, and images with few grey levels (the digits) put many inputs exactly on
+    ties, which moves logits by several output steps (docs/finn_build.md). Div + Quant rounds as
+    Brevitas does.
     """
     source = qonnx_model.find_consumer(qonnx_model.graph.input[0].name)
     threshold = model.find_consumer(model.graph.input[0].name)

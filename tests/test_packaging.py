@@ -1,4 +1,5 @@
-"""The pip and conda environments pin the same versions; the README quotes the committed results."""
+"""The pip and conda environments pin the same versions; the README and docs/ quote the committed
+results, and link only to files that exist."""
 import re
 
 from bench.grid import ranked
@@ -36,8 +37,8 @@ def test_readme_headline_results_are_the_committed_benchmark_rows():
                                                      best["sqnr_db"]), bits
 
 
-def test_readme_seeds_table_is_the_summary_of_the_committed_rows():
-    """The README's table over three digits models is bench/seeds.py's summary of the committed
+def test_ptq_page_seeds_table_is_the_summary_of_the_committed_rows():
+    """docs/ptq.md's table over three digits models is bench/seeds.py's summary of the committed
     rows: seeds.csv, and the grid's rows of the same settings for the pass-through seed 0."""
     from bench.rows import read_rows
     from bench.seeds import seeds_table, summarize
@@ -46,7 +47,7 @@ def test_readme_seeds_table_is_the_summary_of_the_committed_rows():
     grid = [{**row, "seed": "0"} for row in read_rows(ROOT / "results" / "benchmark.csv")
             if (row["bits"], row["ptq"]) in wanted]
     assert len(grid) == len(wanted) and {row["seed"] for row in seeds} == {"1", "2"}
-    assert seeds_table(summarize(grid + seeds)) in (ROOT / "README.md").read_text()
+    assert seeds_table(summarize(grid + seeds)) in (ROOT / "docs" / "ptq.md").read_text()
 
 
 def test_readme_finn_estimates_are_the_committed_finn_rows():
@@ -76,15 +77,15 @@ def test_every_committed_benchmark_row_records_the_code_and_model_it_was_measure
         assert rows and all(row.get(column) for row in rows for column in columns), name
 
 
-def test_readme_imagenet_time_table_is_the_fit_of_the_committed_rows():
-    """The README's ImageNet times (per stage, and the seed's run in minutes) are what
+def test_imagenet_page_time_table_is_the_fit_of_the_committed_rows():
+    """docs/imagenet.md's ImageNet times (per stage, and the seed's run in minutes) are what
     bench/imagenet_times.py fits to results/imagenet_times.csv."""
     import csv
     from bench.imagenet_times import seed_run_minutes, stage_fits
     with open(ROOT / "results" / "imagenet_times.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     fits = stage_fits(rows)
-    section = (ROOT / "README.md").read_text().split("### How long an ImageNet run takes", 1)[1]
+    section = (ROOT / "docs" / "imagenet.md").read_text().split("## How long an ImageNet run takes", 1)[1]
     section = section.split("\n## ", 1)[0]
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.splitlines()
              if line.startswith("| ") and not line.startswith("| stage")]
@@ -96,3 +97,40 @@ def test_readme_imagenet_time_table_is_the_fit_of_the_committed_rows():
         assert at_seed.split(" ")[0] == f"{seconds:.0f}", stage_text
     minutes, _ = seed_run_minutes(rows)
     assert f"**{minutes:.0f} minutes**" in section
+
+
+def test_readme_speed_table_is_the_committed_speed_rows():
+    """Each row of the README's speed table is the images/s results/speed.csv holds for it."""
+    import csv
+    with open(ROOT / "results" / "speed.csv", newline="") as file:
+        measured = list(csv.DictReader(file))
+    section = (ROOT / "README.md").read_text().split("| input | bits |", 1)[1].split("\n\n", 1)[0]
+    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.splitlines()[2:]]
+    assert table == [[row["input"], row["bits"], row["ips_float_eager"], row["ips_brevitas_eager"],
+                      row["ips_ort_qcdq"]] for row in measured]
+
+
+def markdown_pages():
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_readme_and_docs_are_short_and_every_docs_page_is_linked_from_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    pages = markdown_pages()[1:]
+    assert len(pages) >= 5 and all(f"](docs/{page.name})" in readme for page in pages)
+
+
+def test_every_relative_link_points_at_an_existing_file():
+    """Markdown links and images in README.md and docs/*.md: a relative target (its #anchor
+    dropped) names a file or folder that exists, relative to the page."""
+    broken = []
+    for page in markdown_pages():
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # code blocks hold no links
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL, or an anchor on the same page
+            path = target.split("#", 1)[0]
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken

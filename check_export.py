@@ -315,12 +315,11 @@ def check_finn(model, images):
     return CheckResult("finn", "fail" if failed else "pass", summary, offenders, figures)
 
 
-def finn_graph_result(graph, what, images, reference, qonnx_model, layout="NCHW"):
+def finn_graph_result(graph, what, images, reference, qonnx_model, batch=None, name="finn"):
     """One of FINN's graphs against the QONNX graph's levels (`reference`: layerwise.qonnx_reference
-    of `qonnx_model` on `images`), as a CheckResult named "finn"."""
-    layers, problem = layerwise.compare_thresholds(graph, images, reference,
-                                                   layerwise.initial_context(qonnx_model), layout)
-    return layerwise_result("finn", what, layers, problem, {})
+    of `qonnx_model` on `images`), as a CheckResult; batch as in layerwise.compare_thresholds."""
+    layers, problem = layerwise.compare_thresholds(graph, images, reference, qonnx_model, batch)
+    return layerwise_result(name, what, layers, problem, {})
 
 
 # ------------------------------------------------------------------------------------ the run's data

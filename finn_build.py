@@ -6,7 +6,7 @@ FINN's `build_dataflow_cfg` runs one DataflowBuildConfig whose steps read top to
 the project's MobileNetV2 steps (finn_demo/finn_steps.py): (1) FINN's frontend, (2) streamlining
 through the inverted residuals, (3) lowering convs to MatMuls, (4) conversion to FINN's hardware
 layers, then their check, executed by FINN in Python: exact against the streamlined graph of
-step 2, within a tolerance against the QONNX graph; FINN's own partition, specialization and
+step 2, and layer by layer against the QONNX graph; FINN's own partition, specialization and
 bit-width minimization; the project's fit to the board (finn_demo/fit.py: the highest frame
 rate whose estimate fits the board's budget, choosing each layer's PE/SIMD, memories and, for
 HLS units, LUT or DSP multipliers), handed to FINN as a folding config that FINN's own
@@ -50,8 +50,8 @@ from qonnx.core.modelwrapper import ModelWrapper  # noqa: E402
 from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
 from check_export import (  # noqa: E402
-    FINN_INSTALL_HINT, FINN_TOLERANCE, CheckResult, compare_logits, finn_installed, metadata_of,
-    on_input_grid, run_graph, run_images)
+    FINN_INSTALL_HINT, CheckResult, finn_graph_result, finn_installed, metadata_of, run_images)
+from finn_demo import layerwise  # noqa: E402
 from finn_demo.files import atomic_path  # noqa: E402
 
 try:  # FINN (finn-plus) is installed apart from requirements.txt: see requirements-finn.txt
@@ -177,35 +177,41 @@ def nodes_between_hw_layers(model):
 
 def check_hw_graph(hw_model, streamlined, qonnx_model, count):
     """Run the hardware graph (before specialization) with FINN's Python execution on `count`
-    validation images, rounded onto the input quantizer's grid (check_export.on_input_grid):
+    validation images:
     - its logits must equal, exactly, those of FINN's streamlined graph (step 2), whose
       thresholds compare the same integers: lowering and conversion to hardware layers change
       no value;
-    - and be the QONNX graph's within check_export's FINN tolerance, a top-1 change allowed only
-      across a near tie. Not exactly: the streamlined graph's thresholds and the QONNX Quant
-      round a value that lands exactly halfway between two levels in float32 differently, and a
-      224x224 layer of 8-bit activations has a few such values (README, "W8A8");
+    - layer by layer, each MultiThreshold of the streamlined graph and each Thresholding layer of
+      the hardware graph (FINN's NHWC layout), fed the QONNX graph's levels before it, must give
+      the levels of the QONNX activation Quant it stands for: at most one level off, and only
+      where float rounding decides (check_export.finn_graph_result, docs/checks.md);
     - LabelSelect must pick the largest logit."""
     images = run_images(metadata_of(qonnx_model), count)
     if images is None:
         return CheckResult("hw_graph", "fail", "no images: the file's metadata names no data "
                            "set (a file from finn_mobilenetv2.py does); --verify_images=0 skips")
-    images, _ = on_input_grid(qonnx_model, images)
     (label_select,) = hw_model.get_nodes_by_op_type("LabelSelect")
     scale = float(hw_model.get_metadata_prop(fs.OUTPUT_SCALE) or 1.0)
     logits, labels = [], []
-    for image in images.numpy():
+    on_grid = layerwise.on_input_grid(qonnx_model, images)  # both graphs then agree exactly
+    for image in on_grid.numpy():
         context = execute_onnx(hw_model, {hw_model.graph.input[0].name: image[None]},
                                return_full_exec_context=True)
         logits.append(context[label_select.input[0]].reshape(1, -1) * scale)
         labels.append(int(context[hw_model.graph.output[0].name].ravel()[0]))
     logits = np.concatenate(logits)
-    exact = compare_logits("hw_graph", logits, run_graph(streamlined, images), 0.0, scale,
-                           "hardware graph vs FINN's streamlined graph", min_exact=1.0)
-    close = compare_logits("hw_graph", logits, run_graph(qonnx_model, images), FINN_TOLERANCE,
-                           scale, "hardware graph vs QONNX", near_ties=True)
-    result = CheckResult("hw_graph", "fail" if exact.failed or close.failed else "pass",
-                         f"{exact.summary}; {close.summary}", exact.offenders + close.offenders)
+    streamlined_logits = layerwise.run_graph(streamlined, on_grid).reshape(logits.shape)
+    differing = int(np.sum(logits != streamlined_logits))
+    reference = layerwise.qonnx_reference(qonnx_model, images)
+    results = [finn_graph_result(streamlined, "streamlined vs QONNX", images, reference,
+                                 qonnx_model, name="hw_graph"),
+               finn_graph_result(hw_model, "hardware vs QONNX", images, reference, qonnx_model,
+                                 batch=1, name="hw_graph")]
+    result = CheckResult("hw_graph", "fail" if differing or any(r.failed for r in results) else
+                         "pass", f"hardware graph vs FINN's streamlined graph: {differing} of "
+                         f"{logits.size} logits differ (exact required); "
+                         + "; ".join(r.summary for r in results),
+                         [offender for r in results for offender in r.offenders])
     wrong = [index for index, label in enumerate(labels)
              if logits[index, label] != logits[index].max()]
     if wrong:
@@ -251,8 +257,8 @@ class Build:
         return self.cache("convert_to_hw", fs.convert_to_hw, model, self.qonnx_model)
 
     def step_check_hw_graph(self, model, cfg):
-        """The hardware graph on validation images, exact against the streamlined graph and within
-        a tolerance against QONNX; one unbroken run of them."""
+        """The hardware graph on validation images, exact against the streamlined graph and layer
+        by layer against QONNX; one unbroken run of them."""
         if self.args.verify_images:
             start = time.perf_counter()
             result = check_hw_graph(model, self.streamlined, self.qonnx_model,

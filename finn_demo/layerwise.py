@@ -24,12 +24,16 @@ import numpy as np
 import onnxruntime as rt
 from onnx import TensorProto, helper, numpy_helper
 from qonnx.core.execute_custom_node import execute_custom_node
+from qonnx.custom_op.general.intquant import int_quant
 from qonnx.custom_op.registry import getCustomOp, is_custom_op
 from qonnx.util.basic import qonnx_make_model
 
 UNIT_ROUNDOFF = 2.0 ** -24  # float32: every rounded operation is exact to a relative 2**-24
 QUANT_OPS = ("Quant", "IntQuant")
-THRESHOLD_OPS = ("MultiThreshold",)
+# The nodes that round onto an activation quantizer's levels in FINN's graphs: MultiThreshold in
+# the converted and streamlined graphs, Thresholding in the hardware graph (FINN's layout, NHWC),
+# and there a Quant on the input too (finn_steps.software_input_quantizer).
+THRESHOLD_OPS = ("MultiThreshold", "Thresholding")
 
 
 def gamma(terms):
@@ -46,6 +50,9 @@ def run_node(node, context, graph, opset):
     execute_node declares the graph's batch-1 shapes); custom ops (Quant, MultiThreshold) by qonnx.
     """
     if is_custom_op(node.domain, node.op_type):
+        for name in node.output:  # FINN's hardware layers write into an existing buffer
+            if name not in context:
+                context[name] = _empty_like_declared(name, graph, context[node.input[0]].shape[0])
         execute_custom_node(node, context, graph, onnx_opset_version=opset)
         return
     names = [name for name in node.input if name]
@@ -63,6 +70,13 @@ def run_node(node, context, graph, opset):
                                   providers=["CPUExecutionProvider"])
     for name, value in zip(node.output, session.run(None, {name: context[name] for name in names})):
         context[name] = value
+
+
+def _empty_like_declared(name, graph, batch):
+    """Zeros of the tensor's declared shape, with `batch` as its first dimension."""
+    info = next((info for info in [*graph.value_info, *graph.output] if info.name == name), None)
+    dims = [dim.dim_value for dim in info.type.tensor_type.shape.dim] if info is not None else []
+    return np.zeros([batch, *dims[1:]] if dims else [], np.float32)
 
 
 def opset_of(model):
@@ -90,6 +104,36 @@ def batched_tensors(graph):
         if any(name in batched for name in node.input):
             batched.update(node.output)
     return batched
+
+
+def run_graph(model, images):
+    """The graph's output on `images` (a torch tensor), all images in one batch."""
+    graph, opset = model.graph, opset_of(model)
+    context = {**initial_context(model),
+               graph.input[0].name: images.detach().cpu().numpy().astype(np.float32)}
+    for node in graph.node:
+        run_node(node, context, graph, opset)
+    return context[graph.output[0].name]
+
+
+def on_input_grid(model, images):
+    """`images` (a torch tensor) rounded by the graph's input Quant.
+
+    The rounded images are fixed points of that Quant: it passes them through unchanged, and
+    so does FINN's MultiThreshold that replaces it (which rounds a tie up, where the Quant rounds
+    it to even). Images are returned as they are when the graph input feeds no Quant. For graphs
+    that must agree exactly whichever way their input quantizer rounds ties.
+    """
+    quant = next((node for node in model.find_consumers(model.graph.input[0].name)
+                  if node.op_type == "Quant"), None)
+    if quant is None:
+        return images
+    scale, zero_point, bit_width = (model.get_initializer(name) for name in quant.input[1:4])
+    op = getCustomOp(quant)
+    values = images.detach().cpu().numpy().astype(np.float32)
+    rounded = int_quant(values, scale, zero_point, bit_width, op.get_nodeattr("signed"),
+                        op.get_nodeattr("narrow"), op.get_nodeattr("rounding_mode"))
+    return images.new_tensor(rounded.astype(np.float32))
 
 
 # ------------------------------------------------------------------------------- the reference
@@ -144,25 +188,33 @@ def record_quantizers(brevitas_model, images):
 # ------------------------------------------------------------------------------- the rule
 @dataclass
 class LayerCheck:
-    """One quantizer's comparison: which node, against which reference, and what broke the rule."""
+    """One quantizer's comparison: which node, against which reference, and what broke the rule.
+    `problems` holds rule (a)'s findings (parameters, shapes); the counts hold rules (b) and (c)."""
     node: str
     reference: str
     elements: int = 0
-    differing: int = 0
-    max_diff: float = 0.0
-    not_ties: int = 0
+    differing: int = 0  # elements one level off or more
+    over_one: int = 0  # elements more than one level off: rule (b)
+    not_ties: int = 0  # elements off where the reference is not near a rounding point: rule (c)
     near_ties: int = 0  # elements whose reference lies within delta of a rounding point
+    max_diff: float = 0.0
     problems: list = field(default_factory=list)
 
     @property
     def ok(self):
-        return not self.problems
+        return not self.problems and not self.over_one and not self.not_ties
+
+    def findings(self):
+        return self.problems + (
+            [f"{self.over_one} elements more than one level off"] if self.over_one else []) + (
+            [f"{self.not_ties} elements off where the reference is not within float rounding "
+             "of a rounding point"] if self.not_ties else [])
 
     def __str__(self):
         share = self.differing / self.elements if self.elements else 0.0
-        return (f"{self.node} ({self.reference}): {'; '.join(self.problems) or 'ok'} "
+        return (f"{self.node} ({self.reference}): {'; '.join(self.findings()) or 'ok'} "
                 f"[{self.differing} of {self.elements} elements ({share:.2%}) differ, up to "
-                f"{self.max_diff:g} levels, {self.not_ties} not ties]")
+                f"{self.max_diff:g} levels]")
 
 
 def judge(check, levels, reference_levels, before, delta):
@@ -172,16 +224,11 @@ def judge(check, levels, reference_levels, before, delta):
     float32 implementations of the layer can disagree, in levels."""
     diff = np.abs(levels - reference_levels)
     off = diff > 0.5
-    distance_to_tie = np.abs(before - np.floor(before) - 0.5)
+    near = np.abs(before - np.floor(before) - 0.5) <= delta
     check.elements, check.differing = int(diff.size), int(off.sum())
-    check.max_diff = float(diff.max()) if diff.size else 0.0
-    near = distance_to_tie <= delta
+    check.over_one = int((diff > 1.5).sum())
     check.near_ties, check.not_ties = int(near.sum()), int((off & ~near).sum())
-    if check.max_diff > 1.5:
-        check.problems.append(f"{int((diff > 1.5).sum())} elements more than one level off")
-    if check.not_ties:
-        check.problems.append(f"{check.not_ties} elements one level off where the reference is "
-                              "not within float rounding of a rounding point")
+    check.max_diff = float(diff.max()) if diff.size else 0.0
     return check
 
 
@@ -426,45 +473,96 @@ def threshold_count_range(quant_node, context):
     return -(2 ** (bit_width - 1)) + (1 if op.get_nodeattr("narrow") else 0)
 
 
-def compare_thresholds(finn_model, images, comparison, qonnx_context, layout="NCHW"):
-    """FINN's graph (converted or streamlined; ModelWrapper) layer by layer against the QONNX
-    graph's resynchronised levels (`comparison.levels`): each MultiThreshold, in graph order,
-    stands for the QONNX graph's activation Quant of the same rank. Its output (levels counted
-    from the Quant's lowest, times out_scale plus out_bias) is judged by rules (b) and (c), then
-    overwritten with the reference's. `qonnx_context` holds the Quant parameters (initializers).
+def compare_thresholds(finn_model, images, comparison, qonnx_model, batch=None):
+    """FINN's graph (converted, streamlined or hardware; ModelWrapper) layer by layer against the
+    QONNX graph's resynchronised levels (`comparison`, from qonnx_reference of `qonnx_model`): each
+    threshold node (THRESHOLD_OPS), in graph order, stands for the QONNX graph's activation Quant
+    of the same rank. Its output (levels counted from the Quant's lowest, times out_scale plus
+    out_bias) is judged by rules (b) and (c), then overwritten with the reference's; in the
+    tensor's own layout (FINN's data layout annotation: NHWC in the hardware graph). `batch`:
+    images per run (the hardware layers take one).
     Returns (layer checks, problem)."""
-    graph, opset = finn_model.graph, opset_of(finn_model)
-    thresholds = [index for index, node in enumerate(graph.node) if node.op_type in THRESHOLD_OPS]
+    batched = batched_tensors(finn_model.graph)
+    thresholds = [index for index, node in enumerate(finn_model.graph.node)
+                  if node.op_type in THRESHOLD_OPS
+                  or (node.op_type in QUANT_OPS and node.output[0] in batched)]
     if len(thresholds) != len(comparison.levels):
-        return [], (f"{len(thresholds)} MultiThreshold nodes for {len(comparison.levels)} "
-                    "activation Quants of the QONNX graph: they do not pair")
+        return [], (f"{len(thresholds)} threshold nodes for {len(comparison.levels)} activation "
+                    "Quants of the QONNX graph: they do not pair")
+    reference = dict(zip(thresholds, comparison.levels))  # by position: names may be empty
+    quant_context = initial_context(qonnx_model)
+    batch = batch or len(images)
+    runs = [_thresholds_run(finn_model, images[start:start + batch], reference, quant_context,
+                            slice(start, start + batch))
+            for start in range(0, len(images), batch)]
+    return [merge(checks) for checks in zip(*runs)], ""
+
+
+def _thresholds_run(finn_model, images, reference, quant_context, rows):
+    """compare_thresholds on one batch of images (`rows` of the reference's levels)."""
+    graph, opset = finn_model.graph, opset_of(finn_model)
     context = initial_context(finn_model)
     context[graph.input[0].name] = images.detach().cpu().numpy().astype(np.float32)
-    uses, keep = last_uses(graph), {graph.output[0].name}
-    reference = dict(zip(thresholds, comparison.levels))  # by position: names may be empty
-    layers = []
+    uses, keep, layers = last_uses(graph), {graph.output[0].name}, []
     for index, node in enumerate(graph.node):
         run_node(node, context, graph, opset)
         if index in reference:
             levels, ties, quant = reference[index]
-            op = getCustomOp(node)
-            out_scale, out_bias = op.get_nodeattr("out_scale"), op.get_nodeattr("out_bias")
-            lowest = threshold_count_range(quant, qonnx_context)
-            expected = (levels - lowest) * out_scale + out_bias
-            ours = context[node.output[0]].astype(np.float64)
-            if layout == "NHWC" and ours.ndim == 4:
-                expected, ties = expected.transpose(0, 2, 3, 1), ties.transpose(0, 2, 3, 1)
-            check = LayerCheck(node.name or f"{node.op_type} #{index}", f"QONNX {quant.name}")
-            if ours.shape != expected.shape:
-                check.problems.append(f"shape {ours.shape} != the QONNX levels' {expected.shape}")
-            else:
-                judge(check, ours / out_scale, expected / out_scale, _tie_before(ties), 0.0)
-                context[node.output[0]] = expected.astype(np.float32)
-            layers.append(check)
+            nhwc = finn_model.get_tensor_layout(node.output[0]) == ["N", "H", "W", "C"]
+            layers.append(_judge_threshold(node, index, context, levels[rows], ties[rows], quant,
+                                           quant_context, nhwc))
         for name in node.input:
             if uses.get(name) == index and name not in keep:
                 context.pop(name, None)
-    return layers, ""
+    return layers
+
+
+def _judge_threshold(node, index, context, levels, ties, quant, quant_context, nhwc):
+    """One threshold node's output against the Quant's levels; overwritten by them after. A
+    threshold node counts levels from the Quant's lowest (times out_scale, plus out_bias); a
+    Quant node (FINN's software input quantizer) gives them on its own scale."""
+    if node.op_type in QUANT_OPS:
+        scale, zero_point, _ = (np.asarray(value, np.float64)
+                                for value in quant_parameters(node, context))
+        out_scale, out_bias = float(scale), -float(zero_point) * float(scale)
+        expected = levels * out_scale + out_bias
+    else:
+        op = getCustomOp(node)
+        out_scale = _attribute(op, "out_scale", 1.0)
+        out_bias = _attribute(op, "out_bias", None)  # MultiThreshold's; Thresholding's is ActVal
+        out_bias = _attribute(op, "ActVal", 0.0) if out_bias is None else out_bias
+        expected = (levels - threshold_count_range(quant, quant_context)) * out_scale + out_bias
+    ours = context[node.output[0]].astype(np.float64)
+    if nhwc and expected.ndim == 4:
+        expected, ties = expected.transpose(0, 2, 3, 1), ties.transpose(0, 2, 3, 1)
+    check = LayerCheck(node.name or f"{node.op_type} #{index}", f"QONNX {quant.name}")
+    if ours.size != expected.size:
+        check.problems.append(f"shape {ours.shape} != the QONNX levels' {expected.shape}")
+        return check
+    expected = expected.reshape(ours.shape)
+    judge(check, ours / out_scale, expected / out_scale, _tie_before(ties.reshape(ours.shape)), 0.0)
+    context[node.output[0]] = expected.astype(np.float32)
+    return check
+
+
+def _attribute(op, name, default):
+    """A node attribute, or `default` where the op has no such attribute."""
+    return op.get_nodeattr(name) if name in op.get_nodeattr_types() else default
+
+
+def merge(checks):
+    """One LayerCheck from the same layer's checks on several batches of images."""
+    first = checks[0]
+    merged = LayerCheck(first.node, first.reference)
+    for check in checks:
+        merged.elements += check.elements
+        merged.differing += check.differing
+        merged.over_one += check.over_one
+        merged.not_ties += check.not_ties
+        merged.near_ties += check.near_ties
+        merged.max_diff = max(merged.max_diff, check.max_diff)
+        merged.problems += [problem for problem in check.problems if problem not in merged.problems]
+    return merged
 
 
 def _tie_before(ties):

@@ -176,7 +176,8 @@ def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corr
     streamlined = ModelWrapper(str(built[1] / "intermediate" / "2_streamline.onnx"))
     result = finn_build.check_hw_graph(model, streamlined, qonnx_model, 8)
     assert result.failed, str(result)
-    assert "hardware graph vs FINN's streamlined graph" in result.summary
+    assert "hardware vs QONNX, layer by layer: 1 of" in result.summary, result.summary
+    assert result.offenders[0].startswith(f"{node.name} ("), result.offenders
 
 
 def test_without_finn_the_build_is_refused_with_the_install_command(capsys, monkeypatch, tmp_path):

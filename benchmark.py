@@ -45,6 +45,7 @@ seeds_bits = "W4A4,PW4A4"  # the key rows: these bit-width settings (names of BI
 seeds_ptq = "none,gpfq,qronos,qronos+bn_corr,relu6_to_relu+qronos,learned_round_blockwise"  # ... x these PTQ settings (PTQ_SETTINGS)
 finn_bits = "W4A4,W8A8,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
+checks_bits = "W8A8,W4A4"  # settings whose export checks are tried at 224x224 on photos, correct and with faults (bench/checks224.py); "" = skip
 gpxq = True  # time GPTQ, GPFQ and Qronos: Brevitas' implementation against fast_gpxq.py
 gpxq_bits = "PW4,PW3"  # bit-width settings of that comparison
 gpxq_algorithms = "gptq,gpfq,qronos"  # and its algorithms
@@ -61,6 +62,7 @@ FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
 import finn_mobilenetv2 as demo  # noqa: E402
+from bench.checks224 import checks_section, checks_text  # noqa: E402
 from bench.finn_estimates import (  # noqa: E402
     FINN_SETTINGS, best_accuracy, finn_plot, finn_section, finn_text)
 from bench.gpxq_speed import ALGORITHMS, gpxq_section, gpxq_text  # noqa: E402
@@ -70,6 +72,7 @@ from bench.report import failures_text, header_text, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
 from bench.seeds import parse_seeds, seeds_section, seeds_text  # noqa: E402
 from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
+from check_export import finn_available  # noqa: E402
 from finn_demo.validate import validate_args  # noqa: E402
 
 # Demo flags every row starts from (pass-through flags override them). FINN's frontend takes
@@ -78,6 +81,7 @@ DEMO_DEFAULTS = ["--check_finn=False"]
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
 FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn.png"
 IMAGENET_CSV_NAME, GPXQ_CSV_NAME = "imagenet_times.csv", "gpxq_speed.csv"
+CHECKS_CSV_NAME = "checks224.csv"
 SEEDS_CSV_NAME = "seeds.csv"
 
 
@@ -97,7 +101,7 @@ def make_args(argv=()):
     _validate_rows(passed, args, "bits", "ptq")
     if args["seeds"] and not demo_args.data_dir:  # the seeds section runs on the digits only
         _validate_rows(passed, args, "seeds_bits", "seeds_ptq")
-    for name in ("speed_bits", "gpxq_bits"):
+    for name in ("speed_bits", "gpxq_bits", "checks_bits"):
         args[name] = choose(args[name], BIT_SETTINGS, name)
     args["finn_bits"] = choose(args["finn_bits"], FINN_SETTINGS, "finn_bits")
     args["finn_boards"] = _boards(args["finn_boards"])
@@ -180,6 +184,11 @@ def main(args, passed, command="python benchmark.py"):
     accuracy = best_accuracy(rows)
     drawn = finn_rows and finn_plot(finn_rows, accuracy, out / FINN_PLOT_NAME)
     lines += finn_text(finn_rows, accuracy, FINN_PLOT_NAME if drawn else None) if finn_rows else []
+
+    check_rows, failed = checks_section(args["checks_bits"], out / CHECKS_CSV_NAME,
+                                        finn=finn_available())
+    failures += failed
+    lines += checks_text(check_rows) if check_rows else []
 
     if args["gpxq"]:
         gpxq_rows, failed = gpxq_section(args["gpxq_bits"], args["gpxq_algorithms"],

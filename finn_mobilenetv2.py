@@ -70,7 +70,7 @@ agreement_images = 500  # with onnxruntime: images each export's top-1 is compar
 # 3. export and checks
 check_export = True  # check the exported graph and run it against the Brevitas model on a few images
 check_finn = False  # also run FINN's frontend on it, where finn is installed (about 2 minutes)
-check_images = 2  # validation images the checks execute (about 2 s each at 32x32, far more at 224x224; 8 or more with check_finn)
+check_images = 8  # validation images the checks execute, layer by layer (the FINN check takes at least 8)
 finn_build = False  # then compile it with FINN's builder, fitted to the ZCU104 (finn_build.py's defaults; minutes)
 netron = False  # after the run, serve the exported model in Netron on localhost (pip install netron)
 verbose = False  # evaluate after every step; show tracebacks on errors

@@ -198,7 +198,7 @@ def finn_text(rows, accuracy, plot_name=None):
         "the FIFOs and data-width converters the stitched design will have (skip FIFOs sized "
         "analytically); *of the LUT: FINN's*: the layers' own FINN figures alone. *FINN checks*: "
         f"the hardware graph on {VERIFY_IMAGES} image(s), exact against FINN's streamlined graph "
-        "and within a tolerance against the QONNX graph, one dataflow "
+        "and layer by layer against the QONNX graph (docs/checks.md), one dataflow "
         "partition, FINN's estimates after applying the folding config equal to the fit's. "
         "These weights are random: the accuracy beside each row is the same setting's best "
         "top-1 in the grid above (digits data, the PTQ setting in brackets). *W4A4+acc14*: W4A4 "

@@ -2,7 +2,7 @@
 neither ImageNet nor torchvision's pretrained weights can be downloaded.
 
 The model is torchvision's `mobilenet_v2()` with its own seeded random initialisation and its
-BatchNorm statistics re-estimated on generated images, so that every layer's activations have
+BatchNorm statistics re-estimated on photos, so that every layer's activations have
 unit scale: with the initial running statistics (mean 0, variance 1) they shrink layer after
 layer until the logits are about 1e-9 and a quantized graph's comparison is degenerate.
 FINN's costs follow the layer shapes and bit widths; the accumulator widths FINN minimizes also
@@ -16,15 +16,17 @@ from torchvision.models import mobilenet_v2
 
 from finn_demo.data import IMAGENET_WNIDS, imagenet_datasets, make_loader
 from finn_demo.models import imagenet_transform
-from tests.imagenet_folder import make_imagenet_folder
+from tests.imagenet_folder import make_photo_folder
 
-CLASSES, PER_CLASS, SIZE = 4, 4, (256, 256)  # 16 generated images per split
+CLASSES, PER_CLASS, SIZE = 4, 4, (256, 256)  # 16 photos per split
 
 
 def make_folder(root):
-    """An ImageNet-layout folder of generated images (4 classes, 4 images each per split)."""
+    """An ImageNet-layout folder of real photos (crops of scikit-learn's two sample photos;
+    4 classes, 4 images each per split): activation ranges and the checks' numbers follow the
+    statistics of natural images, which noise does not have."""
     wnids = IMAGENET_WNIDS[:CLASSES]
-    return make_imagenet_folder(Path(root) / "imagenet", wnids, wnids, PER_CLASS, SIZE)
+    return make_photo_folder(Path(root) / "imagenet", wnids, PER_CLASS, SIZE)
 
 
 def recalibrate_batchnorm(model, loader):

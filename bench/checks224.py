@@ -96,8 +96,9 @@ def _threshold_fault(run):
     output = execute_onnx(streamlined, {streamlined.graph.input[0].name: run.images[:1].numpy()},
                           return_full_exec_context=True)[node.output[0]]
     channel = int(np.argmax((output > 0).sum(axis=(0, 2, 3))))  # the most active channel
-    rows = streamlined.get_initializer(node.input[1]).copy()
-    rows[channel] += rows[channel, 1] - rows[channel, 0]
+    rows = streamlined.get_initializer(node.input[1])
+    rows = np.repeat(rows, output.shape[1], axis=0) if rows.shape[0] == 1 else rows.copy()
+    rows[channel] += rows[channel, 1] - rows[channel, 0]  # per channel, one level up
     streamlined.set_initializer(node.input[1], rows)
     start = time.perf_counter()
     faulty = ce.finn_graph_result(streamlined, "streamlined vs QONNX", run.images, reference,

@@ -30,7 +30,7 @@ from pathlib import Path
 # machine shared with other jobs, spinning threads fight those jobs for the cores and eager
 # PyTorch runs erratically, many times slower; onnxruntime's threads sleep likewise (fast_eval.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from finn_demo.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
+from finn_demo.common.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where RESULTS.md and the CSVs and plots it is made from go
@@ -135,7 +135,7 @@ def _boards(text):
     from check_export import finn_available
     names = [name.strip() for name in text.split(",") if name.strip()]
     if names and finn_available():
-        from finn_demo.boards import BOARDS
+        from finn_demo.hw.boards import BOARDS
         unknown = [name for name in names if name not in BOARDS]
         if unknown:
             raise ConfigError(f"--finn_boards={text}: {', '.join(unknown)} not a board FINN knows; "

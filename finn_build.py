@@ -28,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-from finn_demo.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
 
 # ---------------------------------------------------------------------------------------- flags
 model = "quant_mobilenet_v2.onnx"  # the QONNX file finn_mobilenetv2.py exported
@@ -51,8 +51,8 @@ from qonnx.util.cleanup import cleanup_model  # noqa: E402
 
 from check_export import (  # noqa: E402
     FINN_INSTALL_HINT, CheckResult, finn_graph_result, finn_installed, metadata_of, run_images)
-from finn_demo import layerwise  # noqa: E402
-from finn_demo.files import atomic_path  # noqa: E402
+from finn_demo.checks import layerwise  # noqa: E402
+from finn_demo.common.files import atomic_path  # noqa: E402
 
 try:  # FINN (finn-plus) is installed apart from requirements.txt: see requirements-finn.txt
     from finn.core.onnx_exec import execute_onnx

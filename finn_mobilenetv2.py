@@ -15,8 +15,8 @@ from types import SimpleNamespace
 
 import torch
 
-from finn_demo.configurator import ConfigError, apply_overrides, flags_of
-from finn_demo.quiet import quiet_third_party
+from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.quiet import quiet_third_party
 
 quiet_third_party()  # before Brevitas loads: it and torch print notices that are not the demo's
 
@@ -77,13 +77,13 @@ verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
-from finn_demo.data import digits_datasets, first_images, imagenet_datasets, make_loader, random_subset  # noqa: E402
+from finn_demo.data.datasets import digits_datasets, first_images, imagenet_datasets, make_loader, random_subset  # noqa: E402
 from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
-from finn_demo.accumulators import accumulator_bits, widest_hidden  # noqa: E402
+from finn_demo.quant.accumulators import accumulator_bits, widest_hidden  # noqa: E402
 from finn_demo.evaluate import evaluate  # noqa: E402
 from finn_demo.fast_eval import evaluate_models  # noqa: E402
 from finn_demo.export import export_finn_onnx, run_metadata  # noqa: E402
-from finn_demo.models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
+from finn_demo.data.models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
 import quant_utils as qu  # noqa: E402
 from finn_demo.validate import validate_args  # noqa: E402
 

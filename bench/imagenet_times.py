@@ -24,7 +24,7 @@ import torch
 import finn_mobilenetv2 as demo
 from bench.report import code_line, markdown_table
 from bench.rows import code_hash, resumable
-from finn_demo.data import IMAGENET_WNIDS
+from finn_demo.data.datasets import IMAGENET_WNIDS
 from tests.imagenet_folder import make_imagenet_folder
 
 CODE = ("bench/imagenet_times.py", "tests/imagenet_folder.py")  # the rows and their generated data

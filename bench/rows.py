@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from finn_demo.files import atomic_path
+from finn_demo.common.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The code every section runs: the demo, its helper module, the export check, the package they
@@ -59,8 +59,8 @@ def demo_model_hash(demo_flags):
     """`model_hash` of the float model the demo loads with `demo_flags` (the digits model is
     trained and cached on first use, so every section and every grid job finds it cached)."""
     import finn_mobilenetv2 as demo
-    from finn_demo.data import digits_datasets
-    from finn_demo.models import load_digits_model, load_imagenet_model
+    from finn_demo.data.datasets import digits_datasets
+    from finn_demo.data.models import load_digits_model, load_imagenet_model
     args = demo.make_args(demo_flags)
     if args.data_dir:
         return model_hash(load_imagenet_model(args.weights))

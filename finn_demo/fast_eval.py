@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 from brevitas.export import export_onnx_qcdq
 
-from finn_demo.data import first_images
+from finn_demo.data.datasets import first_images
 from finn_demo.evaluate import fidelity, predict_all, scores, top1
 
 # Both exports alike: opset 17, input x, output logits, dynamic batch size.

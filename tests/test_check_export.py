@@ -22,7 +22,7 @@ from qonnx.util.cleanup import cleanup_model
 
 import check_export as ce
 from faults import FAULTS
-from finn_demo import layerwise
+from finn_demo.checks import layerwise
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 3  # qonnx executes the graph node by node: about a second per image per graph

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from finn_demo.data import first_images
+from finn_demo.data.datasets import first_images
 from finn_demo.evaluate import fidelity, predict_all
 from finn_demo.fast_eval import evaluate_models, fast_evaluate
 import finn_mobilenetv2 as demo

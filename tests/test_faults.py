@@ -15,9 +15,9 @@ from qonnx.util.basic import qonnx_make_model
 
 import finn_mobilenetv2 as demo
 from conftest import ROOT
-from finn_demo import models
-from finn_demo.configurator import ConfigError
-from finn_demo.data import first_images
+from finn_demo.data import models
+from finn_demo.common.configurator import ConfigError
+from finn_demo.data.datasets import first_images
 from imagenet_folder import make_imagenet_folder
 
 
@@ -187,7 +187,7 @@ def test_a_run_prints_no_third_party_notices_but_the_projects_warnings(tmp_path)
     script = textwrap.dedent(f"""
         import sys
         import finn_mobilenetv2 as demo
-        from finn_demo.data import ImageNetFolder
+        from finn_demo.data.datasets import ImageNetFolder
         folder = ImageNetFolder({str(root / 'val')!r})
         [folder[index] for index in range(len(folder))]  # warns about broken.JPEG
         sys.exit(demo.cli(["--calib_size=0"]))

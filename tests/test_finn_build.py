@@ -18,7 +18,7 @@ from conftest import import_finn_steps
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from finn_demo import boards, builder, fit  # noqa: E402
-from finn_demo.accumulators import widest_hidden  # noqa: E402
+from finn_demo.quant.accumulators import widest_hidden  # noqa: E402
 from check_export import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
 

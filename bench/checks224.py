@@ -17,7 +17,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.cleanup import cleanup_model
 
-import check_export as ce
+from finn_demo import checks as ce
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS
 from bench.report import code_line, markdown_table

@@ -39,7 +39,7 @@ def setting_flags(name):
 
 def finn_section(args, path):
     """(rows, failures): one row per setting of --finn_bits and board of --finn_boards."""
-    from check_export import FINN_INSTALL_HINT, finn_available
+    from finn_demo.finn_install import FINN_INSTALL_HINT, finn_available
     if not args["finn_bits"] or not args["finn_boards"]:
         return [], []
     if not finn_available():

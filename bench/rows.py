@@ -25,10 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # FINN build's code (FINN_BUILD_CODE), which no other section runs. Whole files, not functions:
 # a change anywhere in them re-measures the rows (simple beats clever).
 # Not hashed: the installed libraries (their versions are in the report's first lines).
-SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_demo/*.py",
+SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_demo/**/*.py",
                "bench/rows.py")
-FINN_BUILD_CODE = ("finn_build.py", "finn_demo/finn_steps.py", "finn_demo/boards.py",
-                   "finn_demo/builder.py", "finn_demo/fit.py", "finn_demo/resources.py")
+FINN_BUILD_CODE = ("finn_build.py", "finn_demo/finn_steps.py", "finn_demo/hw/*.py")
 
 
 def code_files(*section_files):

@@ -6,7 +6,7 @@ layer by layer at every quantizer); file: all of them on one file (check_file) a
 validation images its metadata names.
 """
 from finn_demo.checks.file import (  # noqa: F401
-    FINN_IMAGES, check_file, format_metadata, metadata_of, run_images)
+    FINN_IMAGES, check_file, check_run_export, format_metadata, metadata_of, run_images)
 from finn_demo.checks.numbers import (  # noqa: F401
     check_equivalence, check_finn, finn_frontend, finn_graph_result, layerwise_result)
 from finn_demo.checks.result import CheckResult, Report  # noqa: F401

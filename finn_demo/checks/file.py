@@ -65,3 +65,14 @@ def check_file(onnx_path, images=None, brevitas_model=None, finn=True, num_image
                   CheckResult("finn", "skipped", "skipped: turned off; `python check_export.py "
                               f"{onnx_path}` runs it (about 2 minutes)"))
     return Report(str(onnx_path), {check.name: check for check in checks}, metadata)
+
+
+def check_run_export(path, model, val_loader, check_images, check_finn, stage):
+    """The demo's export checks: check_file on its first validation images, printed."""
+    with stage("export checks"):
+        count = max(check_images, FINN_IMAGES) if check_finn else check_images
+        images = first_images(val_loader, count)  # across batches: count may exceed batch_size
+        report = check_file(path, images, brevitas_model=model, finn=check_finn)
+    print(format_metadata(report.metadata))
+    print(report)
+    return report

@@ -30,7 +30,7 @@ from pathlib import Path
 # machine shared with other jobs, spinning threads fight those jobs for the cores and eager
 # PyTorch runs erratically, many times slower; onnxruntime's threads sleep likewise (fast_eval.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from finn_demo.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
+from finn_demo.common.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where RESULTS.md and the CSVs and plots it is made from go
@@ -72,7 +72,7 @@ from bench.report import failures_text, header_text, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
 from bench.seeds import parse_seeds, seeds_section, seeds_text  # noqa: E402
 from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
-from check_export import finn_available  # noqa: E402
+from finn_demo.finn_install import finn_available  # noqa: E402
 from finn_demo.validate import validate_args  # noqa: E402
 
 # Demo flags every row starts from (pass-through flags override them). FINN's frontend takes
@@ -132,10 +132,9 @@ def _validate_rows(passed, args, bits_flag, ptq_flag):
 
 def _boards(text):
     """The --finn_boards names, each one FINN knows (checked where FINN is installed)."""
-    from check_export import finn_available
     names = [name.strip() for name in text.split(",") if name.strip()]
     if names and finn_available():
-        from finn_demo.boards import BOARDS
+        from finn_demo.hw.boards import BOARDS
         unknown = [name for name in names if name not in BOARDS]
         if unknown:
             raise ConfigError(f"--finn_boards={text}: {', '.join(unknown)} not a board FINN knows; "

@@ -10,13 +10,12 @@ graph, calibration, GPTQ / GPFQ / Qronos, bn_corr, then bias_corr last.
 import os
 import sys
 import time
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 import torch
 
-from finn_demo.configurator import ConfigError, apply_overrides, flags_of
-from finn_demo.quiet import quiet_third_party
+from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.quiet import quiet_third_party
 
 quiet_third_party()  # before Brevitas loads: it and torch print notices that are not the demo's
 
@@ -77,15 +76,12 @@ verbose = False  # evaluate after every step; show tracebacks on errors
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
-from finn_demo.data import digits_datasets, first_images, imagenet_datasets, make_loader, random_subset  # noqa: E402
-from check_export import FINN_IMAGES, check_export as check_exported_file, format_metadata  # noqa: E402
-from finn_demo.accumulators import accumulator_bits, widest_hidden  # noqa: E402
-from finn_demo.evaluate import evaluate  # noqa: E402
-from finn_demo.fast_eval import evaluate_models  # noqa: E402
-from finn_demo.export import export_finn_onnx, run_metadata  # noqa: E402
-from finn_demo.models import imagenet_transform, load_digits_model, load_imagenet_model  # noqa: E402
-import quant_utils as qu  # noqa: E402
+from finn_demo.checks import check_run_export  # noqa: E402
+from finn_demo.export import export_finn_onnx  # noqa: E402
+from finn_demo.run import (  # noqa: E402
+    Stages, export_metadata, file_state, load_model_and_data, score_and_print, serve_in_netron)
 from finn_demo.validate import validate_args  # noqa: E402
+import quant_utils as qu  # noqa: E402
 
 
 def make_args(argv=()):
@@ -93,72 +89,12 @@ def make_args(argv=()):
     return SimpleNamespace(**apply_overrides(FLAGS, argv))
 
 
-def load_model_and_data(args):
-    """(float model, calibration loader, validation loader, data set name)."""
-    if args.data_dir:
-        train_set, val_set = imagenet_datasets(args.data_dir, imagenet_transform(args.weights))
-        model = load_imagenet_model(args.weights)
-        name = "ImageNet"
-    else:
-        train_set, val_set = digits_datasets()
-        model = load_digits_model(train_set, args.cache_dir, args.digits_width, args.digits_epochs,
-                                  args.digits_stages, args.digits_seed)
-        name = "digits (scikit-learn load_digits, 32x32)"
-    calib_set = random_subset(train_set, args.calib_size, args.seed)
-    val_set = random_subset(val_set, args.val_size, args.seed)
-    workers = args.workers if args.data_dir else 0  # digits are tensors already: nothing to decode
-    calib_loader = make_loader(calib_set, args.batch_size, workers)
-    val_loader = make_loader(val_set, args.batch_size, workers)
-    return model.to(args.device), calib_loader, val_loader, name
-
-
-def resolve_backend(args):
-    """The eval_backend flag with "auto" resolved: onnxruntime for ImageNet on a CPU, where it is
-    faster than eager PyTorch (several times faster than the Brevitas model); brevitas on a GPU,
-    and for the digits, whose 497 small images PyTorch scores (about 1.5 s) before the exports
-    would be done."""
-    if args.eval_backend != "auto":
-        return args.eval_backend
-    on_cpu = torch.device(args.device).type == "cpu"
-    return "onnxruntime" if on_cpu and args.data_dir else "brevitas"
-
-
-def describe_data(name, size, scored):
-    """The data set line: how many validation images were scored, and how many could not be."""
-    if scored == size:
-        return f"{name}, {size} validation images"
-    return f"{name}, {scored} of {size} validation images, {size - scored} could not be decoded"
-
-
-def print_agreement(result, reference):
-    """Under a top-1 measured on an export: how often the export's top-1 is `reference`'s."""
-    if result.agreement is not None:
-        print(f"  its top-1 agrees with {reference}'s on {result.agreement:.2f}% of "
-              f"{result.agreement_images} images")
-
-
-class Stages:
-    """Wall time of each step of the run; with verbose on, the accuracy after each step too."""
-
-    def __init__(self, args, val_loader):
-        self.args, self.val_loader, self.seconds = args, val_loader, {}
-
-    @contextmanager
-    def __call__(self, name, model=None):
-        start = time.perf_counter()
-        yield
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-        if self.args.verbose and model is not None:
-            print(f"  after {name}: top-1 {evaluate(model, self.val_loader, name)[0]:.2f}%")
-
-
 def main(args):
     validate_args(args)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     float_model, calib_loader, val_loader, data_name = load_model_and_data(args)
-    stage = Stages(args, val_loader)
-    stage.seconds["load"] = time.perf_counter() - start
+    stage = Stages(args, val_loader, load_seconds=time.perf_counter() - start)
     example = next(iter(calib_loader))[0][:1].to(args.device)
 
     # 1. Insert quantization nodes, then 2. keep or recover accuracy with post-training
@@ -167,98 +103,41 @@ def main(args):
     maps = qu.bit_width_maps(
         args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
         args.first_conv_bit_width, args.last_linear_bit_width, args.input_bit_width)
-    model = qu.quantize_and_recover(float_model, calib_loader, example, maps, stage=stage,
-                                    **{name: getattr(args, name) for name in qu.PTQ_FLAGS})
-    # Score the float model (unchanged by PTQ: it quantized a copy) and the quantized one on the
-    # same batches, so each validation image is decoded once.
-    float_eval, quant, data_seconds = evaluate_models(
-        float_model, model, val_loader, example, resolve_backend(args), args.agreement_images)
-    stage.seconds.update({
-        "float evaluation": float_eval.export_seconds + float_eval.forward_seconds,
-        "quantized evaluation": quant.export_seconds + quant.forward_seconds + quant.agreement_seconds,
-        "validation data": data_seconds})
-    float_top1, quant_top1 = float_eval.top1, quant.top1
-    dataset = describe_data(data_name, len(val_loader.dataset), quant.scored)
-    print(f"float model: top-1 {float_top1:.2f}% on {dataset}, measured by {float_eval.backend}")
-    print_agreement(float_eval, "the PyTorch float model")
-    print(f"quantized model: top-1 {quant_top1:.2f}% (float {float_top1:.2f}%) on {dataset}, "
-          f"measured by {quant.backend}")
-    print_agreement(quant, "the Brevitas model")
-    fidelity = quant.float_fidelity
-    print(f"  against the float model: same top-1 class on {fidelity.agreement:.2f}% of the images, "
-          f"logit SQNR {fidelity.sqnr_db:.1f} dB")
-    accumulators = accumulator_bits(model, example)
-    widest, widest_bits = widest_hidden(accumulators)
-    (first, first_bits), *_, (last, last_bits) = accumulators.items()
-    print(f"  accumulators (FINN's widths for these weights): up to {widest_bits} bits between the "
-          f"first and last layer ({widest}); {first} {first_bits}, {last} {last_bits}")
+    model = qu.quantize_and_recover(float_model, calib_loader, example, maps, args.relu6_to_relu,
+                                    stage=stage, **{name: getattr(args, name) for name in qu.PTQ_FLAGS})
+    float_eval, quant, dataset, accumulators, widest_bits = score_and_print(
+        float_model, model, val_loader, example, args, data_name, stage)
 
     # 3. Export QONNX for FINN
-    metadata = run_metadata(
-        {name: getattr(args, name) for name in FLAGS if name != "cache_dir"},
-        float_top1=f"{float_top1:.2f}", quant_top1=f"{quant_top1:.2f}",
-        top1_agreement_with_float=f"{fidelity.agreement:.2f}", logit_sqnr_db=f"{fidelity.sqnr_db:.2f}",
-        max_hidden_accumulator_bits=widest_bits,
-        float_top1_measured_by=float_eval.backend, quant_top1_measured_by=quant.backend,
-        dataset=dataset)
+    flags = {name: getattr(args, name) for name in FLAGS if name != "cache_dir"}
     with stage("export"):
-        export_finn_onnx(model, example, args.output, metadata)
+        export_finn_onnx(model, example, args.output,
+                         export_metadata(flags, float_eval, quant, dataset, widest_bits))
     print(f"exported {args.output}")
-    report = None
-    if args.check_export:
-        with stage("export checks"):
-            count = max(args.check_images, FINN_IMAGES) if args.check_finn else args.check_images
-            images = first_images(val_loader, count)  # across batches: count may exceed batch_size
-            report = check_exported_file(args.output, images, brevitas_model=model,
-                                         finn=args.check_finn)
-        print(format_metadata(report.metadata))
-        print(report)
-    build = None
-    if args.finn_build:
-        with stage("finn_build"):
-            build = run_finn_build(args.output)
+    report = check_run_export(args.output, model, val_loader, args.check_images, args.check_finn,
+                              stage) if args.check_export else None
+    build = run_finn_build(args.output, stage) if args.finn_build else None
     if args.netron:
         serve_in_netron(args.output)
-    return SimpleNamespace(report=report, build=build,
-        float_top1=float_top1, quant_top1=quant_top1, float_images_per_s=float_eval.images_per_s,
-        quant_images_per_s=quant.images_per_s, float_agreement=float_eval.agreement,
-        float_eval=float_eval, quant=quant, accumulators=accumulators, seconds=stage.seconds,
-        model=model, output=args.output,
+    return SimpleNamespace(
+        report=report, build=build, float_top1=float_eval.top1, quant_top1=quant.top1,
+        float_images_per_s=float_eval.images_per_s, quant_images_per_s=quant.images_per_s,
+        float_agreement=float_eval.agreement, float_eval=float_eval, quant=quant,
+        accumulators=accumulators, seconds=stage.seconds, model=model, output=args.output,
         calib_loader=calib_loader, val_loader=val_loader, args=args)
 
 
-def run_finn_build(path):
-    """finn_build.py on the export, into a finn_build/ folder beside it; its result."""
+def run_finn_build(path, stage):
+    """finn_build.py's entry point on the export, into a finn_output/ folder beside it."""
     import finn_build
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "finn_build")
+    from finn_demo.hw.build import print_build_failures
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "finn_output")
     print(f"FINN build of {path} into {out_dir}/")
     args = finn_build.make_args([f"--model={path}", f"--out_dir={out_dir}"])
-    result = finn_build.main(args)
-    for failure in result.failures:
-        print(f"FAILED {failure}")
-    if result.design is not None and not result.fits:  # a design that misses the board, checks or not
-        print(finn_build.over_line(result, args.board))
+    with stage("finn_build"):
+        result = finn_build.main(args)
+        print_build_failures(result, args.board)
     return result
-
-
-def serve_in_netron(path):
-    """Serve the exported graph in Netron on localhost (and open a browser tab) until Ctrl-C."""
-    import netron
-    host, port = netron.start(str(path), browse=True)
-    print(f"Netron serves {path} at http://{host}:{port} (Ctrl-C to stop)")
-    try:
-        netron.wait()
-    except KeyboardInterrupt:
-        netron.stop()
-
-
-def file_state(path):
-    """What identifies the file at `path` now (inode, modification time, size); None if absent."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def cli(argv):

@@ -17,13 +17,13 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.cleanup import cleanup_model
 
-import check_export as ce
+from finn_demo import checks as ce
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS
 from bench.report import code_line, markdown_table
 from bench.rows import code_hash, model_hash, resumable
-from finn_demo import layerwise
-from finn_demo.data import first_images
+from finn_demo.checks import layerwise
+from finn_demo.data.datasets import first_images
 
 CODE = ("bench/checks224.py", "bench/imagenet_shaped.py", "tests/faults.py",
         "tests/imagenet_folder.py")

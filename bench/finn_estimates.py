@@ -18,7 +18,7 @@ import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, ranked_by_bits
 from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
-from finn_demo.accumulators import widest_hidden
+from finn_demo.quant.accumulators import widest_hidden
 
 CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -39,7 +39,7 @@ def setting_flags(name):
 
 def finn_section(args, path):
     """(rows, failures): one row per setting of --finn_bits and board of --finn_boards."""
-    from check_export import FINN_INSTALL_HINT, finn_available
+    from finn_demo.finn_install import FINN_INSTALL_HINT, finn_available
     if not args["finn_bits"] or not args["finn_boards"]:
         return [], []
     if not finn_available():

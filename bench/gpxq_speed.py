@@ -23,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as benchmark.py, before t
 import brevitas.nn as qnn  # noqa: E402
 import torch  # noqa: E402
 
-from finn_demo.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
+from finn_demo.common.configurator import HELP_ARGS, ConfigError, apply_overrides, flags_of  # noqa: E402
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where gpxq_speed.csv goes

@@ -16,8 +16,8 @@ import torch
 import finn_mobilenetv2 as demo
 from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import code_hash, resumable
-from finn_demo.accumulators import widest_hidden
-from finn_demo.configurator import ConfigError
+from finn_demo.quant.accumulators import widest_hidden
+from finn_demo.common.configurator import ConfigError
 from finn_demo.fast_eval import fast_evaluate
 
 CODE = ("bench/grid.py",)  # this section's own code, hashed with the shared code (bench/rows.py)

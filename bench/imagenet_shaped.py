@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torchvision.models import mobilenet_v2
 
-from finn_demo.data import IMAGENET_WNIDS, imagenet_datasets, make_loader
-from finn_demo.models import imagenet_transform
+from finn_demo.data.datasets import IMAGENET_WNIDS, imagenet_datasets, make_loader
+from finn_demo.data.models import imagenet_transform
 from tests.imagenet_folder import make_photo_folder
 
 CLASSES, PER_CLASS, SIZE = 4, 4, (256, 256)  # 16 photos per split

@@ -24,7 +24,7 @@ import torch
 import finn_mobilenetv2 as demo
 from bench.report import code_line, markdown_table
 from bench.rows import code_hash, resumable
-from finn_demo.data import IMAGENET_WNIDS
+from finn_demo.data.datasets import IMAGENET_WNIDS
 from tests.imagenet_folder import make_imagenet_folder
 
 CODE = ("bench/imagenet_times.py", "tests/imagenet_folder.py")  # the rows and their generated data
@@ -224,8 +224,8 @@ def imagenet_text(rows):
         "the float and the Brevitas model in PyTorch on the first agreement images. GPFQ "
         "and Qronos run fast_gpxq.py (the default gpxq_impl) like GPTQ; *gptq (Brevitas)* is GPTQ "
         "in Brevitas' own gptq_mode loop (`--gpxq_impl=brevitas`), for comparison. "
-        "*load* lists the generated folder's few hundred files: listing ImageNet's 1.33 million "
-        "is measured apart (`python -m bench.imagenet_listing`, docs/imagenet.md).", "",
+        "*load* lists the generated folder's few hundred files (torchvision's ImageFolder, "
+        "as on ImageNet).", "",
         markdown_table(*time_table(rows)), "",
         f"The seed's run without PTQ (8-bit, calib {SEED_SIZES['calib_size']}, val "
         f"{SEED_SIZES['val_size']}), by these fits: about "

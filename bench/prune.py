@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.rows import read_rows, write_rows
-from finn_demo.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
 
 out_dir = "results"  # the folder of the benchmark's CSVs
 FLAGS = flags_of(globals())

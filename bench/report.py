@@ -8,7 +8,7 @@ from importlib.metadata import version
 import torch
 
 from bench.rows import FINN_BUILD_CODE, SHARED_CODE
-from finn_demo.files import atomic_path
+from finn_demo.common.files import atomic_path
 
 
 def pyplot():

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from finn_demo.files import atomic_path
+from finn_demo.common.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The code every section runs: the demo, its helper module, the export check, the package they
@@ -25,10 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # FINN build's code (FINN_BUILD_CODE), which no other section runs. Whole files, not functions:
 # a change anywhere in them re-measures the rows (simple beats clever).
 # Not hashed: the installed libraries (their versions are in the report's first lines).
-SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_demo/*.py",
+SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_demo/**/*.py",
                "bench/rows.py")
-FINN_BUILD_CODE = ("finn_build.py", "finn_demo/finn_steps.py", "finn_demo/boards.py",
-                   "finn_demo/builder.py", "finn_demo/fit.py", "finn_demo/resources.py")
+FINN_BUILD_CODE = ("finn_build.py", "finn_demo/finn_steps.py", "finn_demo/hw/*.py")
 
 
 def code_files(*section_files):
@@ -59,8 +58,8 @@ def demo_model_hash(demo_flags):
     """`model_hash` of the float model the demo loads with `demo_flags` (the digits model is
     trained and cached on first use, so every section and every grid job finds it cached)."""
     import finn_mobilenetv2 as demo
-    from finn_demo.data import digits_datasets
-    from finn_demo.models import load_digits_model, load_imagenet_model
+    from finn_demo.data.datasets import digits_datasets
+    from finn_demo.data.models import load_digits_model, load_imagenet_model
     args = demo.make_args(demo_flags)
     if args.data_dir:
         return model_hash(load_imagenet_model(args.weights))

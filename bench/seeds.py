@@ -15,7 +15,7 @@ import finn_mobilenetv2 as demo
 from bench.grid import grid_keys, measure_rows, run_row
 from bench.report import code_line, markdown_table
 from bench.rows import demo_model_hash
-from finn_demo.configurator import ConfigError
+from finn_demo.common.configurator import ConfigError
 
 CODE = ("bench/grid.py", "bench/seeds.py")  # the rows are grid rows, run by this module
 

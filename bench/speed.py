@@ -155,7 +155,7 @@ def speed_text(rows, args):
 
 
 def demo_text(seconds):
-    from check_export import finn_available
+    from finn_demo.finn_install import finn_available
     finn = "runs" if demo.FLAGS["check_finn"] and finn_available() else "is off"
     return [
         "## The demo's second run", "",

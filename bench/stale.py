@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.rows import code_files, code_hash, git, read_rows
-from finn_demo.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
 
 out_dir = "results"  # the folder of the benchmark's CSVs and RESULTS.md
 FLAGS = flags_of(globals())

@@ -1,12 +1,22 @@
-"""What the demo's entry points (finn_mobilenetv2.py, quant_utils.py, check_export.py, finn_build.py,
-benchmark.py) are made of, a module per role:
+"""What the root scripts (finn_mobilenetv2.py, quant_utils.py, check_export.py, finn_build.py,
+benchmark.py) are made of, in folders that follow a model through the pipeline. Imports run one
+way, down this list: a module uses only those above it (and nothing here imports a root script).
 
-- configurator: the `--name=value` flag overrides; validate: the demo's flags checked before work
-- data: the digits set, ImageNet folders, seeded subsets, batches; models: MobileNetV2 weights and
-  the digits model trained on first use
-- evaluate: top-1 of a PyTorch model; fast_eval: the quantized model as QCDQ in onnxruntime
-- fast_gpxq: GPFQ and Qronos in one node-by-node pass (the integer weights of Brevitas' loop)
-- export: the QONNX file for FINN; files: whole-or-nothing writes
-- finn_steps: FINN's compiler steps that finn_build.py runs
-- quiet: the notices torch and Brevitas print on import, silenced (and only those)
+- common/ (imports nothing else of finn_demo, so every stage may use it): configurator (the
+  `--name=value` flag overrides), files (whole-or-nothing writes), quiet (the notices torch and
+  Brevitas print on import, silenced)
+- data/: datasets (the digits set, ImageNet folders, seeded subsets, batches), models (MobileNetV2
+  weights, the digits model trained and cached on first use)
+- quant/: maps (the FINN quantization nodes), ptq (the PTQ passes, their one order and which
+  options combine), fast_gpxq, learned_round, accumulators; quant_utils.py re-exports them
+- top level, the stage between quantization and checks, one module each because each is small:
+  evaluate (top-1 of PyTorch models), fast_eval (the exports in onnxruntime), export (the QONNX
+  file), run (the parts of one demo run), finn_install (whether FINN imports, and the install
+  command: the one place), finn_steps (FINN's frontend and compiler steps: the export checks run
+  the first two, so they sit below checks)
+- checks/: result (CheckResult, Report), structure, layerwise (the layer-by-layer rule), numbers
+  (QONNX vs Brevitas, FINN's frontend), file (every check of one file: check_file)
+- hw/ (needs FINN): boards, resources, fit, builder, hw_checks (the build's checks of FINN's
+  graphs), reuse (--reuse of steps 1-4), build (the build finn_build.py runs)
+- validate: the demo's flags checked before any work (it asks data, quant and finn_install)
 """

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import torch
 
-from finn_demo.data import batches
+from finn_demo.data.datasets import batches
 
 
 @torch.no_grad()

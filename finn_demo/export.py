@@ -5,7 +5,7 @@ import onnx
 from brevitas.export import export_qonnx
 from qonnx.core.modelwrapper import ModelWrapper
 
-from finn_demo.files import atomic_path
+from finn_demo.common.files import atomic_path
 
 
 def export_finn_onnx(model, example, path, metadata):

@@ -9,7 +9,7 @@ one pass over the validation images (each batch decoded once), and each export's
 compared with its PyTorch model's on a sample. This measures the models, not the FINN artefact:
 the QONNX export for FINN is unchanged.
 
-    float_result, quant_result, data_seconds = evaluate_models(
+    float_result, quant_result, data_seconds = evaluate_float_and_quantized(
         float_model, quant_model, val_loader, example, "onnxruntime", sample=500)
     quant_result.top1, quant_result.images_per_s, quant_result.agreement
 """
@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 from brevitas.export import export_onnx_qcdq
 
-from finn_demo.data import first_images
+from finn_demo.data.datasets import first_images
 from finn_demo.evaluate import fidelity, predict_all, scores, top1
 
 # Both exports alike: opset 17, input x, output logits, dynamic batch size.
@@ -120,7 +120,7 @@ def fast_evaluate(model, loader, threads=None, sample=None):
     return result
 
 
-def evaluate_models(float_model, quant_model, loader, example, backend, sample):
+def evaluate_float_and_quantized(float_model, quant_model, loader, example, backend, sample):
     """(float result, quantized result, data seconds): both models scored on the same batches of
     `loader`, each batch decoded once; data seconds is that pass's time outside the models.
 

@@ -8,10 +8,11 @@ import importlib.util
 
 import torch
 
-from finn_demo.configurator import ConfigError
-from finn_demo.files import check_writable
-from finn_demo.models import MOBILENET_V2_STAGES, resolve_weights
-from quant_utils import GPXQ_IMPLS, LEARNED_ROUND_MODES
+from finn_demo.common.configurator import ConfigError
+from finn_demo.common.files import check_writable
+from finn_demo.data.models import MOBILENET_V2_STAGES, resolve_weights
+from finn_demo.finn_install import FINN_INSTALL_HINT, finn_installed
+from finn_demo.quant.ptq import ptq_options_problem
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
 
@@ -47,24 +48,15 @@ def _check_accumulator(args):
     if isinstance(bits, bool) or not isinstance(bits, int) or not 3 <= bits <= 32:
         raise ConfigError(f"--accumulator_bit_width={bits!r}: an accumulator width must be an "
                           "integer from 3 to 32 (or None)")
-    if not (args.gptq or args.gpfq):
-        raise ConfigError(f"--accumulator_bit_width={bits}: AXE is a variant of GPTQ and GPFQ; "
-                          "add --gpfq=True or --gptq=True")
 
 
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
-    if args.learned_round not in LEARNED_ROUND_MODES:
-        raise ConfigError(f"--learned_round={args.learned_round!r}: choose "
-                          f"{', '.join(LEARNED_ROUND_MODES)}")
-    rounding = [name for name in ("gptq", "gpfq", "qronos") if getattr(args, name)]
-    rounding += ["learned_round"] if args.learned_round != "none" else []
-    if len(rounding) > 1:
-        raise ConfigError(f"--{' and --'.join(rounding)} are all weight rounding; choose one "
-                          "(set the others to False, or --learned_round=none)")
     _check_accumulator(args)
-    if args.gpxq_impl not in GPXQ_IMPLS:
-        raise ConfigError(f"--gpxq_impl={args.gpxq_impl!r}: choose {' or '.join(GPXQ_IMPLS)}")
+    problem = ptq_options_problem(args.gptq, args.gpfq, args.qronos, args.learned_round,
+                                  args.accumulator_bit_width, args.gpxq_impl)
+    if problem:
+        raise ConfigError(problem)
     _check_bit_width("weight_bit_width", args.weight_bit_width)
     _check_bit_width("act_bit_width", args.act_bit_width)
     for name in ("depthwise_bit_width", "first_conv_bit_width", "last_linear_bit_width",
@@ -89,8 +81,7 @@ def validate_args(args):
         raise ConfigError(f"--weights={args.weights}: ImageNet weights need --data_dir=PATH/TO/IMAGENET; "
                           "without it the digits demo trains its own model (drop --weights)")
     check_writable(args.output, "--output")
-    if args.finn_build and importlib.util.find_spec("finn") is None:
-        raise ConfigError("--finn_build=True needs FINN: pip install --no-deps finn-plus==1.6.1 && "
-                          "pip install -r requirements-finn.txt (or make .venv/.finn)")
+    if args.finn_build and not finn_installed():
+        raise ConfigError(f"--finn_build=True needs FINN: {FINN_INSTALL_HINT} (or make .venv/.finn)")
     if args.netron and importlib.util.find_spec("netron") is None:
         raise ConfigError("--netron=True needs the netron package: pip install netron")

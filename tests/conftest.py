@@ -52,8 +52,8 @@ def import_finn_steps():
     """finn_demo.finn_steps for the FINN tests. Only a missing `finn` package skips them, and
     not in CI (the CI variable set): there they must run, so a missing FINN is an error too."""
     if not os.environ.get("CI") and importlib.util.find_spec("finn") is None:
-        pytest.skip("FINN is not installed: pip install --no-deps finn-plus==1.6.1 && "
-                    "pip install -r requirements-finn.txt", allow_module_level=True)
+        from finn_demo.finn_install import FINN_INSTALL_HINT
+        pytest.skip(f"FINN is not installed: {FINN_INSTALL_HINT}", allow_module_level=True)
     return importlib.import_module("finn_demo.finn_steps")
 
 
@@ -124,7 +124,7 @@ def imagenet_run(imagenet_weights, tmp_path_factory):
     import io
     import warnings
     import finn_mobilenetv2 as demo
-    from finn_demo.data import ImageNetFolder
+    from finn_demo.data.datasets import ImageNetFolder
     from imagenet_folder import make_imagenet_folder
     root = tmp_path_factory.mktemp("imagenet_run")
     wnids = ["n01440764", "n01443537"]

@@ -260,29 +260,29 @@ def test_a_row_saved_before_rows_had_a_code_is_measured_again(tmp_path):
 
 
 def test_the_code_hash_changes_with_any_code_file_and_with_the_section_module(tmp_path, monkeypatch):
-    for name in ("finn_mobilenetv2.py", "quant_utils.py", "finn_demo/data.py", "bench/grid.py",
+    for name in ("finn_mobilenetv2.py", "quant_utils.py", "finn_demo/data/datasets.py", "bench/grid.py",
                  "bench/speed.py", "README.md"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
     monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
     grid = bench.rows.code_hash("bench/grid.py")
     assert grid != bench.rows.code_hash("bench/speed.py")
     (tmp_path / "README.md").write_text("not code")
     assert bench.rows.code_hash("bench/grid.py") == grid
-    (tmp_path / "finn_demo/data.py").write_text("changed")
+    (tmp_path / "finn_demo/data/datasets.py").write_text("changed")
     assert bench.rows.code_hash("bench/grid.py") != grid
 
 
 def test_only_the_finn_section_hashes_the_finn_build_code(tmp_path, monkeypatch):
-    for name in ("finn_mobilenetv2.py", "finn_demo/data.py", "finn_demo/fit.py", "finn_build.py"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
+    for name in ("finn_mobilenetv2.py", "finn_demo/data/datasets.py", "finn_demo/hw/fit.py", "finn_build.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
     monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
     finn_section = ("bench/finn_estimates.py", *bench.rows.FINN_BUILD_CODE)
-    assert bench.rows.code_files("bench/grid.py") == ["finn_demo/data.py", "finn_mobilenetv2.py"]
-    assert "finn_demo/fit.py" in bench.rows.code_files(*finn_section)
+    assert bench.rows.code_files("bench/grid.py") == ["finn_demo/data/datasets.py", "finn_mobilenetv2.py"]
+    assert "finn_demo/hw/fit.py" in bench.rows.code_files(*finn_section)
     grid, finn = bench.rows.code_hash("bench/grid.py"), bench.rows.code_hash(*finn_section)
-    (tmp_path / "finn_demo/fit.py").write_text("changed")
+    (tmp_path / "finn_demo/hw/fit.py").write_text("changed")
     assert bench.rows.code_hash("bench/grid.py") == grid
     assert bench.rows.code_hash(*finn_section) != finn
 

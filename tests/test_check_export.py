@@ -20,9 +20,11 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.transformation.remove import remove_node_and_rewire
 from qonnx.util.cleanup import cleanup_model
 
-import check_export as ce
+from finn_demo import checks as ce
+from finn_demo import finn_install, run
+from finn_demo.checks import numbers
 from faults import FAULTS
-from finn_demo import layerwise
+from finn_demo.checks import layerwise
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 3  # qonnx executes the graph node by node: about a second per image per graph
@@ -47,14 +49,14 @@ def images(w8a8):
 @pytest.fixture(scope="module")
 def report(bias_corrected, images):
     """Every check but FINN's on a real export whose Convs have biases, with the Brevitas model."""
-    return ce.check_export(bias_corrected.output, images, brevitas_model=bias_corrected.model,
+    return ce.check_file(bias_corrected.output, images, brevitas_model=bias_corrected.model,
                            finn=False)
 
 
 @pytest.fixture(scope="module")
 def full_depth_report(full_depth):
     """The structural checks on the full 7-stage export."""
-    return ce.check_export(full_depth.output, finn=False)
+    return ce.check_file(full_depth.output, finn=False)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def frontend_returning(*graphs):
 def finn_report(finn_graphs, finn_images, bias_corrected):
     """check_export with FINN, its frontend's graphs taken from finn_graphs."""
     with frontend_returning(*finn_graphs[1:]):
-        return ce.check_export(bias_corrected.output, finn_images,
+        return ce.check_file(bias_corrected.output, finn_images,
                                brevitas_model=bias_corrected.model, finn=True)
 
 
@@ -215,8 +217,8 @@ def test_finn_graphs_whose_thresholds_do_not_pair_with_the_quants_fail(w8a8, ima
     cleaned = cleanup_model(ModelWrapper(str(w8a8.output)))
     lost = cleanup_model(ModelWrapper(str(w8a8.output)))
     remove_node_and_rewire(lost, conv_fed_by_relu_quant(lost)[1])
-    monkeypatch.setattr(ce, "finn_import_problem", lambda: None)
-    monkeypatch.setattr(ce, "finn_frontend", lambda model: (lost, lost, {
+    monkeypatch.setattr(numbers, "finn_import_problem", lambda: None)
+    monkeypatch.setattr(numbers, "finn_frontend", lambda model: (lost, lost, {
         "convert": 0.0, "streamline": 0.0}))
     result = ce.check_finn(cleaned, images[:2])
     assert result.failed and "do not pair" in result.summary, str(result)
@@ -230,7 +232,7 @@ def test_images_on_the_input_grid_are_left_as_they_are(w8a8, images):
 
 
 def test_without_finn_the_finn_check_is_skipped_with_the_install_command(w8a8, monkeypatch):
-    monkeypatch.setattr(ce, "finn_installed", lambda: False)
+    monkeypatch.setattr(finn_install, "finn_installed", lambda: False)
     result = ce.check_finn(ModelWrapper(str(w8a8.output)), images=None)
     assert result.status == "skipped"
     assert result.summary.startswith("skipped: install the FINN frontend")
@@ -239,7 +241,7 @@ def test_without_finn_the_finn_check_is_skipped_with_the_install_command(w8a8, m
 
 
 def test_a_broken_finn_install_fails_the_finn_check_naming_the_module(monkeypatch):
-    monkeypatch.setattr(ce, "finn_installed", lambda: True)
+    monkeypatch.setattr(finn_install, "finn_installed", lambda: True)
     monkeypatch.setitem(sys.modules, "finn_demo.finn_steps", None)  # its import now fails
     result = ce.check_finn(None, images=None)
     assert result.failed, str(result)
@@ -324,7 +326,7 @@ def test_a_conv_with_float_weights_fails_the_weight_check(model):
 def test_each_fault_fails_the_equivalence_check_naming_its_layer(fault, tmp_path, w8a8, images):
     model = ModelWrapper(str(w8a8.output))
     faulty = fault(model)
-    report = ce.check_export(save(model, tmp_path), images, brevitas_model=w8a8.model, finn=False)
+    report = ce.check_file(save(model, tmp_path), images, brevitas_model=w8a8.model, finn=False)
     equivalence = report["equivalence"]
     print(equivalence)
     assert equivalence.failed, str(equivalence)
@@ -371,7 +373,7 @@ def test_equivalence_on_all_equal_logits_fails_as_proving_nothing(w8a8, images, 
 
 
 def test_without_the_brevitas_model_equivalence_is_skipped_and_says_why(w8a8):
-    report = ce.check_export(w8a8.output, finn=False)
+    report = ce.check_file(w8a8.output, finn=False)
     assert report.ok
     assert report["equivalence"].status == "skipped"
     assert "Brevitas model" in report["equivalence"].summary
@@ -411,7 +413,7 @@ def test_demo_checks_its_export_and_prints_report_and_metadata(cache_dir, tmp_pa
     # The quantized top-1 says what measured it, on screen and in the file (the default backend:
     # onnxruntime on a CPU, with its agreement with the Brevitas model).
     backend = {"onnxruntime": "onnxruntime (QCDQ export)", "brevitas": "Brevitas (PyTorch)"}[
-        demo.resolve_backend(demo.make_args([]))]
+        run.resolve_backend(demo.make_args([]))]
     assert f"validation images, measured by {backend}" in printed
     assert f"quant_top1_measured_by = {backend}" in printed
     if "onnxruntime" in backend:

@@ -1,8 +1,8 @@
 """The cached digits model is trusted only when intact and of the asked configuration."""
 import torch
 
-from finn_demo.data import digits_datasets
-from finn_demo.models import load_digits_model
+from finn_demo.data.datasets import digits_datasets
+from finn_demo.data.models import load_digits_model
 
 TINY = {"width_mult": 0.25, "epochs": 1}  # enough to test the cache, not to be accurate
 

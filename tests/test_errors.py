@@ -7,7 +7,7 @@ import torch
 from torchvision.models import mobilenet_v2
 
 import finn_mobilenetv2 as demo
-import quant_utils
+from finn_demo.quant import ptq
 from imagenet_folder import make_imagenet_folder
 from conftest import ROOT, SMALL
 
@@ -134,7 +134,7 @@ def test_command_line_error_is_one_line_without_traceback(output):
 def test_ctrl_c_during_calibration_ends_cleanly(capsys, monkeypatch, output, cache_dir):
     def interrupted(loader, model):
         raise KeyboardInterrupt
-    monkeypatch.setattr(quant_utils, "calibrate", interrupted)
+    monkeypatch.setattr(ptq, "calibrate", interrupted)
     status = demo.cli([f"--cache_dir={cache_dir}", *SMALL, f"--output={output}"])
     assert status == 130
     assert capsys.readouterr().err.strip().split("\r")[-1].startswith("interrupted: the run stopped")

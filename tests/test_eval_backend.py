@@ -7,17 +7,18 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from finn_demo.data import first_images
+from finn_demo.data.datasets import first_images
 from finn_demo.evaluate import fidelity, predict_all
-from finn_demo.fast_eval import evaluate_models, fast_evaluate
+from finn_demo.fast_eval import evaluate_float_and_quantized, fast_evaluate
 import finn_mobilenetv2 as demo
+from finn_demo import run
 
 
 def test_onnxruntime_measures_what_pytorch_measures(w8a8):
     # The session's runs use the brevitas backend: both top-1 there are PyTorch's.
     float_model = demo.load_model_and_data(w8a8.args)[0]
     example = first_images(w8a8.val_loader, 1)
-    float_eval, quant, data_seconds = evaluate_models(
+    float_eval, quant, data_seconds = evaluate_float_and_quantized(
         float_model, w8a8.model, w8a8.val_loader, example, "onnxruntime", sample=1000)
     scored = len(w8a8.val_loader.dataset)
     assert float_eval.scored == quant.scored == w8a8.quant.scored == scored
@@ -50,7 +51,7 @@ def test_the_agreement_sample_is_the_first_images_only(w8a8):
 
 def test_auto_picks_onnxruntime_for_imagenet_on_cpu_and_brevitas_otherwise():
     def backend(flag, device, data_dir):
-        return demo.resolve_backend(SimpleNamespace(eval_backend=flag, device=device, data_dir=data_dir))
+        return run.resolve_backend(SimpleNamespace(eval_backend=flag, device=device, data_dir=data_dir))
     assert backend("auto", "cpu", "/data/imagenet") == "onnxruntime"
     assert backend("auto", "cuda:0", "/data/imagenet") == "brevitas"
     assert backend("auto", "cpu", "") == "brevitas"  # the digits

@@ -12,10 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from finn_demo import fast_gpxq
+from finn_demo.quant import fast_gpxq
 import finn_mobilenetv2 as demo
 import quant_utils as qu
-from finn_demo.configurator import ConfigError
+from finn_demo.quant import ptq
+from finn_demo.common.configurator import ConfigError
 from conftest import SMALL
 
 CALIB = ["--calib_size=16", "--batch_size=8"]
@@ -120,13 +121,13 @@ def test_fast_gpxq_gives_way_to_brevitas_where_its_pass_would_not_fit_in_memory(
     model, loader = calibrated
     needed = fast_gpxq.pass_bytes(model, [batch for batch, _ in loader])
     brevitas_runs = []
-    monkeypatch.setattr(qu, "_apply_gpxq", lambda images, model, mode, desc: brevitas_runs.append(desc))
-    monkeypatch.setattr(qu, "available_bytes", lambda device: needed)  # needs more than 80% of it
+    monkeypatch.setattr(ptq, "_apply_gpxq", lambda images, model, mode, desc: brevitas_runs.append(desc))
+    monkeypatch.setattr(ptq, "available_bytes", lambda device: needed)  # needs more than 80% of it
     untouched = integer_weights(model)
     assert _same(run("gpfq", "fast", model, loader), untouched)  # nothing done by the fast path...
     assert brevitas_runs == ["GPFQ"]  # ... Brevitas' loop ran instead
     assert "running Brevitas' implementation instead" in capsys.readouterr().out
-    monkeypatch.setattr(qu, "available_bytes", lambda device: 2 * needed)
+    monkeypatch.setattr(ptq, "available_bytes", lambda device: 2 * needed)
     assert not _same(run("gpfq", "fast", model, loader), untouched) and brevitas_runs == ["GPFQ"]
 
 

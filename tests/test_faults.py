@@ -14,10 +14,13 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import qonnx_make_model
 
 import finn_mobilenetv2 as demo
+from finn_demo import finn_install, run
+from finn_demo.hw import reuse
+from finn_demo.checks import file as checks_file
 from conftest import ROOT
-from finn_demo import models
-from finn_demo.configurator import ConfigError
-from finn_demo.data import first_images
+from finn_demo.data import models
+from finn_demo.common.configurator import ConfigError
+from finn_demo.data.datasets import first_images
 from imagenet_folder import make_imagenet_folder
 
 
@@ -25,15 +28,15 @@ from imagenet_folder import make_imagenet_folder
 def test_check_images_are_gathered_across_batches(tmp_path, monkeypatch):
     # An untrained 1-stage model stands in for the digits model: only the images handed to the
     # checks matter here.
-    monkeypatch.setattr(demo, "load_digits_model",
+    monkeypatch.setattr(run, "load_digits_model",
                         lambda *args, **kwargs: models.digits_mobilenet_v2(0.25, stages=1))
     handed = []
 
     def record_check(path, images, **kwargs):
         handed.append(images)
-        from check_export import Report
+        from finn_demo.checks import Report
         return Report(str(path), {}, {})
-    monkeypatch.setattr(demo, "check_exported_file", record_check)
+    monkeypatch.setattr(checks_file, "check_file", record_check)
     demo.main(demo.make_args([
         f"--output={tmp_path / 'm.onnx'}", "--calib_size=4", "--val_size=10", "--batch_size=2",
         "--check_images=5", "--eval_backend=brevitas", f"--cache_dir={tmp_path}"]))
@@ -101,22 +104,20 @@ def count_runs(calls):
 
 
 def test_reuse_loads_only_intermediates_of_the_same_model_and_flags(tmp_path, sources):
-    import finn_build
     out_dir, calls = tmp_path / "build", []
-    finn_build.Steps(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
-    finn_build.Steps(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
+    reuse.Steps(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
+    reuse.Steps(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
     assert len(calls) == 1  # the second build loaded it
-    finn_build.Steps(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 1000)
+    reuse.Steps(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 1000)
     assert len(calls) == 2  # another --model: run again
-    finn_build.Steps(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 500)
+    reuse.Steps(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 500)
     assert len(calls) == 3  # another --target_fps: run again
 
 
 def test_after_a_step_runs_again_the_later_steps_run_again(tmp_path, sources):
-    import finn_build
     out_dir, calls = tmp_path / "build", []
     for part in ("xczu7ev-ffvc1156-2-e", "xcu250-figd2104-2L-e"):
-        step = finn_build.Steps(out_dir, True, sources[0])
+        step = reuse.Steps(out_dir, True, sources[0])
         step("specialize", count_runs(calls), identity_model(), part)
         step("fold", count_runs(calls), identity_model(), 1000)
     # Another --fpga_part: specialize runs again, and fold too, on the new specialized model,
@@ -125,14 +126,13 @@ def test_after_a_step_runs_again_the_later_steps_run_again(tmp_path, sources):
 
 
 def test_an_interrupted_save_leaves_no_intermediate_to_reuse(tmp_path, sources, monkeypatch):
-    import finn_build
 
     def save_half(self, path):
         with open(path, "wb") as file:
             file.write(b"half a model")
         raise KeyboardInterrupt
     monkeypatch.setattr(ModelWrapper, "save", save_half)
-    step = finn_build.Steps(tmp_path / "build", True, sources[0])
+    step = reuse.Steps(tmp_path / "build", True, sources[0])
     with pytest.raises(KeyboardInterrupt):
         step("frontend", count_runs([]), identity_model())
     assert os.listdir(tmp_path / "build" / "intermediate") == []
@@ -141,8 +141,8 @@ def test_an_interrupted_save_leaves_no_intermediate_to_reuse(tmp_path, sources, 
 def test_a_broken_finn_install_refuses_the_build_naming_the_module(tmp_path, monkeypatch, capsys):
     import finn_build
     broken = ModuleNotFoundError("No module named 'rich'", name="rich")
-    monkeypatch.setattr(finn_build, "FINN_IMPORT_ERROR", broken)
-    monkeypatch.setattr(finn_build, "finn_installed", lambda: True)
+    monkeypatch.setattr(finn_install, "finn_import_error", lambda module: broken)
+    monkeypatch.setattr(finn_install, "finn_installed", lambda: True)
     assert finn_build.cli([f"--out_dir={tmp_path / 'build'}"]) == 2
     message = capsys.readouterr().err.strip()
     assert "FINN is installed but module rich does not import" in message, message
@@ -187,7 +187,10 @@ def test_a_run_prints_no_third_party_notices_but_the_projects_warnings(tmp_path)
     script = textwrap.dedent(f"""
         import sys
         import finn_mobilenetv2 as demo
-        from finn_demo.data import ImageNetFolder
+from finn_demo import finn_install, run
+from finn_demo.hw import reuse
+from finn_demo.checks import file as checks_file
+        from finn_demo.data.datasets import ImageNetFolder
         folder = ImageNetFolder({str(root / 'val')!r})
         [folder[index] for index in range(len(folder))]  # warns about broken.JPEG
         sys.exit(demo.cli(["--calib_size=0"]))

@@ -17,9 +17,10 @@ from conftest import import_finn_steps
 
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
-from finn_demo import boards, builder, fit  # noqa: E402
-from finn_demo.accumulators import widest_hidden  # noqa: E402
-from check_export import metadata_of, run_images  # noqa: E402
+from finn_demo import finn_install  # noqa: E402
+from finn_demo.hw import boards, build, builder, fit, hw_checks, reuse  # noqa: E402
+from finn_demo.quant.accumulators import widest_hidden  # noqa: E402
+from finn_demo.checks import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
 
 
@@ -38,7 +39,7 @@ def test_build_passes_its_checks_and_every_layer_is_a_hardware_layer(built, bias
     result, out_dir, _ = built
     assert result.failures == []
     accelerator = ModelWrapper(str(out_dir / "hw_layers.onnx"))
-    assert all(node.domain.startswith(finn_build.HW_DOMAIN) for node in accelerator.graph.node)
+    assert all(node.domain.startswith(hw_checks.HW_DOMAIN) for node in accelerator.graph.node)
     source = ModelWrapper(str(bias_corrected.output))
     counts = {op: len(accelerator.get_nodes_by_op_type(op))
               for op in ("MVAU_rtl", "MVAU_hls", "VVAU_rtl", "VVAU_hls", "ElementwiseAdd_hls")}
@@ -123,10 +124,10 @@ def test_a_folding_config_that_does_not_carry_the_design_is_reported(built):
     design = type("Design", (), {"layers": estimates["layers"]})()
     reported = {layer["name"]: {key: layer[key] for key in boards.RESOURCES}
                 for layer in estimates["layers"]}
-    assert finn_build.reproduction_failures(design, reported) == []
+    assert build.reproduction_failures(design, reported) == []
     name = next(layer["name"] for layer in estimates["layers"] if layer["BRAM_18K"] > 0)
     reported[name]["BRAM_18K"] += 1
-    (failure,) = finn_build.reproduction_failures(design, reported)
+    (failure,) = build.reproduction_failures(design, reported)
     assert name in failure
 
 
@@ -156,7 +157,7 @@ def test_a_float_node_between_hardware_layers_fails_the_partition_check(built, b
     model.graph.node.insert(list(model.graph.node).index(mvau) + 1,
                             helper.make_node("Mul", [mvau.output[0], scale], [scaled], name="FloatMul"))
     model.set_tensor_datatype(scaled, DataType["FLOAT32"])
-    assert finn_build.nodes_between_hw_layers(model) == ["FloatMul (Mul)"]
+    assert hw_checks.nodes_between_hw_layers(model) == ["FloatMul (Mul)"]
 
 
 def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corrected):
@@ -174,15 +175,15 @@ def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corr
     rows[channel] += rows[channel, 1] - rows[channel, 0]
     model.set_initializer(node.input[1], rows)
     streamlined = ModelWrapper(str(built[1] / "intermediate" / "2_streamline.onnx"))
-    result = finn_build.check_hw_graph(model, streamlined, qonnx_model, 8)
+    result = hw_checks.check_hw_graph(model, streamlined, qonnx_model, 8)
     assert result.failed, str(result)
     assert "hardware vs QONNX, layer by layer: 1 of" in result.summary, result.summary
     assert result.offenders[0].startswith(f"{node.name} ("), result.offenders
 
 
 def test_without_finn_the_build_is_refused_with_the_install_command(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(finn_build, "FINN_IMPORT_ERROR", ImportError("No module named 'finn'"))
-    monkeypatch.setattr(finn_build, "finn_installed", lambda: False)
+    monkeypatch.setattr(finn_install, "finn_import_error", lambda module: ImportError("No module named 'finn'"))
+    monkeypatch.setattr(finn_install, "finn_installed", lambda: False)
     model = tmp_path / "model.onnx"
     model.write_bytes(b"")
     assert finn_build.cli([f"--model={model}", f"--out_dir={tmp_path / 'build'}"]) == 2
@@ -228,7 +229,7 @@ def test_composed_gives_the_graph_of_qonnxs_composed_transformation(built, monke
         ComposedTransformation(transformations)))
     theirs = fs.lower_convs(ModelWrapper(str(intermediate / "2_streamline.onnx")))
     ours = ModelWrapper(str(intermediate / "3_lower_convs.onnx"))
-    key = finn_build.SOURCE_KEY  # the step name the build saved with the graph
+    key = reuse.SOURCE_KEY  # the step name the build saved with the graph
     theirs.set_metadata_prop(key, ours.get_metadata_prop(key))
     assert theirs.model.SerializeToString() == ours.model.SerializeToString()
 
@@ -273,7 +274,7 @@ def test_demo_flag_builds_the_export_beside_it_and_says_how_the_build_ended(
         assert status == 3 and "DOES NOT FIT ZCU104: the closest design (12 frames/s) needs LUT 300" \
             " of a budget of 200 (50% over)" in printed
     (args,) = calls
-    assert args.model == str(output) and args.out_dir == str(tmp_path / "finn_build")
+    assert args.model == str(output) and args.out_dir == str(tmp_path / "finn_output")
 
 
 def test_the_builder_config_asks_finn_for_the_outputs_named():

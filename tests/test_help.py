@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from finn_demo.configurator import Flags, apply_overrides, help_text
+from finn_demo.common.configurator import Flags, apply_overrides, help_text
 
 
 def script_help(script, arg="--help"):

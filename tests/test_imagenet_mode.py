@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from imagenet_folder import make_imagenet_folder
-from finn_demo.data import ImageNetFolder, random_subset
-from finn_demo.models import imagenet_transform
+from finn_demo.data.datasets import ImageNetFolder, random_subset
+from finn_demo.data.models import imagenet_transform
 
 TENCH, GOLDFISH, TABBY = "n01440764", "n01443537", "n02123045"
 

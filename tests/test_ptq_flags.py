@@ -16,7 +16,7 @@ from torch import nn
 
 import finn_mobilenetv2 as demo
 import quant_utils as qu
-from finn_demo import learned_round
+from finn_demo.quant import learned_round
 from conftest import SMALL
 
 CALIB = ["--calib_size=64", "--batch_size=32"]
@@ -162,7 +162,7 @@ def test_blockwise_learned_rounding_trains_each_block_against_the_float_blocks_o
     # a residual block runs its Add: the part holds the whole block, skip path included
     assert any(node.op == "call_function" and "add" in node.name for part in blocks for node in part.nodes)
     assert len(learned_round.parts(model, "layerwise")) == len(layers)
-    qu.apply_learned_round(loader, model, "blockwise")
+    learned_round.apply_learned_round(loader, model, "blockwise")
     old, new = integer_weights(calibrated), integer_weights(model)
     assert sum(int((old[name] != new[name]).sum()) for name in old) >= 100
     assert logits_mse(model, float_model, held_out) < 0.9 * logits_mse(calibrated, float_model, held_out)

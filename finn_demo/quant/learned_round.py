@@ -31,7 +31,7 @@ from brevitas_examples.common.learned_round.learned_round_method import (
     MSELoss, RoundRegularisationLoss, insert_learned_round_quantizers)
 from tqdm import tqdm
 
-from finn_demo.data import batches
+from finn_demo.data.datasets import batches
 
 MODES = ("none", "layerwise", "blockwise")
 QUANTIZERS_OFF = dict(disable_act_quant=True, disable_weight_quant=True, disable_bias_quant=True)

@@ -26,7 +26,7 @@ from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
 from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 from finn.util.basic import getHWCustomOp
 
-from finn_demo.boards import RESOURCES
+from finn_demo.hw.boards import RESOURCES
 
 HLS_FORMULA = {"MVAU_rtl": MVAU_hls, "VVAU_rtl": VVAU_hls}  # their LUTs by FINN's HLS model
 SKIP_MARGIN_PIXELS = 2  # pipeline slack of the 1x1 convs around the depthwise one

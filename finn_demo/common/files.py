@@ -21,7 +21,7 @@ def atomic_path(path):
 
 def check_writable(path, flag):
     """Raise ConfigError early when `path` could not be written (its folder is missing or read-only)."""
-    from finn_demo.configurator import ConfigError
+    from finn_demo.common.configurator import ConfigError
     folder = Path(path).resolve().parent
     if not folder.is_dir():
         raise ConfigError(f"{flag}: folder {folder} does not exist; create it or choose another path")

@@ -11,7 +11,7 @@ from torch.utils.data.dataloader import default_collate
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
-from finn_demo.configurator import ConfigError
+from finn_demo.common.configurator import ConfigError
 
 DIGITS_IMAGE_SIZE = 32  # MobileNetV2 downsamples 32x; 32x32 leaves a 1x1 map before the classifier
 DIGITS_TEST_SIZE = 497  # of 1797 images; a fixed split so cached models and figures stay comparable
@@ -51,53 +51,12 @@ class ImageNetFolder(ImageFolder):
                 f"({', '.join(unknown[:3])}); name them like n01440764")
         return classes, {name: WNID_INDEX[name] for name in classes}
 
-    @staticmethod
-    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
-                     allow_empty=False):
-        """torchvision's (path, label) list, the same items in the same order, listed faster.
-
-        ImageNet's train/ holds 1.28 million files to pick 1000 calibration images from:
-        torchvision's os.walk and its Python check per file take more than twice as long as this
-        (times: docs/imagenet.md, from bench/imagenet_listing.py). Flat class folders are listed
-        here, one os.scandir each; anything else (subfolders, an unreadable or empty class, an
-        is_valid_file) goes to torchvision's own make_dataset, so its samples and errors stay.
-        """
-        samples = None
-        if class_to_idx and extensions is not None and is_valid_file is None:
-            samples = _flat_class_files(os.path.expanduser(directory), class_to_idx, extensions)
-        if samples is None:
-            samples = ImageFolder.make_dataset(
-                directory, class_to_idx, extensions, is_valid_file, allow_empty)
-        return samples
-
     def __getitem__(self, index):
         try:
             return super().__getitem__(index)
         except (OSError, UnidentifiedImageError) as error:
             warnings.warn(f"skipping {self.samples[index][0]}: cannot decode image ({error})")
             return None
-
-
-def _flat_class_files(directory, class_to_idx, extensions):
-    """torchvision's make_dataset for class folders that hold files only, each with at least
-    one image; None for any other folder. Its order: classes sorted, then file names sorted."""
-    extensions = extensions if isinstance(extensions, str) else tuple(extensions)
-    samples = []
-    for name in sorted(class_to_idx):
-        class_dir = os.path.join(directory, name)
-        try:
-            with os.scandir(class_dir) as scan:
-                entries = list(scan)
-            if any(entry.is_dir() for entry in entries):
-                return None  # torchvision walks subfolders (following links), in its own order
-        except OSError:  # missing or unreadable (os.walk skips it silently) or a stat failed
-            return None
-        names = sorted(entry.name for entry in entries if entry.name.lower().endswith(extensions))
-        if not names:
-            return None  # torchvision's error, or its allow_empty
-        prefix, label = class_dir + os.sep, class_to_idx[name]
-        samples += [(prefix + file_name, label) for file_name in names]
-    return samples
 
 
 def imagenet_split(data_dir, split, transform):

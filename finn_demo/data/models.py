@@ -8,8 +8,8 @@ from torch import nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from tqdm import tqdm
 
-from finn_demo.configurator import ConfigError
-from finn_demo.files import atomic_path
+from finn_demo.common.configurator import ConfigError
+from finn_demo.common.files import atomic_path
 
 # The seed's MobileNet_V2_Weights.DEFAULT. torchvision's published float top-1 and preprocessing
 # (its weights' meta["_metrics"] and transforms()): IMAGENET1K_V2 72.154%, resize 232, crop 224;

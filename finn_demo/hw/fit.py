@@ -13,7 +13,7 @@ Fitting is not monotonic in the frame rate: a little parallelism packs weights b
 search doubles the frame rate from SetFolding's least parallel design until two designs in a
 row are over after one fitted (or SetFolding runs out of parallelism), then bisects between the
 fastest that fits and the next that does not.
-Costs are finn_demo.resources': FINN's estimates plus the project's stand-ins and stream buffers.
+Costs are finn_demo.hw.resources': FINN's estimates plus the project's stand-ins and stream buffers.
 """
 import copy
 import math
@@ -26,8 +26,8 @@ from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
 from finn.transformation.fpgadataflow.set_folding import SetFolding
 from finn.util.basic import getHWCustomOp
 
-from finn_demo.boards import RESOURCES
-from finn_demo.resources import layer_cost, stream_buffer_costs, total
+from finn_demo.hw.boards import RESOURCES
+from finn_demo.hw.resources import layer_cost, stream_buffer_costs, total
 
 # The attributes FINN's folding config carries for this design (the builder's own list).
 FOLDING_ATTRIBUTES = ["PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode",

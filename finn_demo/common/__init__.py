@@ -1,0 +1,1 @@
+"""Helpers every stage may use; they import nothing else of finn_demo."""

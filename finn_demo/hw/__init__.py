@@ -1,0 +1,1 @@
+"""FINN's hardware flow (needs FINN installed): builder, boards, fit, resources, checks, build."""

@@ -1,0 +1,278 @@
+"""The FINN build behind finn_build.py: FINN's build_dataflow_cfg runs one DataflowBuildConfig
+whose steps are the project's (finn_demo/finn_steps.py, checked by hw_checks.py, fitted by
+fit.py) and FINN's own named steps; see finn_build.py's docstring for the story of a build."""
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+from finn.util.basic import getHWCustomOp
+from finn.util.config import extract_model_config_to_json
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.util.cleanup import cleanup_model
+
+from finn_demo import finn_steps as fs
+from finn_demo.common.configurator import ConfigError
+from finn_demo.common.files import atomic_path
+from finn_demo.hw import boards, builder, fit
+from finn_demo.hw.hw_checks import check_hw_graph, check_partition, nodes_between_hw_layers
+from finn_demo.hw.reuse import Steps
+
+class BuildStopped(Exception):
+    """A check found what makes the later steps meaningless (the failures are recorded)."""
+
+
+class Build:
+    """The project's builder steps, run by FINN's build_dataflow_cfg in `steps()` order, and
+    what they find: check failures, the fitted design, the summary."""
+
+    def __init__(self, args, qonnx_model, target):
+        self.args, self.qonnx_model, self.target = args, qonnx_model, target
+        self.cache = Steps(args.out_dir, args.reuse, args.model)
+        self.failures, self.design, self.tried, self.estimates = [], None, [], None
+        self.streamlined = None  # step 2's graph, the hardware graph's exact reference
+
+    def steps(self):
+        return [self.step_frontend, self.step_streamline, self.step_lower_convs,
+                self.step_convert_to_hw, self.step_check_hw_graph,
+                "step_create_dataflow_partition", self.step_check_partition,
+                "step_specialize_layers", "step_minimize_bit_width", self.step_fit_to_board,
+                "step_apply_folding_config", "step_generate_estimate_reports", self.step_summary]
+
+    def step_frontend(self, model, cfg):
+        return self.cache("frontend", fs.frontend, model)
+
+    def step_streamline(self, model, cfg):
+        self.streamlined = self.cache("streamline", fs.streamline, model)
+        return self.streamlined
+
+    def step_lower_convs(self, model, cfg):
+        return self.cache("lower_convs", fs.lower_convs, model)
+
+    def step_convert_to_hw(self, model, cfg):
+        return self.cache("convert_to_hw", fs.convert_to_hw, model, self.qonnx_model)
+
+    def step_check_hw_graph(self, model, cfg):
+        """The hardware graph on validation images, exact against the streamlined graph and layer
+        by layer against QONNX; one unbroken run of them."""
+        if self.args.verify_images:
+            start = time.perf_counter()
+            result = check_hw_graph(model, self.streamlined, self.qonnx_model,
+                                    self.args.verify_images)
+            print(f"    check: {result.summary} ({time.perf_counter() - start:.1f} s)")
+            if result.failed:
+                self.failures += [f"hw_graph: {line}" for line in [result.summary, *result.offenders]]
+        between = nodes_between_hw_layers(model)
+        if between:
+            self.stop(f"not hardware layers between hardware layers: {', '.join(between)}; FINN's "
+                      "dataflow partition needs one unbroken run of hardware layers")
+        return model
+
+    def step_check_partition(self, model, cfg):
+        parent = ModelWrapper(str(cfg.get_intermediate_models_directory() / "dataflow_parent.onnx"))
+        failures, outside = check_partition(parent, model, self.qonnx_model)
+        print(f"    {len(model.graph.node)} hardware layers inside; outside: "
+              f"{', '.join(outside) or 'nothing'}")
+        if failures:
+            self.stop(*failures)
+        return model
+
+    def step_fit_to_board(self, model, cfg):
+        """The fit's folding and memories, written as FINN's folding config for the next step."""
+        self.design, self.tried = fit.search(model, cfg._resolve_fpga_part(), self.args.clock_ns,
+                                             self.target.budget, self.args.target_fps or None)
+        path = Path(self.args.out_dir, "folding_config.json")
+        extract_model_config_to_json(self.design.model, path, fit.FOLDING_ATTRIBUTES)
+        cfg.folding_config_file = path
+        return model
+
+    def step_summary(self, model, cfg):
+        """estimates.json and hw_layers.onnx; FINN's estimates must be the fit's."""
+        reported = json.loads((cfg.get_report_directory() / "estimate_layer_resources.json")
+                              .read_text())
+        self.failures += reproduction_failures(self.design, reported)
+        self.estimates = summarize(self.design, self.tried, self.target, self.args)
+        self.estimates["failures"] = self.failures
+        self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded
+        self.estimates["accumulator_bits"] = accumulator_widths(model)
+        write_outputs(self.args.out_dir, model, self.estimates)
+        return model
+
+    def stop(self, *failures):
+        self.failures += failures
+        raise BuildStopped("; ".join(failures))
+
+
+def accumulator_widths(model):
+    """{layer: accumulator bits} of every matrix and depthwise unit, as FINN's bit-width
+    minimization left them (its accDataType), in graph order."""
+    return {node.name: DataType[getHWCustomOp(node).get_nodeattr("accDataType")].bitwidth()
+            for node in model.graph.node if node.op_type.startswith(("MVAU", "VVAU"))}
+
+
+def reproduction_failures(design, reported):
+    """FINN's estimate report, made after FINN applied folding_config.json, against the fit's
+    FINN figures per layer: they differ only if the folding config does not carry the design."""
+    failures = []
+    for layer in design.layers:
+        finn = reported.get(layer["name"], {})
+        if any(abs(finn.get(key, 0) - layer[key]) > 1e-6 for key in boards.RESOURCES):
+            failures.append(f"folding_config: FINN's estimate of {layer['name']} after applying it "
+                            f"is {finn}, the fit's was {layer}")
+    return failures
+
+
+def summarize(design, tried, target, args):
+    """The project's summary of the design: what estimates.json holds."""
+    totals = {key: round(value) for key, value in design.totals.items()}
+    finn_only = {key: round(sum(layer[key] for layer in design.layers)) for key in boards.RESOURCES}
+    return {
+        "board": target.board, "part": target.part, "clock_ns": args.clock_ns,
+        "target_fps": args.target_fps, "estimated_fps": design.fps, "bottleneck": design.bottleneck,
+        "max_cycles": max(layer["cycles"] for layer in design.layers),
+        "mvau_wwidth_max": design.mvau_wwidth_max,
+        "fits": design.fits, "over": design.over, "available": target.available,
+        "limits": target.limits, "budget": target.budget, "totals": totals, "finn_totals": finn_only,
+        "use_percent": {key: round(100 * totals[key] / target.available[key], 1)
+                        for key in boards.RESOURCES if target.available.get(key)},
+        "layers": design.layers, "stream_buffers": design.buffers,
+        "skip_fifo_depths": design.skip_depths,
+        "sources": {"finn": "every layer's LUT, BRAM_18K, URAM, DSP (finn_totals) and the stream "
+                            "buffers' costs, by FINN's estimators",
+                    "project": "standin_LUT of RTL matrix units (FINN's HLS LUT formula), the skip "
+                               "FIFOs' depths (analytic), the memory choices and folding search "
+                               "(FINN's SetFolding, mvau_wwidth_max widened where needed)"},
+        "tried": [{"requested_fps": item.requested_fps, "fps": item.fps, "fits": item.fits,
+                   "over": item.over} for item in tried],
+        "model": args.model}
+
+
+def print_table(estimates):
+    """Resources and cycles per layer type, the stream buffers, then the totals against the board."""
+    rows = {}
+    for layer in estimates["layers"]:
+        row = rows.setdefault(layer["op_type"], Counter())
+        row.update({key: layer[key] for key in ("LUT", "standin_LUT", "BRAM_18K", "URAM", "DSP")}
+                   | {"count": 1})
+        row["max_cycles"] = max(row["max_cycles"], layer["cycles"])
+    for op_type, row in estimates["stream_buffers"].items():
+        rows[op_type + " (inserted)"] = Counter(row)
+    print(f"{'layer type':36} {'count':>5} {'LUT':>9} {'+stand-in':>9} {'BRAM_18K':>9} {'URAM':>5} "
+          f"{'DSP':>5} {'max cycles':>10}")
+    for op_type, row in sorted(rows.items(), key=lambda item: -item[1]["LUT"]):
+        print(f"{op_type:36} {row['count']:5.0f} {row['LUT']:9.0f} {row['standin_LUT']:9.0f} "
+              f"{row['BRAM_18K']:9.0f} {row['URAM']:5.0f} {row['DSP']:5.0f} {row['max_cycles']:10.0f}")
+    totals, percent = estimates["totals"], estimates["use_percent"]
+    print("total (LUT with stand-ins): " + ", ".join(
+        f"{key} {totals[key]}" + (f" ({percent[key]}% of {estimates['board']})" if key in percent
+                                  else "") for key in boards.RESOURCES))
+    print(f"estimated {estimates['estimated_fps']:.0f} frames/s at {1e3 / estimates['clock_ns']:.0f}"
+          f" MHz on {estimates['part']} (bottleneck {estimates['bottleneck']}; folded by SetFolding "
+          f"with mvau_wwidth_max={estimates['mvau_wwidth_max']})")
+
+
+OUTPUTS = ("hw_layers.onnx", "estimates.json", "folding_config.json")
+
+
+def write_outputs(out_dir, accelerator, estimates):
+    """hw_layers.onnx and estimates.json, each written whole or not at all."""
+    with atomic_path(os.path.join(out_dir, OUTPUTS[0])) as path:
+        accelerator.save(str(path))
+    with atomic_path(os.path.join(out_dir, OUTPUTS[1])) as path:
+        path.write_text(json.dumps(estimates, indent=2))
+
+
+def resolve_target(args):
+    """The board's part, resources and budget (flags already validated)."""
+    limits = boards.parse_limits(args.res_limits)
+    if not args.board:
+        return SimpleNamespace(board="", part=args.fpga_part, limits=limits, available={},
+                               budget={key: float("inf") for key in boards.RESOURCES})
+    return SimpleNamespace(board=args.board, part=args.fpga_part or boards.PARTS[args.board],
+                           limits=limits, available=boards.available(args.board),
+                           budget=boards.budget(args.board, limits))
+
+def validate_args(args):
+    """Raise ConfigError on the first flag that cannot work (FINN imports: finn_build.py checked)."""
+    if not os.path.isfile(args.model):
+        raise ConfigError(f"--model={args.model}: no such file; export one with "
+                          "`python finn_mobilenetv2.py` first")
+    if args.board and args.board not in boards.BOARDS:
+        raise ConfigError(f"--board={args.board}: not a board FINN knows; use one of "
+                          f"{', '.join(boards.BOARDS)}, or --board= with --fpga_part and --target_fps")
+    if not args.board and not (args.fpga_part and args.target_fps):
+        raise ConfigError("--board=: without a board give --fpga_part=PART and --target_fps=N "
+                          "(there is no budget to fit to)")
+    if args.clock_ns <= 0 or args.target_fps < 0:
+        raise ConfigError(f"--clock_ns={args.clock_ns} must be positive and --target_fps="
+                          f"{args.target_fps} 0 (search) or positive")
+    if args.verify_images < 0:
+        raise ConfigError(f"--verify_images={args.verify_images}: must be 0 (skip) or more")
+    try:
+        boards.parse_limits(args.res_limits)
+    except ValueError as error:
+        raise ConfigError(f"--res_limits={args.res_limits}: {error}") from None
+    unknown = set(output_names(args)) - set(builder.OUTPUTS)
+    if unknown:
+        raise ConfigError(f"--outputs={args.outputs}: unknown {', '.join(sorted(unknown))}; use "
+                          f"{', '.join(builder.OUTPUTS)}")
+
+
+def output_names(args):
+    return [name.strip() for name in args.outputs.split(",") if name.strip()]
+
+
+def make_config(args, build, target):
+    return builder.make_config(args.out_dir, build.steps(), builder.output_types(output_names(args)),
+                               target.part, target.board, boards.is_zynq(target.board),
+                               args.clock_ns)
+
+
+def run_build(args):
+    """Build, check, fit and estimate; returns (failures, estimates or None, seconds, fits).
+
+    An earlier build's outputs in out_dir are removed first: a build that stops early never
+    leaves them looking like its own."""
+    validate_args(args)
+    os.makedirs(args.out_dir, exist_ok=True)
+    for name in OUTPUTS:
+        Path(args.out_dir, name).unlink(missing_ok=True)
+    target = resolve_target(args)
+    source = os.path.join(args.out_dir, "intermediate", "0_cleanup.onnx")
+    os.makedirs(os.path.dirname(source), exist_ok=True)
+    qonnx_model = cleanup_model(ModelWrapper(args.model))
+    qonnx_model.save(source)
+    build = Build(args, qonnx_model, target)
+    try:
+        status = builder.run(source, make_config(args, build, target))
+    except BuildStopped:
+        status = -1
+    if status != 0 and not build.failures:
+        build.failures.append(f"FINN's builder stopped: see {args.out_dir}/build_dataflow.log")
+    if build.estimates is not None:
+        print_table(build.estimates)
+    fits = build.design is not None and build.design.fits
+    return SimpleNamespace(failures=build.failures, estimates=build.estimates,
+                           seconds=build.cache.seconds, fits=fits, design=build.design)
+
+
+def over_line(result, board):
+    """One line: which resources the design closest to fitting is over on `board`, by how much."""
+    totals, budget = result.estimates["totals"], result.estimates["budget"]
+    needs = [f"{key} {totals[key]:.0f} of a budget of {budget[key]} ("
+             + (f"{over / budget[key] * 100:.0f}% over)" if budget[key] else "the board has none)")
+             for key, over in result.design.over.items()]
+    return (f"DOES NOT FIT {board}: the closest design ({result.design.fps:.0f} frames/s) needs "
+            + ", ".join(needs))
+
+
+def print_build_failures(result, board):
+    """A FAILED line per failure, then, for a design that misses `board` (checks or not), the
+    over_line."""
+    for failure in result.failures:
+        print(f"FAILED {failure}")
+    if result.design is not None and not result.fits:
+        print(over_line(result, board))

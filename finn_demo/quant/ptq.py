@@ -1,0 +1,275 @@
+"""Post-training quantization (step 2 of the demo): one short function per Brevitas PTQ pass, and
+`quantize_and_recover`, which quantizes (maps.py) and runs the chosen passes in their one order.
+
+    model = quantize_and_recover(float_model, calib_loader, example, bit_width_maps(4),
+                                 gpfq=True, bn_corr=True, bias_corr=True)
+
+The order and which options combine are written once, here (PTQ_ORDER, ptq_options_problem):
+the demo's flag checks (finn_demo/validate.py) ask the same function.
+"""
+import copy
+from contextlib import nullcontext
+from functools import partial
+
+import torch
+from brevitas.graph.calibrate import bias_correction_mode, calibration_mode, norm_correction_mode
+from brevitas.graph.equalize import activation_equalization_mode
+from brevitas.graph.gpfq import gpfq_mode
+from brevitas.graph.gptq import gptq_mode
+from brevitas.graph.qronos import Qronos
+from brevitas_examples.common.axe import a2gpfq_mode, a2gptq_mode
+from torch import nn
+from tqdm import tqdm
+
+from finn_demo.data.datasets import batches
+from finn_demo.quant.accumulators import may_overflow
+from finn_demo.quant.fast_gpxq import (
+    FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode, run_gptq_mode)
+from finn_demo.quant.learned_round import MODES as LEARNED_ROUND_MODES
+from finn_demo.quant.learned_round import apply_learned_round
+from finn_demo.quant.maps import default_quantize_maps_finn, preprocess_for_finn_quantize, quantize_finn
+
+# GPTQ, GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
+GPXQ_IMPLS = ("fast", "brevitas")
+# Brevitas' ptq_evaluate.py order: act_eq rescales float weights before they are quantized; the
+# weight rounding passes (one of them) set the final integer weights; bn_corr re-estimates
+# BatchNorm on those; bias_corr corrects the mean error every pass before it left, so it is last.
+PTQ_ORDER = ("act_eq", "calibration", "gptq", "gpfq", "qronos", "learned_round", "bn_corr",
+             "bias_corr")
+# quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
+PTQ_FLAGS = ("act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq", "qronos",
+             "qronos_alpha", "gpxq_impl", "accumulator_bit_width", "learned_round",
+             "learned_round_iters", "bn_corr", "bias_corr")
+
+
+def ptq_options_problem(gptq=False, gpfq=False, qronos=False, learned_round="none",
+                        accumulator_bit_width=None, gpxq_impl="fast"):
+    """The first rule these PTQ options break, as one line naming the flags, or None."""
+    if learned_round not in LEARNED_ROUND_MODES:
+        return f"--learned_round={learned_round!r}: choose {', '.join(LEARNED_ROUND_MODES)}"
+    rounding = [name for name, on in (("gptq", gptq), ("gpfq", gpfq), ("qronos", qronos),
+                                      ("learned_round", learned_round != "none")) if on]
+    if len(rounding) > 1:
+        return (f"--{' and --'.join(rounding)} are all weight rounding; choose one "
+                "(set the others to False, or --learned_round=none)")
+    if accumulator_bit_width and not (gptq or gpfq):
+        return (f"--accumulator_bit_width={accumulator_bit_width}: AXE is a variant of GPTQ and "
+                "GPFQ; add --gpfq=True or --gptq=True")
+    if gpxq_impl not in GPXQ_IMPLS:
+        return f"--gpxq_impl={gpxq_impl!r}: choose {' or '.join(GPXQ_IMPLS)}"
+    return None
+
+
+def _run(loader, model, desc):
+    """One pass of `loader` through `model`, for the side effects of a Brevitas context."""
+    device = next(model.parameters()).device
+    for images, _ in batches(loader, device, desc):
+        model(images)
+
+
+@torch.no_grad()
+def calibrate(loader, model):
+    """Collect activation statistics to set every activation scale."""
+    with calibration_mode(model):
+        _run(loader, model, "calibration")
+
+
+@torch.no_grad()
+def apply_act_equalization(loader, model, alpha=0.5, add_mul_node=False):
+    """SmoothQuant-style activation equalization on the float graph model, before quantize_finn.
+
+    With add_mul_node=False the scales are folded into the neighbouring layers (no new node);
+    with True a Mul node is inserted where they cannot be folded.
+    """
+    with activation_equalization_mode(model, alpha, add_mul_node=add_mul_node, layerwise=False):
+        _run(loader, model, "act. equalization")
+    return model
+
+
+@torch.no_grad()
+def apply_bias_correction(loader, model):
+    """Correct each layer's bias for the mean error that quantization adds to its output."""
+    with bias_correction_mode(model):
+        _run(loader, model, "bias correction")
+
+
+@torch.no_grad()
+def _gpxq_images(loader, model, desc):
+    """The calibration images as batches on the model's device, decoded once (the GPxQ passes go
+    over them once per layer: about 600 MB per 1000 images at 224x224), after the one quantized
+    forward pass that initializes the weight quantizers GPxQ needs."""
+    device = next(model.parameters()).device
+    images = [images for images, _ in batches(loader, device, f"{desc} data")]
+    model(images[0])
+    return images
+
+
+def _apply_gpxq(images, model, mode, desc):
+    """Brevitas' own GPxQ loop: every calibration batch through the model once per layer."""
+    with torch.no_grad():
+        with mode(model) as gpxq:
+            for layer in range(gpxq.num_layers):
+                for batch in tqdm(images, desc=f"{desc} layer {layer + 1}/{gpxq.num_layers}",
+                                  leave=False, dynamic_ncols=True):
+                    gpxq.model(batch)
+                gpxq.update()
+
+
+def apply_gptq(loader, model, impl="fast", accumulator_bit_width=None):
+    """GPTQ: round weights layer by layer, each column correcting for the rounding error of the
+    columns before it. `impl` and `accumulator_bit_width` as in apply_gpfq."""
+    _check_gpxq_impl(impl)
+    images = _gpxq_images(loader, model, "GPTQ")
+    mode = _axe_mode(a2gptq_mode, gptq_mode, model, images, accumulator_bit_width)
+    fast = partial(run_gptq_mode, mode=mode, desc="GPTQ")
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "GPTQ", runs=1):
+        _apply_gpxq(images, model, mode, "GPTQ")
+
+
+def _axe_mode(axe_mode, plain_mode, model, images, accumulator_bit_width):
+    """`plain_mode`, or with an accumulator width AXE's `axe_mode` on the layers that could
+    overflow it (accumulators.may_overflow; the others run `plain_mode`'s algorithm: any of
+    their weights fit)."""
+    if not accumulator_bit_width:
+        return plain_mode
+    bounded = may_overflow(model, images[0], accumulator_bit_width)
+    return partial(axe_mode, max_accumulator_bit_width=accumulator_bit_width,
+                   a2q_layer_filter_fnc=lambda layer: layer in bounded)
+
+
+# The share of free memory fast_gpxq's pass may take; beyond it Brevitas' loop runs instead.
+FAST_GPXQ_MEMORY_SHARE = 0.8
+
+
+def _apply_fast_gpxq(images, model, run, desc, runs=2):
+    """GPTQ, GPFQ or Qronos by fast_gpxq: `run(images, model)`, one node-by-node pass over the
+    calibration batches, holding `runs` models' activations (GPFQ and Qronos: quantized and float).
+
+    False, having done nothing, where that pass would not fit in memory: it holds every
+    calibration image's activations at once (gigabytes at 224x224), Brevitas' loop one batch.
+    """
+    with torch.no_grad():
+        needed, free = pass_bytes(model, images, runs), available_bytes(images[0].device)
+        if free is not None and needed > FAST_GPXQ_MEMORY_SHARE * free:
+            print(f"{desc}: the fast path would hold about {needed / 1e9:.1f} GB of activations "
+                  f"for {sum(len(batch) for batch in images)} images, {free / 1e9:.1f} GB are free: "
+                  "running Brevitas' implementation instead (the same weights, slower; "
+                  "a smaller --calib_size keeps the fast one)")
+            return False
+        run(images, model)
+    return True
+
+
+def _check_gpxq_impl(impl):
+    if impl not in GPXQ_IMPLS:
+        raise ValueError(f"impl={impl!r}: choose one of {', '.join(GPXQ_IMPLS)}")
+
+
+def apply_gpfq(loader, model, impl="fast", accumulator_bit_width=None):
+    """GPFQ: greedy path-following weight quantization, against the float layer's output.
+
+    impl="fast" runs fast_gpxq.py (the same integer weights, many times faster); "brevitas"
+    runs Brevitas' own gpfq_mode loop.
+    accumulator_bit_width=N: AXE, Brevitas' accumulator-aware GPFQ (brevitas_examples' A2GPFQ),
+    which keeps every dot product of every layer, at the extremes of its input's integer range,
+    inside a signed N-bit accumulator: the width FINN then gives it.
+    """
+    _check_gpxq_impl(impl)
+    images = _gpxq_images(loader, model, "GPFQ")
+    mode = _axe_mode(a2gpfq_mode, gpfq_mode, model, images, accumulator_bit_width)
+    fast = partial(run_gpfq_mode, algorithm_impl=FastGPFQ, desc="GPFQ", mode=mode)
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "GPFQ"):
+        _apply_gpxq(images, model, mode, "GPFQ")
+
+
+def apply_qronos(loader, model, alpha=1e-3, impl="fast"):
+    """Qronos: round weights layer by layer against the float layer's output, correcting both the
+    rounding error so far and the error the quantized layers before feed in (brevitas.graph.qronos).
+
+    `alpha` damps each layer's input covariance before it is inverted. Brevitas defaults to 1e-6,
+    but a few hundred calibration images give the late 1x1 convs (up to 960 input channels, at
+    1x1 pixels for 32x32 inputs) a covariance of lower rank than its size; on the digits model
+    1e-3 followed the float model more closely on training images held out from calibration.
+    Like GPTQ and GPFQ it sets the final weights: use one of the three. `impl` as in apply_gpfq.
+    """
+    _check_gpxq_impl(impl)
+    images = _gpxq_images(loader, model, "Qronos")
+    fast = partial(run_gpfq_mode, algorithm_impl=partial(FastQronos, alpha=alpha), act_order=True,
+                   desc="Qronos")
+    if impl == "brevitas" or not _apply_fast_gpxq(images, model, fast, "Qronos"):
+        qronos_mode = partial(gpfq_mode, act_order=True, algorithm_impl=partial(Qronos, alpha=alpha))
+        _apply_gpxq(images, model, qronos_mode, "Qronos")
+
+
+@torch.no_grad()
+def apply_bn_correction(loader, model):
+    """Re-estimate BatchNorm statistics on the quantized model's own activations (Brevitas'
+    norm_correction_mode). BatchNorm stays its own node: FINN folds it into thresholds as before.
+    """
+    norms = [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]
+    before = [(norm.running_mean.clone(), norm.running_var.clone()) for norm in norms]
+    with norm_correction_mode(model):
+        _run(loader, model, "BN correction")
+    # A channel whose input is always zero (a dead ReLU upstream) gets variance 0 and NaN
+    # statistics from norm_correction_mode: keep its original statistics.
+    for norm, (mean, var) in zip(norms, before):
+        bad = ~(torch.isfinite(norm.running_mean) & torch.isfinite(norm.running_var))
+        norm.running_mean[bad], norm.running_var[bad] = mean[bad], var[bad]
+    model.eval()  # norm_correction_mode leaves BatchNorm in training mode
+
+
+def _untimed(name, model=None):
+    return nullcontext()
+
+
+def quantize_and_recover(
+        float_model, calib_loader, example, maps=None, relu6_to_relu=False, *, act_eq=False,
+        act_eq_alpha=0.5, act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False,
+        qronos_alpha=1e-3, gpxq_impl="fast", accumulator_bit_width=None, learned_round="none",
+        learned_round_iters=200, bn_corr=False, bias_corr=False, stage=_untimed):
+    """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
+
+    1. act_eq (on the float graph: it rescales float weights before they are quantized),
+    2. quantize_finn with `maps` (default: default_quantize_maps_finn()), then calibration,
+    3. one of gptq / gpfq / qronos / learned_round (they set the final integer weights),
+    4. bn_corr (BatchNorm statistics of those final weights' activations),
+    5. bias_corr last (it corrects the mean error that every pass before left; run earlier, the
+       weight rounding and BatchNorm re-estimation would change the error it corrected).
+
+    This is Brevitas' ptq_evaluate.py order. `example` is one input batch on the model's device.
+    `maps` and `relu6_to_relu` (as in preprocess_for_finn_quantize) choose the quantization
+    nodes; the keyword arguments after them, PTQ_FLAGS, the passes (ptq_options_problem says
+    which combine). accumulator_bit_width (with gptq or gpfq) as in apply_gpfq.
+    `stage(name, model)` is entered around each step (the demo times them with it). Returns the
+    quantized model; `float_model` is left unchanged.
+    """
+    problem = ptq_options_problem(gptq, gpfq, qronos, learned_round, accumulator_bit_width,
+                                  gpxq_impl)
+    if problem:
+        raise ValueError(problem)
+    model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example, relu6_to_relu)
+    if act_eq:
+        with stage("act_eq", model):
+            apply_act_equalization(calib_loader, model, act_eq_alpha, act_eq_add_mul_node)
+    model = quantize_finn(model, **(maps or default_quantize_maps_finn())).to(example.device)
+    with stage("calibration", model):
+        calibrate(calib_loader, model)
+    if gptq:
+        with stage("gptq", model):
+            apply_gptq(calib_loader, model, gpxq_impl, accumulator_bit_width)
+    if gpfq:
+        with stage("gpfq", model):
+            apply_gpfq(calib_loader, model, gpxq_impl, accumulator_bit_width)
+    if qronos:
+        with stage("qronos", model):
+            apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
+    if learned_round != "none":
+        with stage("learned_round", model):
+            apply_learned_round(calib_loader, model, learned_round, learned_round_iters)
+    if bn_corr:
+        with stage("bn_corr", model):
+            apply_bn_correction(calib_loader, model)
+    if bias_corr:
+        with stage("bias_corr", model):
+            apply_bias_correction(calib_loader, model)
+    return model

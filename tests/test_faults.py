@@ -187,9 +187,6 @@ def test_a_run_prints_no_third_party_notices_but_the_projects_warnings(tmp_path)
     script = textwrap.dedent(f"""
         import sys
         import finn_mobilenetv2 as demo
-from finn_demo import finn_install, run
-from finn_demo.hw import reuse
-from finn_demo.checks import file as checks_file
         from finn_demo.data.datasets import ImageNetFolder
         folder = ImageNetFolder({str(root / 'val')!r})
         [folder[index] for index in range(len(folder))]  # warns about broken.JPEG

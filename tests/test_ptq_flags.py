@@ -169,14 +169,16 @@ def test_blockwise_learned_rounding_trains_each_block_against_the_float_blocks_o
 
 
 def record_calls(monkeypatch):
-    """Replace calibrate and every PTQ pass in quant_utils by a recorder; returns the record."""
+    """Replace calibrate and every PTQ pass where quantize_and_recover calls them (quant_utils'
+    code, finn_demo/quant/ptq.py) by a recorder; returns the record."""
+    from finn_demo.quant import ptq
     calls = []
     names = {"apply_act_equalization": "act_eq", "calibrate": "calibration", "apply_gptq": "gptq",
              "apply_gpfq": "gpfq", "apply_qronos": "qronos", "apply_learned_round": "learned_round",
              "apply_bn_correction": "bn_corr",
              "apply_bias_correction": "bias_corr"}
     for function, name in names.items():
-        monkeypatch.setattr(qu, function, lambda *args, name=name, **kwargs: calls.append(name))
+        monkeypatch.setattr(ptq, function, lambda *args, name=name, **kwargs: calls.append(name))
     return calls
 
 

@@ -57,3 +57,13 @@ def load_model(path):
     model = mobilenet_v2()
     model.load_state_dict(torch.load(path, weights_only=True))
     return model
+
+
+if __name__ == "__main__":
+    # python -m bench.imagenet_shaped FOLDER: the photo folder and the weights file, to run the
+    # demo and finn_build.py on by hand (FOLDER/imagenet, FOLDER/mobilenet_v2.pth)
+    import sys
+    if len(sys.argv) != 2 or Path(sys.argv[1], "imagenet").exists():
+        sys.exit("usage: python -m bench.imagenet_shaped FOLDER (FOLDER/imagenet must not exist)")
+    folder = make_folder(sys.argv[1])
+    print(f"{folder}\n{make_weights(Path(sys.argv[1], 'mobilenet_v2.pth'), folder)}")

@@ -23,7 +23,6 @@ rows of each CSV's newest code (dropping an old machine's model and settings who
 """
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 # Waiting OpenMP threads sleep instead of spinning (it must be set before torch loads). On a
@@ -61,23 +60,18 @@ imagenet_val_sizes = "64,512"  # and two val_size values
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
-import finn_mobilenetv2 as demo  # noqa: E402
 from bench.checks224 import checks_section, checks_text  # noqa: E402
-from bench.finn_estimates import (  # noqa: E402
-    FINN_SETTINGS, best_accuracy, finn_plot, finn_section, finn_text)
-from bench.gpxq_speed import ALGORITHMS, gpxq_section, gpxq_text  # noqa: E402
-from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, choose, grid_section, grid_text, plot  # noqa: E402
+from bench.cli import DEMO_DEFAULTS, resolve  # noqa: E402
+from bench.finn_estimates import best_accuracy, finn_plot, finn_section, finn_text  # noqa: E402
+from bench.gpxq_speed import gpxq_section, gpxq_text  # noqa: E402
+from bench.grid import grid_section, grid_text, plot  # noqa: E402
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
 from bench.report import failures_text, header_text, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
-from bench.seeds import parse_seeds, seeds_section, seeds_text  # noqa: E402
+from bench.seeds import seeds_section, seeds_text  # noqa: E402
 from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
 from finn_demo.finn_install import finn_available  # noqa: E402
-from finn_demo.validate import validate_args  # noqa: E402
 
-# Demo flags every row starts from (pass-through flags override them). FINN's frontend takes
-# minutes per model: the rows run the demo's structural and QONNX-equivalence checks only.
-DEMO_DEFAULTS = ["--check_finn=False"]
 CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
 FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn.png"
 IMAGENET_CSV_NAME, GPXQ_CSV_NAME = "imagenet_times.csv", "gpxq_speed.csv"
@@ -86,73 +80,11 @@ SEEDS_CSV_NAME = "seeds.csv"
 
 
 def make_args(argv=()):
-    """(benchmark flags, demo flags passed through) from `--name=value` arguments."""
+    """(benchmark flags, demo flags passed through) from `--name=value` arguments, every flag
+    checked before any row runs (bench/cli.py)."""
     own = [arg for arg in argv if arg in HELP_ARGS or arg[2:].split("=", 1)[0] in FLAGS]
     passed = [arg for arg in argv if arg not in own]
-    for arg in passed:
-        if arg[2:].split("=", 1)[0] == "output":
-            raise ConfigError("--output: the benchmark exports each row to a temporary file")
-    demo_args = demo.make_args(passed)  # refuse unknown flags and wrong types now, not an hour in
-    args = apply_overrides(FLAGS, own)
-    for name, settings in (("bits", BIT_SETTINGS), ("ptq", PTQ_SETTINGS), ("seeds_bits", BIT_SETTINGS),
-                           ("seeds_ptq", PTQ_SETTINGS)):
-        args[name] = choose(args[name], settings, name)
-    args["seeds"] = parse_seeds(args["seeds"], demo_args.digits_seed)
-    _validate_rows(passed, args, "bits", "ptq")
-    if args["seeds"] and not demo_args.data_dir:  # the seeds section runs on the digits only
-        _validate_rows(passed, args, "seeds_bits", "seeds_ptq")
-    for name in ("speed_bits", "gpxq_bits", "checks_bits"):
-        args[name] = choose(args[name], BIT_SETTINGS, name)
-    args["finn_bits"] = choose(args["finn_bits"], FINN_SETTINGS, "finn_bits")
-    args["finn_boards"] = _boards(args["finn_boards"])
-    args["gpxq_algorithms"] = choose(args["gpxq_algorithms"], dict.fromkeys(ALGORITHMS), "gpxq_algorithms")
-    for name in ("imagenet_calib_sizes", "imagenet_val_sizes"):
-        args[name] = _two_sizes(args[name], name, args["imagenet_calib_sizes"] != "")
-    for name, least in (("grid_jobs", 1), ("grid_threads", 0), ("speed_repeats", 1), ("demo_runs", 0),
-                        ("gpxq_repeats", 1), ("gpxq_calib_size", 1)):
-        if args[name] < least:
-            raise ConfigError(f"--{name}={args[name]}: must be {least} or more")
-    return args, passed
-
-
-def _validate_rows(passed, args, bits_flag, ptq_flag):
-    """Run the demo's own flag checks on the flags of every row of the flags `bits_flag` x
-    `ptq_flag` (the grid's, the seeds section's) now, not an hour in."""
-    output = f"--output={Path(tempfile.gettempdir()) / 'model.onnx'}"  # as each row's temporary file
-    for bits_name in args[bits_flag]:
-        for ptq_name in args[ptq_flag]:
-            row = [*BIT_SETTINGS[bits_name], *PTQ_SETTINGS[ptq_name]]
-            flags = [*DEMO_DEFAULTS, *passed, f"--calib_size={args['calib_size']}", *row, output]
-            try:
-                validate_args(demo.make_args(flags))
-            except ConfigError as error:
-                raise ConfigError(f"{error} (in the row --{bits_flag}={bits_name} "
-                                  f"--{ptq_flag}={ptq_name})") from None
-
-
-def _boards(text):
-    """The --finn_boards names, each one FINN knows (checked where FINN is installed)."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if names and finn_available():
-        from finn_demo.hw.boards import BOARDS
-        unknown = [name for name in names if name not in BOARDS]
-        if unknown:
-            raise ConfigError(f"--finn_boards={text}: {', '.join(unknown)} not a board FINN knows; "
-                              f"use {', '.join(BOARDS)}")
-    return names
-
-
-def _two_sizes(text, flag, wanted):
-    """Two increasing image counts from "16,64" (none when the section is off)."""
-    if not wanted:
-        return []
-    try:
-        sizes = [int(size) for size in text.split(",")]
-    except ValueError:
-        sizes = []
-    if len(sizes) != 2 or not 0 < sizes[0] < sizes[1]:
-        raise ConfigError(f"--{flag}={text}: give two increasing image counts, like 16,64")
-    return sizes
+    return resolve(apply_overrides(FLAGS, own), passed), passed
 
 
 def main(args, passed, command="python benchmark.py"):

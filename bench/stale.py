@@ -28,10 +28,10 @@ REPORT_COMMIT = re.compile(r"with benchmark\.py at commit ([0-9a-f]{4,40})")
 
 def sections():
     """{CSV name: the section's own files, as its module hashes them with the shared code}."""
-    from bench import finn_estimates, gpxq_speed, grid, imagenet_times, seeds, speed
+    from bench import checks224, finn_estimates, gpxq_speed, grid, imagenet_times, seeds, speed
     return {"benchmark.csv": grid.CODE, "seeds.csv": seeds.CODE, "finn.csv": finn_estimates.CODE,
             "gpxq_speed.csv": gpxq_speed.CODE, "speed.csv": speed.CODE,
-            "imagenet_times.csv": imagenet_times.CODE}
+            "imagenet_times.csv": imagenet_times.CODE, "checks224.csv": checks224.CODE}
 
 
 @dataclass

@@ -15,6 +15,7 @@ import bench.gpxq_speed
 import bench.rows
 import bench.speed
 import finn_mobilenetv2 as demo
+from bench.grid import BIT_SETTINGS
 from conftest import SMALL
 from finn_demo.fast_eval import fast_evaluate
 
@@ -25,7 +26,7 @@ def run_benchmark(out_dir, cache_dir, *flags):
     args, passed = benchmark.make_args(
         [f"--out_dir={out_dir}", f"--cache_dir={cache_dir}", *SMALL, "--calib_size=128",
          "--speed=False", "--finn_bits=", "--gpxq=False", "--imagenet_calib_sizes=", "--seeds=",
-         *flags])
+         "--checks_bits=", *flags])
     return benchmark.main(args, passed, command="python benchmark.py (test)")
 
 
@@ -122,7 +123,7 @@ def test_parallel_grid_jobs_measure_the_same_rows_as_one_process(tmp_path, cache
 
 def test_fast_eval_agrees_with_the_brevitas_model_on_top1_at_4_bit_activations(run_demo, tmp_path, w8a8):
     # (8 bits: test_eval_backend.py, on the session's W8A8 model)
-    result = run_demo(tmp_path / "model.onnx", *benchmark.BIT_SETTINGS["PW4A4"])
+    result = run_demo(tmp_path / "model.onnx", *BIT_SETTINGS["PW4A4"])
     fast = fast_evaluate(result.model, result.val_loader)
     assert fast.agreement >= 99.5
     assert fast.top1 == pytest.approx(result.quant_top1, abs=1.0)

@@ -44,6 +44,7 @@ seeds_bits = "W4A4,PW4A4"  # the key rows: these bit-width settings (names of BI
 seeds_ptq = "none,gpfq,qronos,qronos+bn_corr,relu6_to_relu+qronos,learned_round_blockwise"  # ... x these PTQ settings (PTQ_SETTINGS)
 finn_bits = "W4A4,W8A8,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
+finn_verilator = "slowest"  # RTL layers of each FINN row simulated in Verilator (finn_build.py --verilator_layers): slowest, all, or "" = none
 checks_bits = "W8A8,W4A4"  # settings whose export checks are tried at 224x224 on photos, correct and with faults (bench/checks224.py); "" = skip
 gpxq = True  # time GPTQ, GPFQ and Qronos: Brevitas' implementation against fast_gpxq.py
 gpxq_bits = "PW4,PW3"  # bit-width settings of that comparison

@@ -33,6 +33,7 @@ clock_ns = 5.0  # target clock period in ns (200 MHz): turns frame rates into cy
 target_fps = 0  # 0 searches the highest frame rate that fits the board; N folds for N frames/s
 res_limits = ""  # share of the board a design may use, e.g. "LUT=0.6,URAM=1"; "" = FINN's own limits
 outputs = "estimates"  # FINN's outputs, comma-separated: estimates; with Vivado: stitched_ip, rtlsim, bitfile, driver, deployment; verilator: each RTL layer in Verilator
+verilator_layers = "all"  # with verilator in --outputs: "all" RTL layers, or "slowest": each RTL type's slowest layer by FINN's estimate and the first sliding window
 verify_images = 8  # validation images the hardware graph runs on in Python (0 skips the check)
 reuse = False  # load steps 1-4 from out_dir/intermediate/ when made from the same --model and flags
 FLAGS = flags_of(globals())

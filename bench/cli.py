@@ -35,6 +35,7 @@ def resolve(args, passed):
         args[name] = choose(args[name], BIT_SETTINGS, name)
     args["finn_bits"] = choose(args["finn_bits"], FINN_SETTINGS, "finn_bits")
     args["finn_boards"] = _boards(args["finn_boards"])
+    args["finn_verilator"] = _verilator_layers(args["finn_verilator"], bool(args["finn_bits"]))
     args["gpxq_algorithms"] = choose(args["gpxq_algorithms"], dict.fromkeys(ALGORITHMS), "gpxq_algorithms")
     for name in ("imagenet_calib_sizes", "imagenet_val_sizes"):
         args[name] = _two_sizes(args[name], name, args["imagenet_calib_sizes"] != "")
@@ -70,6 +71,20 @@ def _boards(text):
             raise ConfigError(f"--finn_boards={text}: {', '.join(unknown)} not a board FINN knows; "
                               f"use {', '.join(BOARDS)}")
     return names
+
+
+def _verilator_layers(text, wanted):
+    """--finn_verilator: "" or a finn_build.py --verilator_layers choice, with Verilator there
+    (checked where FINN is installed and the FINN section runs)."""
+    if not text or not wanted or not finn_available():
+        return text
+    from finn_demo.hw import verilator
+    if text not in verilator.LAYER_CHOICES:
+        raise ConfigError(f"--finn_verilator={text}: use {' or '.join(verilator.LAYER_CHOICES)}, "
+                          "or --finn_verilator= for none")
+    if verilator.missing():
+        raise ConfigError(f"--finn_verilator={text}: {verilator.missing()}; or --finn_verilator= for none")
+    return text
 
 
 def _two_sizes(text, flag, wanted):

@@ -50,7 +50,8 @@ def finn_section(args, path):
         weights = make_weights(Path(folder) / "mobilenet_v2.pth", data)
         model = model_hash(load_model(weights))
         keys = [{"bits": bits, "board": board, "row_flags": " ".join(setting_flags(bits)),
-                 "model": model} for bits in args["finn_bits"] for board in args["finn_boards"]]
+                 "verilator_layers": args["finn_verilator"], "model": model}
+                for bits in args["finn_bits"] for board in args["finn_boards"]]
         measure = partial(_measure, folder=Path(folder), data=data, weights=weights)
         return resumable(path, keys, measure, "FINN builds", code_hash(*CODE))
 
@@ -70,11 +71,13 @@ def export(folder, data, weights, bits):
 def _measure(key, folder, data, weights):
     import finn_build
     model = export(folder, data, weights, key["bits"])
+    simulate = (["--outputs=estimates,verilator", f"--verilator_layers={key['verilator_layers']}"]
+                if key["verilator_layers"] else [])
     start = time.perf_counter()
     result = finn_build.main(finn_build.make_args([
         f"--model={model}", f"--out_dir={model.parent / 'build'}", f"--board={key['board']}",
-        f"--verify_images={VERIFY_IMAGES}", "--reuse=True"]))
-    return finn_row(result, time.perf_counter() - start)
+        f"--verify_images={VERIFY_IMAGES}", "--reuse=True", *simulate]))
+    return {**finn_row(result, time.perf_counter() - start), **simulated_columns(result)}
 
 
 def finn_row(result, seconds):
@@ -99,6 +102,21 @@ def finn_row(result, seconds):
     return row
 
 
+def simulated_columns(result):
+    """The Verilator figures of a build with verilator in --outputs: each simulated layer's cycles
+    per frame against FINN's estimate, how many were bit-exact, and the frame rate restated from
+    the simulated cycles (verilator.simulated_rate)."""
+    if result.simulated is None or result.estimates is None:
+        return {}
+    from finn_demo.hw.verilator import simulated_rate
+    layers = result.simulated["layers"]
+    return {"sim_layers": "; ".join(f"{layer['name']} {layer['cycles']} ({layer['estimated_cycles']})"
+                                    for layer in layers),
+            "sim_bit_exact": f"{sum(layer['bit_exact'] for layer in layers)}/{len(layers)}",
+            "simulated_fps": f"{simulated_rate(result.simulated, result.estimates)[0]:.0f}",
+            "simulator": result.simulated["simulator"]}
+
+
 def best_accuracy(grid_rows):
     """{FINN setting: (top-1 %, PTQ setting)}: its bit-width setting's best row in the grid
     (grid.ranked); a setting with its own PTQ setting, that row."""
@@ -113,10 +131,11 @@ def best_accuracy(grid_rows):
 def finn_table(rows, accuracy):
     """(header, cells): per setting and board, the fit and FINN's estimates, and the setting's
     best digits top-1 from the grid (`accuracy`, best_accuracy's)."""
-    header = ["bits", "board", "fits", "est. frames/s", "LUT (% of board)", "BRAM_18K (%)",
+    header = ["bits", "board", "fits", "est. frames/s", "simulated frames/s", "LUT (% of board)", "BRAM_18K (%)",
               "URAM (%)", "DSP (%)", "digits top-1 % (best PTQ)", "widest hidden accumulator (bits)",
               "of the LUT: FINN's",
-              "over the budget", "bottleneck", "FINN checks", "build (s)"]
+              "over the budget", "bottleneck", "simulated layers: cycles per frame (FINN's estimate)",
+              "bit-exact in Verilator", "FINN checks", "build (s)"]
     cells = []
     for row in rows:
         shares = [f"{row[key]} ({row.get(key + '_pct', '-')}%)" if key in row else "-"
@@ -124,9 +143,10 @@ def finn_table(rows, accuracy):
         top1 = (f"{accuracy[row['bits']][0]:.2f} ({accuracy[row['bits']][1]})"
                 if row["bits"] in accuracy else "- (not in the grid)")
         cells.append([row["bits"], row["board"], row.get("fits", "-"), row.get("estimated_fps", "-"),
-                      *shares, top1, row.get("max_acc_bits", "-"), row.get("finn_LUT", "-"),
-                      row.get("over") or "-",
-                      row.get("bottleneck", "-"), row["finn_checks"], row["s_build"]])
+                      row.get("simulated_fps") or "-", *shares, top1, row.get("max_acc_bits", "-"),
+                      row.get("finn_LUT", "-"), row.get("over") or "-", row.get("bottleneck", "-"),
+                      row.get("sim_layers") or "-", row.get("sim_bit_exact") or "-",
+                      row["finn_checks"], row["s_build"]])
     return header, cells
 
 
@@ -204,7 +224,13 @@ def finn_text(rows, accuracy, plot_name=None):
         "top-1 in the grid above (digits data, the PTQ setting in brackets). *W4A4+acc14*: W4A4 "
         "with AXE's GPFQ at 14-bit accumulators (`--gpfq=True --accumulator_bit_width=14`); "
         "*widest hidden accumulator*: FINN's widest accumulator after its bit-width "
-        "minimization, first conv and classifier aside (AXE leaves them).", "",
+        "minimization, first conv and classifier aside (AXE leaves them). *simulated*: "
+        "finn_build.py's Verilator step (`--outputs=estimates,verilator --verilator_layers=` the "
+        "row's `verilator_layers`, docs/finn_build.md) on one image: `slowest` is each RTL type's "
+        "slowest layer by FINN's estimate and the first sliding window, each layer's cycles per "
+        "frame (steady, frame 2 after frame 1) beside FINN's estimate; *simulated frames/s* is the "
+        "design's rate with those cycles in place of the estimates (HLS layers, which Verilator "
+        "cannot run here, keep FINN's).", "",
         markdown_table(*finn_table(rows, accuracy)), "",
         *([f"![digits top-1 against estimated frames/s per board]({plot_name})", ""]
           if plot_name else []),

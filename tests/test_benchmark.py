@@ -214,6 +214,27 @@ def test_finn_table_and_plot_put_each_settings_best_grid_accuracy_beside_its_des
     assert not finn_plot(finn, {}, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
+def test_finn_rows_carry_the_simulated_layers_and_the_restated_frame_rate():
+    from types import SimpleNamespace
+
+    from bench.finn_estimates import finn_table, simulated_columns
+    estimates = {"clock_ns": 5.0, "max_cycles": 1000, "estimated_fps": 200000.0,
+                 "layers": [{"name": "MVAU_rtl_0", "cycles": 1000},
+                            {"name": "ConvolutionInputGenerator_rtl_0", "cycles": 900}]}
+    simulated = {"simulator": "Verilator 5.048", "layers": [
+        {"name": "ConvolutionInputGenerator_rtl_0", "cycles": 1250, "estimated_cycles": 900,
+         "bit_exact": True},
+        {"name": "MVAU_rtl_0", "cycles": 1000, "estimated_cycles": 1000, "bit_exact": False}]}
+    row = simulated_columns(SimpleNamespace(simulated=simulated, estimates=estimates))
+    assert row["simulated_fps"] == "160000" and row["sim_bit_exact"] == "1/2"
+    assert row["sim_layers"] == "ConvolutionInputGenerator_rtl_0 1250 (900); MVAU_rtl_0 1000 (1000)"
+    assert simulated_columns(SimpleNamespace(simulated=None, estimates=estimates)) == {}
+    header, (cells,) = finn_table([{"bits": "W4A4", "board": "ZCU104", "estimated_fps": "200000",
+                                    "finn_checks": "passed", "s_build": "1", **row}], {})
+    assert cells[header.index("simulated frames/s")] == "160000"
+    assert cells[header.index("bit-exact in Verilator")] == "1/2"
+
+
 def test_unknown_finn_board_is_refused_before_any_row(cache_dir, tmp_path):
     pytest.importorskip("finn")
     with pytest.raises(benchmark.ConfigError, match="--finn_boards=ZCU999"):

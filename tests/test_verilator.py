@@ -90,6 +90,32 @@ def test_simulated_cycles_per_frame_are_finns_estimates_within_the_margin(simula
         assert layer["latency_cycles"] >= layer["cycles"] // 2  # one frame streams through
 
 
+def test_slowest_picks_each_rtl_types_slowest_layer_and_the_first_window(design):
+    model = design[0]
+    cycles = {node.name: (node.op_type, verilator.getHWCustomOp(node).get_exp_cycles())
+              for node in model.graph.node if is_rtl_node(node)}
+    chosen = verilator.slowest_layers(model)
+    types = {op_type for op_type, _ in cycles.values()}
+    for op_type in types:  # one per type, none of its type slower
+        picked = [name for name in chosen if cycles[name][0] == op_type]
+        assert picked and max(c for t, c in cycles.values() if t == op_type) == cycles[picked[0]][1]
+    windows = [name for name, (op_type, _) in cycles.items()
+               if op_type.startswith("ConvolutionInputGenerator")]
+    assert windows[0] in chosen and len(chosen) <= len(types) + 1
+
+
+def test_the_frame_rate_is_restated_from_a_simulated_layer_slower_than_its_estimate():
+    estimates = {"clock_ns": 5.0, "max_cycles": 1000, "estimated_fps": 200000.0,
+                 "layers": [{"name": "MVAU_rtl_0", "cycles": 1000},
+                            {"name": "ConvolutionInputGenerator_rtl_0", "cycles": 900}]}
+    slower = {"layers": [{"name": "ConvolutionInputGenerator_rtl_0", "cycles": 1250}]}
+    assert verilator.simulated_rate(slower, estimates) == (160000.0,
+                                                           "ConvolutionInputGenerator_rtl_0", 1250)
+    faster = {"layers": [{"name": "MVAU_rtl_0", "cycles": 800}]}
+    assert verilator.simulated_rate(faster, estimates) == (1e9 / 5 / 900,
+                                                           "ConvolutionInputGenerator_rtl_0", 900)
+
+
 def test_hls_layers_are_listed_as_not_simulated_with_the_reason(design, simulated):
     hls = {node.name for node in design[0].graph.node if not is_rtl_node(node)}
     assert hls and {row["name"] for row in simulated["not_simulated"]} == hls
@@ -147,6 +173,13 @@ def test_without_verilator_the_build_is_refused_in_one_line(monkeypatch, capsys,
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "Verilator is not installed" in error, error
     assert not (tmp_path / "build").exists()
+
+
+def test_an_unknown_verilator_layers_choice_is_refused_in_one_line(capsys, tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    assert finn_build.cli([f"--model={model}", "--verilator_layers=first"]) == 2
+    assert "--verilator_layers=first: use all or slowest" in capsys.readouterr().err
 
 
 def test_verilator_asks_finns_builder_for_no_product():

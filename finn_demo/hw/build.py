@@ -109,9 +109,10 @@ class Build:
         validation image (verilator.py): out_dir/verilator.json."""
         image = run_images(metadata_of(self.qonnx_model), 1)
         parent = ModelWrapper(str(cfg.get_intermediate_models_directory() / "dataflow_parent.onnx"))
+        names = verilator.slowest_layers(model) if self.args.verilator_layers == "slowest" else None
         self.simulated = verilator.simulate(model, parent, None if image is None else image.numpy(),
                                             self.args.out_dir, cfg._resolve_fpga_part(),
-                                            self.args.clock_ns)
+                                            self.args.clock_ns, names)
         verilator.write(self.simulated, self.args.out_dir)
         self.failures += verilator.failures(self.simulated)
         return model
@@ -234,6 +235,9 @@ def validate_args(args):
     if unknown:
         raise ConfigError(f"--outputs={args.outputs}: unknown {', '.join(sorted(unknown))}; use "
                           f"{', '.join(builder.OUTPUTS)}, {verilator.OUTPUT}")
+    if args.verilator_layers not in verilator.LAYER_CHOICES:
+        raise ConfigError(f"--verilator_layers={args.verilator_layers}: use "
+                          f"{' or '.join(verilator.LAYER_CHOICES)}")
     if verilator.OUTPUT in output_names(args) and verilator.missing():
         raise ConfigError(f"--outputs={args.outputs}: {verilator.missing()}")
 
@@ -276,7 +280,8 @@ def run_build(args):
         verilator.print_table(build.simulated, build.estimates)
     fits = build.design is not None and build.design.fits
     return SimpleNamespace(failures=build.failures, estimates=build.estimates,
-                           seconds=build.cache.seconds, fits=fits, design=build.design)
+                           seconds=build.cache.seconds, fits=fits, design=build.design,
+                           simulated=build.simulated)
 
 
 def over_line(result, board):

@@ -45,6 +45,7 @@ from finn.util.fpgadataflow import is_hls_node, is_rtl_node
 from finn.util.settings import get_settings
 
 OUTPUT = "verilator"  # the --outputs name
+LAYER_CHOICES = ("all", "slowest")  # finn_build.py --verilator_layers
 TESTBENCH = Path(__file__).with_name("verilator_tb") / "testbench.cpp"
 TOP = "finn_sim_top"
 FLAGS = ["--cc", "--exe", "--build", "--top-module", TOP,
@@ -341,6 +342,21 @@ def check_layer(inst, binary, folder, context, graph):
             "estimated_cycles": int(inst.get_exp_cycles())}
 
 
+def slowest_layers(model):
+    """Names of the layers a frame rate rests on: each RTL op type's slowest layer by FINN's
+    estimate (get_exp_cycles), and the first sliding-window generator (the widest image)."""
+    slowest, first_window = {}, []
+    for node in model.graph.node:
+        if not is_rtl_node(node):
+            continue
+        cycles = getHWCustomOp(node).get_exp_cycles()
+        if cycles > slowest.get(node.op_type, ("", -1))[1]:
+            slowest[node.op_type] = (node.name, cycles)
+        if node.op_type.startswith("ConvolutionInputGenerator") and not first_window:
+            first_window.append(node.name)
+    return {name for name, _ in slowest.values()} | set(first_window)
+
+
 def not_simulated(node):
     return {"name": node.name, "op_type": node.op_type,
             "why": "an HLS layer: its RTL comes from Vitis HLS, which this build does not run"}
@@ -348,7 +364,7 @@ def not_simulated(node):
 
 def simulate(model, parent, image, out_dir, part, clock_ns, names=None, verilator=None):
     """Every RTL layer of `model` (or those named), each against FINN's Python execution on
-    `image`: what verilator.json holds."""
+    `image`: what verilator.json holds (layers not named are in neither list)."""
     verilator = verilator or find_verilator()
     model = ModelWrapper(deepcopy(model.model))  # generation sets attributes on the nodes
     context = reference(model, parent, image)
@@ -393,10 +409,16 @@ def print_table(result, estimates):
               f"{layer['cycles']:8d} {layer['estimated_cycles']:8d} {layer['latency_cycles']:8d}")
     if estimates is None:
         return
+    fps, slowest, cycles = simulated_rate(result, estimates)
+    if cycles != estimates["max_cycles"]:
+        print(f"simulated: {fps:.0f} frames/s (slowest {slowest}, {cycles} cycles per frame), "
+              f"FINN's estimate {estimates['estimated_fps']:.0f} frames/s")
+
+
+def simulated_rate(result, estimates):
+    """(frames/s, slowest layer, its cycles per frame) with the simulated layers' cycles in place
+    of FINN's estimates (the rest keep theirs)."""
     cycles = {layer["name"]: layer["cycles"] for layer in estimates["layers"]}
     cycles.update({layer["name"]: layer["cycles"] for layer in result["layers"]})
     slowest = max(cycles, key=cycles.get)
-    if cycles[slowest] != estimates["max_cycles"]:
-        print(f"simulated: {1e9 / estimates['clock_ns'] / cycles[slowest]:.0f} frames/s "
-              f"(slowest {slowest}, {cycles[slowest]} cycles per frame), FINN's estimate "
-              f"{estimates['estimated_fps']:.0f} frames/s")
+    return 1e9 / estimates["clock_ns"] / cycles[slowest], slowest, cycles[slowest]

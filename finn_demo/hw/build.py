@@ -15,6 +15,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
 
 from finn_demo import finn_steps as fs
+from finn_demo.checks import metadata_of, run_images
 from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import atomic_path
 from finn_demo.hw import boards, builder, fit, verilator

@@ -175,6 +175,25 @@ def test_without_verilator_the_build_is_refused_in_one_line(monkeypatch, capsys,
     assert not (tmp_path / "build").exists()
 
 
+def test_finn_build_with_verilator_simulates_the_slowest_layers_and_writes_the_report(
+        finn_build_run, bias_corrected, capsys, tmp_path):
+    """The command a user runs, end to end: steps 1-4 reused from the suite's build (a copy),
+    the rest run again with the Verilator step on the slowest layers."""
+    import shutil
+    require_verilator()
+    _, built = finn_build_run
+    shutil.copytree(built / "intermediate", tmp_path / "intermediate")
+    assert finn_build.cli([f"--model={bias_corrected.output}", f"--out_dir={tmp_path}",
+                           "--verify_images=1", "--reuse=True", "--outputs=estimates,verilator",
+                           "--verilator_layers=slowest"]) == 0
+    report = json.loads((tmp_path / "verilator.json").read_text())
+    chosen = verilator.slowest_layers(ModelWrapper(str(tmp_path / "hw_layers.onnx")))
+    assert {layer["name"] for layer in report["layers"]} == chosen
+    assert all(layer["bit_exact"] for layer in report["layers"])
+    out = capsys.readouterr().out
+    assert f"{len(chosen)} RTL layers simulated" in out and "every check passed" in out
+
+
 def test_an_unknown_verilator_layers_choice_is_refused_in_one_line(capsys, tmp_path):
     model = tmp_path / "model.onnx"
     model.write_bytes(b"")

@@ -18,7 +18,9 @@ seeds section adds `--digits_seed=N` for its other models, each row with its own
 Finished rows are kept in the CSVs, rewritten whole after every row (bench/rows.py): an
 interrupted run picks up where it stopped. A row is resumed only if its flags, its model and its
 code (a hash of the source files that compute it) are the same; otherwise it is measured again.
-Delete a CSV to start that section over; after a full run, `python -m bench.prune` keeps only the
+A section turned off (`--speed=False`, `--finn_bits=`, ...) keeps the rows its CSV already holds
+in RESULTS.md, marked as not re-run. Delete a CSV to start that section over; after a full run,
+`python -m bench.prune` keeps only the
 rows of each CSV's newest code (dropping an old machine's model and settings whose flags changed).
 """
 import os
@@ -67,7 +69,7 @@ from bench.finn_estimates import best_accuracy, finn_plot, finn_section, finn_te
 from bench.gpxq_speed import gpxq_section, gpxq_text  # noqa: E402
 from bench.grid import grid_section, grid_text, plot  # noqa: E402
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
-from bench.report import failures_text, header_text, write_report  # noqa: E402
+from bench.report import failures_text, header_text, kept_text, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
 from bench.seeds import seeds_section, seeds_text  # noqa: E402
 from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
@@ -110,17 +112,24 @@ def main(args, passed, command="python benchmark.py"):
         seed_rows, failed = seeds_section(args, passed, common, rows, out / SEEDS_CSV_NAME)
         failures += failed
         lines += seeds_text(seed_rows) if seed_rows else []
+    elif digits:
+        lines += kept_text(out / SEEDS_CSV_NAME, seeds_text)
 
     finn_rows, failed = finn_section(args, out / FINN_CSV_NAME)
     failures += failed
     accuracy = best_accuracy(rows)
     drawn = finn_rows and finn_plot(finn_rows, accuracy, out / FINN_PLOT_NAME)
-    lines += finn_text(finn_rows, accuracy, FINN_PLOT_NAME if drawn else None) if finn_rows else []
+    if finn_rows:
+        lines += finn_text(finn_rows, accuracy, FINN_PLOT_NAME if drawn else None)
+    elif not (args["finn_bits"] and args["finn_boards"]):
+        lines += kept_text(out / FINN_CSV_NAME, finn_text, accuracy)
 
     check_rows, failed = checks_section(args["checks_bits"], out / CHECKS_CSV_NAME,
                                         finn=finn_available())
     failures += failed
     lines += checks_text(check_rows) if check_rows else []
+    if not args["checks_bits"]:
+        lines += kept_text(out / CHECKS_CSV_NAME, checks_text)
 
     if args["gpxq"]:
         gpxq_rows, failed = gpxq_section(args["gpxq_bits"], args["gpxq_algorithms"],
@@ -128,16 +137,22 @@ def main(args, passed, command="python benchmark.py"):
                                          common, out / GPXQ_CSV_NAME)
         failures += failed
         lines += gpxq_text(gpxq_rows) if gpxq_rows else []
+    else:
+        lines += kept_text(out / GPXQ_CSV_NAME, gpxq_text)
 
     speed_rows = []
     if args["speed"]:
         speed_rows, failed = speed_section(args, passed, common, out / SPEED_CSV_NAME)
         failures += failed
         lines += speed_text(speed_rows, args) if speed_rows else []
+    else:
+        lines += kept_text(out / SPEED_CSV_NAME, speed_text, args)
 
     imagenet_rows, failed = imagenet_section(args, out / IMAGENET_CSV_NAME)
     failures += failed
     lines += imagenet_text(imagenet_rows) if imagenet_rows else []
+    if not args["imagenet_calib_sizes"]:
+        lines += kept_text(out / IMAGENET_CSV_NAME, imagenet_text)
 
     if args["speed"] and args["demo_runs"] and digits:
         demo_seconds, failure = demo_run_seconds(passed, args["demo_runs"])

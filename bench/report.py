@@ -3,6 +3,7 @@ the model check across sections, and the file written whole. The sections' own t
 texts are in their modules (grid, speed, finn_estimates, imagenet_times, gpxq_speed)."""
 import os
 import platform
+from pathlib import Path
 from importlib.metadata import version
 
 import torch
@@ -64,6 +65,20 @@ def code_line(rows, files):
             f"{', '.join(files)}). Its newest row was measured at commit "
             f"{status.commit or '(not recorded)'}; the code it depends on {since} "
             "(`python -m bench.stale` tells for today's code).", ""]
+
+
+def kept_text(path, text, *args):
+    """A section this run left off, rendered from the rows its CSV already holds (those of its
+    newest code, as bench.prune keeps), so that a partial re-run keeps RESULTS.md whole; its code
+    line says whether that code has changed since. Nothing if the CSV holds no rows."""
+    from bench.prune import prune_rows
+    from bench.rows import read_rows
+    rows = prune_rows(read_rows(path))[0]
+    if not rows:
+        return []
+    title, *rest = text(rows, *args)
+    return [title, "", f"*Not re-run by this command: the rows {Path(path).name} already held.*",
+            *rest]
 
 
 def failures_text(failures):

@@ -214,6 +214,18 @@ def test_finn_table_and_plot_put_each_settings_best_grid_accuracy_beside_its_des
     assert not finn_plot(finn, {}, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
+def test_a_section_turned_off_keeps_the_rows_its_csv_holds_in_the_report(cache_dir, tmp_path):
+    import shutil
+    shutil.copy(bench.rows.ROOT / "results" / benchmark.SPEED_CSV_NAME, tmp_path)
+    run_benchmark(tmp_path, cache_dir, "--bits=")  # --speed=False, --gpxq=False, ...
+    report = (tmp_path / "RESULTS.md").read_text()
+    section = report.split("## Speed", 1)[1]
+    assert f"Not re-run by this command: the rows {benchmark.SPEED_CSV_NAME} already held" in section
+    kept = list(csv.DictReader(open(tmp_path / benchmark.SPEED_CSV_NAME, newline="")))
+    assert all(f"| {row['ips_float_eager']} |" in section for row in kept)
+    assert "## GPFQ" not in report and "## FINN" not in report  # no CSV there: nothing to keep
+
+
 def test_finn_rows_carry_the_simulated_layers_and_the_restated_frame_rate():
     from types import SimpleNamespace
 

@@ -60,9 +60,10 @@ def test_readme_finn_estimates_are_the_committed_finn_rows():
     table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.split("```")[0].splitlines()
              if re.match(r"\| (W|PW)[\w+]+ \|", line)]  # a bit-width setting, or one with AXE
     assert len(table) == len(measured) >= 2
-    for bits, board, fits, fps, *resources in table:
+    for bits, board, fits, fps, simulated, *resources in table:
         row = measured[bits, board]
-        assert [fits, fps] == [row["fits"], row["estimated_fps"]], (bits, board)
+        assert [fits, fps, simulated] == [row["fits"], row["estimated_fps"],
+                                          row.get("simulated_fps") or "-"], (bits, board)
         assert resources == [f"{row[key]} ({row[key + '_pct']}%)"
                              for key in ("LUT", "BRAM_18K", "URAM", "DSP")], (bits, board)
 

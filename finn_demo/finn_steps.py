@@ -152,8 +152,8 @@ def _constant_mul_after(model, relu):
     mul = consumers[0]
     data = list(mul.input).index(relu.output[0])
     scale = model.get_initializer(mul.input[1 - data])
-    shape = tuple(model.get_tensor_shape(relu.input[0]))
-    if scale is None or np.broadcast_shapes(scale.shape, shape) != shape:
+    shape = model.get_tensor_shape(relu.input[0])
+    if scale is None or shape is None or np.broadcast_shapes(scale.shape, shape) != tuple(shape):
         return None
     return mul, data, scale
 

@@ -31,7 +31,8 @@ def relu_mul_quant(scale):
         "relu_mul_quant", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     model = ModelWrapper(qonnx_make_model(graph))
-    for name, value in (("s", np.reshape(scale, (1, -1, 1, 1))), ("q", 0.4), ("z", 0.0), ("b", 4.0)):
+    values = {"s": np.reshape(scale, (1, -1, 1, 1)), "q": 0.4, "z": 0.0, "b": 4.0}
+    for name, value in values.items():
         model.set_initializer(name, np.asarray(value, dtype=np.float32))
     return cleanup_model(model)
 

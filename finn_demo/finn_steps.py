@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 from onnx import helper
+from qonnx.transformation.base import Transformation
 from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
 from qonnx.transformation.infer_data_layouts import InferDataLayouts
 from qonnx.transformation.infer_datatypes import InferDataTypes
@@ -105,9 +106,62 @@ def composed(model, transformations):
             return model
 
 
+class ScaleAfterReluError(ValueError):
+    """A Mul after a Relu whose scale is not positive on every channel (message: one line)."""
+
+
+class MoveReluPastPositiveMul(Transformation):
+    """Relu -> Mul(constant s) becomes Mul(s) -> Relu, for s > 0 on every element.
+
+    Invariant: max(s * x, 0) == s * max(x, 0) for s > 0, exactly in floats too (rounding is
+    monotonic and keeps the sign), so the graph computes the same values. Brevitas' activation
+    equalization with add_mul_node puts such a per-channel Mul inside a quantized ReLU6 (Relu,
+    Mul, unsigned Quant). Before the Relu, the Mul is one more per-channel affine map that FINN's
+    Streamline folds, with the BatchNorm, into the thresholds; the Relu, now next to its Quant,
+    disappears into the unsigned quantizer (ConvertQONNXtoFINN's Relu handler). A scale <= 0 does
+    not commute with the Relu (zero would also make infinite thresholds): ScaleAfterReluError.
+    """
+
+    def apply(self, model):
+        for relu in model.get_nodes_by_op_type("Relu"):
+            found = _constant_mul_after(model, relu)
+            if found is None:
+                continue
+            mul, data, scale = found
+            if not np.all(scale > 0):
+                raise ScaleAfterReluError(
+                    f"{mul.name} (Mul after {relu.name}) has a scale <= 0 on "
+                    f"{int(np.sum(~(scale > 0)))} of {scale.size} channels (smallest "
+                    f"{float(np.min(scale)):g}): only a positive scale moves before the Relu into "
+                    "FINN's thresholds")
+            between, output = relu.output[0], mul.output[0]
+            mul.input[data], mul.output[0] = relu.input[0], between
+            relu.input[0], relu.output[0] = between, output
+            model.graph.node.remove(mul)
+            model.graph.node.insert(list(model.graph.node).index(relu), mul)
+        return model, False
+
+
+def _constant_mul_after(model, relu):
+    """(mul, index of its data input, scale) when `relu` feeds only a Mul (not a graph output)
+    by a constant that keeps the Relu's shape; None otherwise."""
+    consumers = model.find_consumers(relu.output[0])
+    if len(consumers) != 1 or consumers[0].op_type != "Mul" or relu.output[0] in [
+            output.name for output in model.graph.output]:
+        return None
+    mul = consumers[0]
+    data = list(mul.input).index(relu.output[0])
+    scale = model.get_initializer(mul.input[1 - data])
+    shape = model.get_tensor_shape(relu.input[0])
+    if scale is None or shape is None or np.broadcast_shapes(scale.shape, shape) != tuple(shape):
+        return None
+    return mul, data, scale
+
+
 def frontend(model):
-    """FINN's ConvertQONNXtoFINN on a cleaned QONNX model: Quant nodes become MultiThreshold + Mul."""
-    return model.transform(ConvertQONNXtoFINN())
+    """FINN's ConvertQONNXtoFINN on a cleaned QONNX model: Quant nodes become MultiThreshold + Mul
+    (a positive scale between a Relu and its Quant moved before the Relu first)."""
+    return model.transform(MoveReluPastPositiveMul()).transform(ConvertQONNXtoFINN())
 
 
 def streamline(model):

@@ -27,10 +27,11 @@ SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--cali
 
 # `make test` runs the suite in two pytest-xdist workers. The tests that share one expensive
 # result go to one worker together, so it is computed once: FINN's build of the small model,
-# the ImageNet-mode run at 224x224, the benchmark grid test_benchmark.py resumes. Each worker
-# computes the cheap ones (its W8A8 export) itself; the small digits model is trained once for
-# both (cache_dir).
-SHARED_GROUPS = {"finn_build_run": "finn", "imagenet_run": "imagenet", "resumed_grid": "grid"}
+# the ImageNet-mode run at 224x224, the benchmark grid test_benchmark.py resumes, the FINN build
+# of the act_eq export (test_act_eq_finn.py). Each worker computes the cheap ones (its W8A8
+# export) itself; the small digits model is trained once for both (cache_dir).
+SHARED_GROUPS = {"finn_build_run": "finn", "imagenet_run": "imagenet", "resumed_grid": "grid",
+                 "act_eq_export": "act_eq"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the markers

@@ -47,7 +47,10 @@ class Build:
                 self.step_summary]
 
     def step_frontend(self, model, cfg):
-        return self.cache("frontend", fs.frontend, model)
+        try:
+            return self.cache("frontend", fs.frontend, model)
+        except fs.ScaleAfterReluError as error:  # a graph FINN's thresholds cannot compute
+            self.stop(f"frontend: {error}")
 
     def step_streamline(self, model, cfg):
         self.streamlined = self.cache("streamline", fs.streamline, model)

@@ -39,7 +39,7 @@ digits_seed = 0  # seeds the digits model's training (each seed trains and cache
 weight_bit_width = 8  # weights of every Conv and Linear
 act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network input)
 input_bit_width = None  # the network input's quantizer (None = act_bit_width; FINN designs keep 8)
-add_bit_width = None  # the residual stream: quantizers around each Add, the classifier's input and logits (None = act_bit_width)
+add_bit_width = None  # the residual stream (block and Add outputs), also the classifier's input and logits (None = act_bit_width)
 depthwise_bit_width = None  # weights of depthwise convs (groups != 1)
 first_conv_bit_width = None  # weights of the first conv, features.0.0
 last_linear_bit_width = None  # weights of the final Linear classifier

@@ -117,10 +117,9 @@ def bit_width_maps(
     """The default FINN maps with the given bit widths; None overrides mean `weight_bit_width`
     (`input_bit_width`, `add_bit_width`: `act_bit_width`).
 
-    `add_bit_width` goes to the identity quantizers Brevitas inserts (quant_identity_map): before
-    and after every residual Add and on each block output that feeds one (the residual stream),
-    and on the pooled features and the logits around the classifier; the ReLUs keep
-    `act_bit_width`. `relu6_range` (RELU6_RANGES): "fixed" quantizes ReLU6 on [0, 6], the
+    `add_bit_width` goes to the identity quantizers Brevitas inserts (quant_identity_map): on
+    every block's and every Add's output (the residual stream, the Adds' inputs among them), and
+    on the pooled features and the logits around the classifier; the ReLUs keep `act_bit_width`. `relu6_range` (RELU6_RANGES): "fixed" quantizes ReLU6 on [0, 6], the
     seed's; "calibrated" takes its range from calibration like the ReLUs', capped at 6.
     """
     if relu6_range not in RELU6_RANGES:

@@ -27,7 +27,7 @@ def relu6_quantizers(model):
 
 def quant_range(module):
     """The largest value the quantizer can output: scale x (2**bits - 1)."""
-    return float(module.act_quant.scale()) * (2 ** int(module.act_quant.bit_width()) - 1)
+    return float(module.act_quant.scale().detach()) * (2 ** int(module.act_quant.bit_width()) - 1)
 
 
 @torch.no_grad()
@@ -66,7 +66,7 @@ def calibrated(digits, request):
 
 def test_calibrated_relu6_range_never_exceeds_6(calibrated):
     ranges = {name: quant_range(module) for name, module in relu6_quantizers(calibrated[0]).items()}
-    assert len(ranges) == 14  # the suite's 3-stage model
+    assert len(ranges) == 13  # the suite's 3-stage model
     assert max(ranges.values()) <= CAP + 1e-5, ranges
 
 
@@ -102,7 +102,7 @@ def test_the_cap_holds_while_the_range_trains(calibrated):
         scaling.value.fill_(10 * CAP)
     x = torch.linspace(0, 3 * CAP, 64).reshape(1, 1, 8, 8)
     out = plain(quantizer(x))
-    assert abs(float(out.max()) - CAP) < 1e-5  # clipped at 6, not at 60
+    assert abs(float(out.detach().max()) - CAP) < 1e-5  # clipped at 6, not at 60
     out.sum().backward()
     assert scaling.value.grad is not None and float(scaling.value.grad.abs()) > 0
     with torch.no_grad():

@@ -39,11 +39,13 @@ digits_seed = 0  # seeds the digits model's training (each seed trains and cache
 weight_bit_width = 8  # weights of every Conv and Linear
 act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network input)
 input_bit_width = None  # the network input's quantizer (None = act_bit_width; FINN designs keep 8)
+add_bit_width = None  # the residual stream (block and Add outputs), also the classifier's input and logits (None = act_bit_width)
 depthwise_bit_width = None  # weights of depthwise convs (groups != 1)
 first_conv_bit_width = None  # weights of the first conv, features.0.0
 last_linear_bit_width = None  # weights of the final Linear classifier
 relu6_to_relu = False  # False keeps ReLU6's clip at 6 (quantized on [0, 6], as the seed); True makes
 # it a ReLU with a calibrated range, Brevitas' default (the float network clips, this one does not)
+relu6_range = "fixed"  # ReLU6's quantized range: "fixed" [0, 6] (the seed's), or "calibrated" like the ReLUs' but capped at 6
 # 2. post-training quantization (PTQ), run in this order: act_eq, calibration, gptq / gpfq / qronos /
 # learned_round, bn_corr, bias_corr (last: it corrects the mean error every earlier pass leaves)
 act_eq = False  # activation equalization (SmoothQuant), on the float graph before quantizing
@@ -102,7 +104,8 @@ def main(args):
     # quantize + calibration, GPTQ / GPFQ / Qronos, bn_corr, bias_corr last.
     maps = qu.bit_width_maps(
         args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
-        args.first_conv_bit_width, args.last_linear_bit_width, args.input_bit_width)
+        args.first_conv_bit_width, args.last_linear_bit_width, args.input_bit_width,
+        add_bit_width=args.add_bit_width, relu6_range=args.relu6_range)
     model = qu.quantize_and_recover(float_model, calib_loader, example, maps, args.relu6_to_relu,
                                     stage=stage, **{name: getattr(args, name) for name in qu.PTQ_FLAGS})
     float_eval, quant, dataset, accumulators, widest_bits = score_and_print(

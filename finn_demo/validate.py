@@ -12,6 +12,7 @@ from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import check_writable
 from finn_demo.data.models import MOBILENET_V2_STAGES, resolve_weights
 from finn_demo.finn_install import FINN_INSTALL_HINT, finn_installed
+from finn_demo.quant.maps import RELU6_RANGES
 from finn_demo.quant.ptq import ptq_options_problem
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
@@ -50,6 +51,14 @@ def _check_accumulator(args):
                           "integer from 3 to 32 (or None)")
 
 
+def _check_relu6_range(relu6_range, relu6_to_relu):
+    if relu6_range not in RELU6_RANGES:
+        raise ConfigError(f"--relu6_range={relu6_range!r}: choose {' or '.join(RELU6_RANGES)}")
+    if relu6_range != "fixed" and relu6_to_relu:
+        raise ConfigError(f"--relu6_range={relu6_range} with --relu6_to_relu=True: no ReLU6 is left "
+                          "to clip; drop one of them")
+
+
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
     _check_accumulator(args)
@@ -60,8 +69,9 @@ def validate_args(args):
     _check_bit_width("weight_bit_width", args.weight_bit_width)
     _check_bit_width("act_bit_width", args.act_bit_width)
     for name in ("depthwise_bit_width", "first_conv_bit_width", "last_linear_bit_width",
-                 "input_bit_width"):
+                 "input_bit_width", "add_bit_width"):
         _check_bit_width(name, getattr(args, name), optional=True)
+    _check_relu6_range(args.relu6_range, args.relu6_to_relu)
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
     for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",

@@ -18,7 +18,7 @@ from conftest import import_finn_steps
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from finn_demo import finn_install  # noqa: E402
-from finn_demo.hw import boards, build, builder, fit, hw_checks, reuse  # noqa: E402
+from finn_demo.hw import alternatives, boards, build, builder, fit, hw_checks, reuse  # noqa: E402
 from finn_demo.quant.accumulators import widest_hidden  # noqa: E402
 from finn_demo.checks import metadata_of, run_images  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
@@ -257,7 +257,7 @@ def test_demo_flag_builds_the_export_beside_it_and_says_how_the_build_ended(
     from conftest import SMALL
     calls = []
     design = type("Design", (), {"over": {"LUT": 100}, "fps": 12.0, "fits": False})()
-    estimates = {"budget": {"LUT": 200}, "totals": {"LUT": 300}}
+    estimates = {"budget": {"LUT": 200}, "totals": {"LUT": 300}, "fits_per_board": {"U250": 40}}
 
     def build(args):
         calls.append(args)
@@ -272,7 +272,7 @@ def test_demo_flag_builds_the_export_beside_it_and_says_how_the_build_ended(
         assert status == 1 and "FAILED hw_graph: a wrong threshold" in printed
     else:
         assert status == 3 and "DOES NOT FIT ZCU104: the closest design (12 frames/s) needs LUT 300" \
-            " of a budget of 200 (50% over)" in printed
+            " of a budget of 200 (50% over)\n  fits, by this build's estimates: U250 (40 frames/s)" in printed
     (args,) = calls
     assert args.model == str(output) and args.out_dir == str(tmp_path / "finn_output")
 
@@ -321,17 +321,67 @@ def test_bad_board_flags_are_refused_in_one_line(flag, message, capsys, tmp_path
 
 @pytest.mark.parametrize("failures,status", [([], 3), (["hw_graph: 2 of 4 images differ"], 1)],
                          ids=["checks passed", "a check failed"])
-def test_a_design_that_fits_nowhere_is_named_in_one_line_and_by_the_exit_status(
-        failures, status, capsys, monkeypatch):
+def test_a_design_that_fits_nowhere_is_named_with_what_would_fit_and_by_the_exit_status(
+        failures, status, capsys, monkeypatch, tmp_path):
     design = type("Design", (), {"over": {"BRAM_18K": 244}, "fps": 610.0, "fits": False})()
-    estimates = {"budget": {"BRAM_18K": 488}, "totals": {"BRAM_18K": 732}}
+    estimates = {"budget": {"BRAM_18K": 488}, "totals": {"BRAM_18K": 732},
+                 "fits_per_board": {"U250": 2000, "ZCU102": 900}}
     monkeypatch.setattr(finn_build, "main", lambda args: type("Result", (), {
         "failures": failures, "design": design, "fits": False, "estimates": estimates})())
+    monkeypatch.setattr(alternatives, "FINN_ROWS", finn_rows(tmp_path))
     assert finn_build.cli(["--board=ZCU104"]) == status  # 1 when a check failed as well
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [f"FAILED {failure}" for failure in failures] + [
         "DOES NOT FIT ZCU104: the closest design (610 frames/s) needs BRAM_18K 732 of "
-        "a budget of 488 (50% over)"]
+        "a budget of 488 (50% over)",
+        "  fits, by this build's estimates: U250 (2000 frames/s), ZCU102 (900 frames/s); "
+        "confirm with finn_build.py --board=NAME",
+        "  settings that fit ZCU104 in the benchmark's FINN rows (results/finn.csv, MobileNetV2 "
+        "at 224x224); export with finn_mobilenetv2.py and:",
+        "    W4A4 (1701 frames/s): --weight_bit_width=4 --act_bit_width=4",
+        "    PW4 (450 frames/s): --weight_bit_width=4 --depthwise_bit_width=8"]
+
+
+def finn_rows(folder):
+    """A results/finn.csv: W4A4 and PW4 fit the ZCU104 (W4A4's later row counts), W8A8 does
+    not, and a U250 row."""
+    path = folder / "finn.csv"
+    path.write_text(
+        "bits,board,row_flags,fits,estimated_fps,LUT\n"
+        "W4A4,ZCU104,--weight_bit_width=4,no,900,1\n"
+        "PW4,ZCU104,--weight_bit_width=4 --depthwise_bit_width=8,yes,450,1\n"
+        "W8A8,ZCU104,,no,10,1\n"
+        "W8A8,U250,,yes,3916,1\n"
+        "W4A4,ZCU104,--weight_bit_width=4 --act_bit_width=4,yes,1701,1\n")
+    return path
+
+
+def test_what_would_fit_says_so_when_no_board_and_no_setting_fits(tmp_path):
+    assert alternatives.fitting_settings("Pynq-Z1", finn_rows(tmp_path)) == []
+    assert alternatives.fitting_settings("ZCU104", tmp_path / "none.csv") == []
+    assert alternatives.what_would_fit({}, [], "Pynq-Z1") == [
+        "fits no board FINN knows, by this build's estimates"]
+
+
+def test_the_committed_finn_rows_give_flags_the_demo_takes():
+    import finn_mobilenetv2 as demo
+    settings = alternatives.fitting_settings("ZCU104")
+    assert settings, "results/finn.csv has no setting that fits the ZCU104"
+    for bits, fps, flags in settings:
+        args = demo.make_args(flags.split())
+        assert args.act_bit_width < 8, (bits, flags)  # the W8A8 default does not fit the ZCU104
+
+
+def test_boards_that_fit_are_the_fits_own_answer_on_its_board(built):
+    # The build fits the ZCU104: re-placing its tried designs for the ZCU104's own budget must
+    # give the fit's frame rate, and a board with more of every resource at least as much.
+    _, _, estimates = built
+    per_board = estimates["fits_per_board"]
+    assert per_board["ZCU104"] == round(estimates["estimated_fps"])
+    assert all(boards.budget("U250", boards.DEFAULT_LIMITS)[key] >= budget
+               for key, budget in boards.budget("ZCU104", boards.DEFAULT_LIMITS).items())
+    assert per_board["U250"] >= per_board["ZCU104"]
+    assert set(per_board) <= set(boards.BOARDS)
 
 
 def test_the_builder_gives_back_stdout_logging_and_warnings(monkeypatch, tmp_path):

@@ -106,6 +106,18 @@ def test_input_bit_width_sets_the_input_quantizer_alone():
     assert len(widths) > 40 and set(widths.values()) == {4}  # the ReLUs and the Add inputs
 
 
+def test_add_bit_width_sets_the_identity_quantizers_around_the_adds():
+    widths = activation_bit_widths(quantized(bit_width_maps(act_bit_width=4, input_bit_width=8,
+                                                            add_bit_width=8)))
+    around_adds = {name for name in widths if name.startswith("add_")}
+    assert len(around_adds) == 15  # 10 Adds: after each, and before the 5 that start a stream
+    relus = {name for name in widths if name.startswith("features.")}
+    assert len(relus) == 35  # every ReLU6
+    assert {widths[name] for name in around_adds} == {8}
+    assert {widths[name] for name in relus} == {4}
+    assert widths["x_quant"] == 8
+
+
 def test_lambda_with_three_arguments_is_refused_naming_the_key():
     maps = default_quantize_maps_finn()
     maps["compute_layer_map"][nn.Conv2d][1]["weight_bit_width"] = lambda module, name, extra: 4

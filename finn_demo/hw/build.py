@@ -18,7 +18,7 @@ from finn_demo import finn_steps as fs
 from finn_demo.checks import metadata_of, run_images
 from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import atomic_path
-from finn_demo.hw import boards, builder, fit, verilator
+from finn_demo.hw import alternatives, boards, builder, fit, verilator
 from finn_demo.hw.hw_checks import check_hw_graph, check_partition, nodes_between_hw_layers
 from finn_demo.hw.reuse import Steps
 
@@ -167,6 +167,7 @@ def summarize(design, tried, target, args):
                                "(FINN's SetFolding, mvau_wwidth_max widened where needed)"},
         "tried": [{"requested_fps": item.requested_fps, "fps": item.fps, "fits": item.fits,
                    "over": item.over} for item in tried],
+        "fits_per_board": alternatives.fastest_per_board(tried, target.limits),
         "model": args.model}
 
 
@@ -300,8 +301,11 @@ def over_line(result, board):
 
 def print_build_failures(result, board):
     """A FAILED line per failure, then, for a design that misses `board` (checks or not), the
-    over_line."""
+    over_line and what would fit (alternatives.py)."""
     for failure in result.failures:
         print(f"FAILED {failure}")
     if result.design is not None and not result.fits:
         print(over_line(result, board))
+        for line in alternatives.what_would_fit(result.estimates["fits_per_board"],
+                                                alternatives.fitting_settings(board), board):
+            print("  " + line)

@@ -65,6 +65,8 @@ class Design:
     budget: dict
     over: dict = field(default_factory=dict)
     mvau_wwidth_max: int = 36  # the SetFolding limit the design was folded with
+    choices: dict = field(default_factory=dict)  # {layer: {memory option: cost}}, for fits_budget
+    fixed: list = field(default_factory=list)  # the costs no option changes
 
     @property
     def fits(self):
@@ -196,7 +198,8 @@ def design_at(model, fps, part, clock_ns, budget):
             choices[node.name] = option_costs(node, options[node.name], part)
         else:
             fixed.append(layer_cost(node, part))
-    chosen, totals = place_memories(choices, budget, [dict(cost) for cost in fixed])
+    fixed = [dict(cost) for cost in fixed]
+    chosen, totals = place_memories(choices, budget, fixed)
     for node in folded.graph.node:
         if node.name in chosen:
             inst = getHWCustomOp(node)
@@ -209,7 +212,7 @@ def design_at(model, fps, part, clock_ns, budget):
               for node in folded.graph.node]
     return Design(folded, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
                   {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen, budget,
-                  over_budget(totals, budget), wwidth_max)
+                  over_budget(totals, budget), wwidth_max, choices, fixed)
 
 
 def shortfall(design):
@@ -254,3 +257,23 @@ def search(model, part, clock_ns, budget, target_fps=None, progress=print):
             else:
                 high = middle
     return best, tried
+
+
+def fits_budget(design, budget):
+    """Whether `design`'s layers fit `budget` (another board's) with their memories placed for it,
+    by the costs estimated for the design's own part."""
+    if over_budget(least_totals(design), budget):  # no placement can fit
+        return False
+    _, totals = place_memories(design.choices, budget, design.fixed)
+    return not over_budget(totals, budget)
+
+
+def least_totals(design):
+    """Per resource, the least any memory placement of `design` uses: its fixed costs plus each
+    layer's cheapest option for that resource (stand-ins counted as LUTs)."""
+    least = total(design.fixed)
+    for costs in design.choices.values():
+        for name in RESOURCES:
+            least[name] += min(cost[name] + (cost["standin_LUT"] if name == "LUT" else 0)
+                               for cost in costs.values())
+    return least

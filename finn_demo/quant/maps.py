@@ -8,7 +8,10 @@ thresholds), BatchNorm kept as its own node, scales aligned before every Add.
 """
 import inspect
 
+import brevitas
 import brevitas.nn as qnn
+from brevitas.core.function_wrapper.ops_ste import ScalarClampSte
+from brevitas.core.restrict_val import FloatRestrictValue
 from brevitas.fx import symbolic_trace
 from brevitas.graph.per_input import AdaptiveAvgPoolToAvgPool
 from brevitas.graph.quantize import preprocess_for_quantize, quantize
@@ -16,7 +19,55 @@ from brevitas.graph.standardize import MeanMethodToAdaptiveAvgPool2d
 from brevitas.quant import (
     Int8ActPerTensorFloat, Int8ActPerTensorFloatMSE, Int8WeightPerChannelFloatMSE, Int32Bias,
     Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMaxInit, Uint8ActPerTensorFloatMSE)
+from brevitas.quant.base import MSESymmetricScale
 from torch import nn
+
+RELU6_RANGES = ("fixed", "calibrated")  # bit_width_maps' relu6_range: how ReLU6's range is set
+
+
+class MaxClampedRestrictValue(FloatRestrictValue):
+    """Brevitas' float restriction of a learned range, with a ceiling: the range is used as
+    min(|value|, scaling_max_val) wherever the scaling implementation reads its parameter, after
+    calibration and while training it. The gradient passes the clamp (Brevitas' ScalarClampSte),
+    so a range trained past the ceiling can come back below it; calibration's statistic is
+    clamped before it becomes the parameter, so training starts at or below the ceiling."""
+
+    def __init__(self, scaling_max_val: float):
+        super().__init__()
+        self.max_val = float(scaling_max_val)
+        self.clamp_max = ScalarClampSte(0.0, self.max_val)
+
+    def restrict_init_inplace_module(self):
+        return _InplaceAbsClampMax(self.max_val)
+
+    @brevitas.jit.script_method
+    def forward(self, x):
+        return self.clamp_max(self.apply_abs(x))
+
+
+class _InplaceAbsClampMax(nn.Module):
+    """|x| clamped to `max_val`, in place: what ParameterFromRuntimeStatsScaling applies to its
+    calibration statistic before copying it into the trainable range."""
+
+    def __init__(self, max_val):
+        super().__init__()
+        self.max_val = max_val
+
+    def forward(self, x):
+        x.abs_().clamp_(max=self.max_val)
+
+
+class Uint8ActPerTensorFloatMaxClamped(Uint8ActPerTensorFloat):
+    """Brevitas' unsigned per-tensor activation quantizer (range from the calibration
+    percentile, then trainable) whose range never exceeds `scaling_max_val`: a ReLU6 quantized
+    with it clips where the float one does or earlier, never later."""
+    restrict_scaling_impl = MaxClampedRestrictValue
+    restrict_threshold_impl = FloatRestrictValue  # Brevitas would share the clamped one otherwise
+    scaling_max_val = 6.0
+
+
+class Uint8ActPerTensorFloatMSEMaxClamped(MSESymmetricScale, Uint8ActPerTensorFloatMaxClamped):
+    """As Uint8ActPerTensorFloatMaxClamped, the range from Brevitas' MSE search (capped)."""
 
 
 def default_quantize_maps_finn():
@@ -62,9 +113,17 @@ def default_quantize_maps_finn():
 def bit_width_maps(
         weight_bit_width=8, act_bit_width=8, depthwise_bit_width=None,
         first_conv_bit_width=None, last_linear_bit_width=None, input_bit_width=None,
-        first_conv_name="features.0.0"):
+        first_conv_name="features.0.0", add_bit_width=None, relu6_range="fixed"):
     """The default FINN maps with the given bit widths; None overrides mean `weight_bit_width`
-    (`input_bit_width`: `act_bit_width`)."""
+    (`input_bit_width`, `add_bit_width`: `act_bit_width`).
+
+    `add_bit_width` goes to the identity quantizers Brevitas inserts (quant_identity_map): on
+    every block's and every Add's output (the residual stream, the Adds' inputs among them), and
+    on the pooled features and the logits around the classifier; the ReLUs keep `act_bit_width`. `relu6_range` (RELU6_RANGES): "fixed" quantizes ReLU6 on [0, 6], the
+    seed's; "calibrated" takes its range from calibration like the ReLUs', capped at 6.
+    """
+    if relu6_range not in RELU6_RANGES:
+        raise ValueError(f"relu6_range={relu6_range!r}: choose {' or '.join(RELU6_RANGES)}")
     depthwise = depthwise_bit_width or weight_bit_width
     first_conv = first_conv_bit_width or weight_bit_width
     maps = default_quantize_maps_finn()
@@ -73,19 +132,29 @@ def bit_width_maps(
         depthwise if module.groups != 1 else weight_bit_width)
     maps["compute_layer_map"][nn.Linear][1]["weight_bit_width"] = (
         last_linear_bit_width or weight_bit_width)
-    for _, kwargs in (*maps["quant_identity_map"].values(), *maps["quant_act_map"].values()):
+    if relu6_range == "calibrated":
+        maps["quant_act_map"][nn.ReLU6] = (qnn.QuantReLU, {
+            "act_quant": Uint8ActPerTensorFloatMaxClamped, "scaling_max_val": 6.0,
+            "return_quant_tensor": True})
+    for _, kwargs in maps["quant_act_map"].values():
         kwargs["bit_width"] = act_bit_width
+    identity_bit_width = add_bit_width or act_bit_width
+    for _, kwargs in maps["quant_identity_map"].values():
+        kwargs["bit_width"] = identity_bit_width
     maps["input_quant"][1]["bit_width"] = input_bit_width or act_bit_width
-    if act_bit_width < 8:
-        # With few levels, the percentile scale (99.999th) spends them on rare peaks; an MSE-fitted
-        # scale clips those instead, which keeps more top-1 at 4-bit activations.
-        # It calibrates several times slower (timings: RESULTS.md), so 8-bit activations keep the
-        # percentile.
+    # With few levels, the percentile scale (99.999th) spends them on rare peaks; an MSE-fitted
+    # scale clips those instead, which keeps more top-1 at 4-bit activations.
+    # It calibrates several times slower (timings: RESULTS.md), so 8-bit quantizers keep the
+    # percentile.
+    if identity_bit_width < 8:
         maps["quant_identity_map"]["signed"][1]["act_quant"] = Int8ActPerTensorFloatMSE
+        maps["quant_identity_map"]["unsigned"][1]["act_quant"] = Uint8ActPerTensorFloatMSE
+    if act_bit_width < 8:
         if maps["input_quant"][1]["bit_width"] < 8:
             maps["input_quant"][1]["act_quant"] = Int8ActPerTensorFloatMSE
-        maps["quant_identity_map"]["unsigned"][1]["act_quant"] = Uint8ActPerTensorFloatMSE
         maps["quant_act_map"][nn.ReLU][1]["act_quant"] = Uint8ActPerTensorFloatMSE
+        if relu6_range == "calibrated":
+            maps["quant_act_map"][nn.ReLU6][1]["act_quant"] = Uint8ActPerTensorFloatMSEMaxClamped
     return maps
 
 

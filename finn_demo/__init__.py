@@ -16,7 +16,8 @@ way, down this list: a module uses only those above it (and nothing here imports
   the first two, so they sit below checks)
 - checks/: result (CheckResult, Report), structure, layerwise (the layer-by-layer rule), numbers
   (QONNX vs Brevitas, FINN's frontend), file (every check of one file: check_file)
-- hw/ (needs FINN): boards, resources, fit, builder, hw_checks (the build's checks of FINN's
-  graphs), reuse (--reuse of steps 1-4), build (the build finn_build.py runs)
+- hw/ (needs FINN): boards, resources, fit, alternatives (what would fit when nothing does),
+  builder, hw_checks (the build's checks of FINN's graphs), reuse (--reuse of steps 1-4), build
+  (the build finn_build.py runs)
 - validate: the demo's flags checked before any work (it asks data, quant and finn_install)
 """

@@ -325,7 +325,7 @@ def test_a_design_that_fits_nowhere_is_named_with_what_would_fit_and_by_the_exit
         failures, status, capsys, monkeypatch, tmp_path):
     design = type("Design", (), {"over": {"BRAM_18K": 244}, "fps": 610.0, "fits": False})()
     estimates = {"budget": {"BRAM_18K": 488}, "totals": {"BRAM_18K": 732},
-                 "fits_per_board": {"U250": 2000, "ZCU102": 900}}
+                 "fits_per_board": {"U250": 2000, "ZCU102": 900, "U200": 2000}}
     monkeypatch.setattr(finn_build, "main", lambda args: type("Result", (), {
         "failures": failures, "design": design, "fits": False, "estimates": estimates})())
     monkeypatch.setattr(alternatives, "FINN_ROWS", finn_rows(tmp_path))
@@ -334,7 +334,7 @@ def test_a_design_that_fits_nowhere_is_named_with_what_would_fit_and_by_the_exit
     assert lines == [f"FAILED {failure}" for failure in failures] + [
         "DOES NOT FIT ZCU104: the closest design (610 frames/s) needs BRAM_18K 732 of "
         "a budget of 488 (50% over)",
-        "  fits, by this build's estimates: U250 (2000 frames/s), ZCU102 (900 frames/s); "
+        "  fits, by this build's estimates: U200, U250 (2000 frames/s), ZCU102 (900 frames/s); "
         "confirm with finn_build.py --board=NAME",
         "  settings that fit ZCU104 in the benchmark's FINN rows (results/finn.csv, MobileNetV2 "
         "at 224x224); export with finn_mobilenetv2.py and:",

@@ -46,8 +46,10 @@ def fitting_settings(board, path=None):
 def what_would_fit(fits_per_board, settings, board):
     """The lines after DOES NOT FIT: the boards this export fits (`fits_per_board`,
     fastest_per_board's), and the `settings` (fitting_settings') that fit `board`."""
-    others = [f"{name} ({fps} frames/s)" for name, fps in
-              sorted(fits_per_board.items(), key=lambda item: -item[1])]
+    by_rate = {}  # boards at the same frame rate (the same design) named together
+    for name, fps in sorted(fits_per_board.items(), key=lambda item: (-item[1], item[0])):
+        by_rate.setdefault(fps, []).append(name)
+    others = [f"{', '.join(names)} ({fps} frames/s)" for fps, names in by_rate.items()]
     lines = [("fits, by this build's estimates: " + ", ".join(others)
               + "; confirm with finn_build.py --board=NAME") if others
              else "fits no board FINN knows, by this build's estimates"]

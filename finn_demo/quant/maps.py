@@ -62,7 +62,9 @@ class Uint8ActPerTensorFloatMaxClamped(Uint8ActPerTensorFloat):
     percentile, then trainable) whose range never exceeds `scaling_max_val`: a ReLU6 quantized
     with it clips where the float one does or earlier, never later."""
     restrict_scaling_impl = MaxClampedRestrictValue
-    restrict_threshold_impl = FloatRestrictValue  # Brevitas would share the clamped one otherwise
+    # Without its own, Brevitas restricts the integer threshold (2**bits - 1) with the scaling's
+    # restriction, whose ceiling would cut it to 6.
+    restrict_threshold_impl = FloatRestrictValue
     scaling_max_val = 6.0
 
 

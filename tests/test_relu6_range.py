@@ -116,3 +116,44 @@ def test_calibrated_relu6_export_passes_the_demos_checks(run_demo, tmp_path):
     assert result.report.ok, result.report
     ranges = [quant_range(module) for module in relu6_quantizers(result.model).values()]
     assert max(ranges) <= CAP + 1e-5 and min(ranges) < CAP - 0.5, ranges
+
+
+@pytest.fixture(scope="module", params=["fixed", "calibrated"])
+def quantized_a4(digits, request):
+    """The suite's model quantized at A4 with either ReLU6 range, calibrated."""
+    float_model, calib_loader, images = digits
+    maps = qu.bit_width_maps(act_bit_width=4, input_bit_width=8, relu6_range=request.param)
+    return qu.quantize_and_recover(float_model, calib_loader, images[:1], maps)
+
+
+@torch.no_grad()
+def test_with_quantization_off_the_ptq_passes_see_the_float_network(quantized_a4, digits):
+    # Calibration and the float paths of GPFQ, Qronos and learned rounding run the quantized
+    # graph with its quantizers off; Brevitas' QuantReLU then passes a plain ReLU where the
+    # float network has ReLU6. quantize_and_recover runs them inside maps.float_relu6.
+    from brevitas.graph.calibrate import quantization_status_manager
+    from finn_demo.quant.maps import float_relu6
+    float_model, _, images = digits
+    bright = images[:32] * 4  # many ReLU6 inputs pass 6
+    expected = float_model(bright)
+    off = dict(disable_act_quant=True, disable_weight_quant=True, disable_bias_quant=True)
+    with quantization_status_manager(quantized_a4, **off, is_training=False):
+        with float_relu6(quantized_a4):
+            inside = plain(quantized_a4(bright))
+        outside = plain(quantized_a4(bright))
+    scale = float(expected.abs().max())
+    assert torch.allclose(inside, expected, atol=1e-4 * scale), float((inside - expected).abs().max())
+    assert not torch.allclose(outside, expected, atol=1e-2 * scale)  # the plain ReLU's graph
+
+
+@torch.no_grad()
+def test_float_relu6_leaves_quantized_outputs_and_the_exported_relu_as_they_were(quantized_a4, digits):
+    from finn_demo.quant.maps import float_relu6
+    bright = digits[2][:32] * 4
+    before = plain(quantized_a4(bright))
+    with float_relu6(quantized_a4):
+        inside = plain(quantized_a4(bright))
+    assert torch.equal(inside, before)
+    impls = [module.act_quant.fused_activation_quant_proxy.activation_impl
+             for module in relu6_quantizers(quantized_a4).values()]
+    assert impls and all(type(impl) is torch.nn.ReLU for impl in impls)  # FINN's Relu + Quant

@@ -7,6 +7,7 @@ ingests: float per-channel weight scales and per-tensor activation scales (FINN 
 thresholds), BatchNorm kept as its own node, scales aligned before every Add.
 """
 import inspect
+from contextlib import contextmanager
 
 import brevitas
 import brevitas.nn as qnn
@@ -16,6 +17,7 @@ from brevitas.fx import symbolic_trace
 from brevitas.graph.per_input import AdaptiveAvgPoolToAvgPool
 from brevitas.graph.quantize import preprocess_for_quantize, quantize
 from brevitas.graph.standardize import MeanMethodToAdaptiveAvgPool2d
+from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
 from brevitas.quant import (
     Int8ActPerTensorFloat, Int8ActPerTensorFloatMSE, Int8WeightPerChannelFloatMSE, Int32Bias,
     Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMaxInit, Uint8ActPerTensorFloatMSE)
@@ -174,6 +176,39 @@ def preprocess_for_finn_quantize(model, x, relu6_to_relu=False):
     model = AdaptiveAvgPoolToAvgPool().apply(model, x)
     return preprocess_for_quantize(
         model, trace_model=False, merge_bn=False, relu6_to_relu=relu6_to_relu)
+
+
+def relu6_ceiling(proxy):
+    """Where an activation quantizer's own range clips, or None: ReLU6's 6, as `max_val` (the
+    fixed range) or `scaling_max_val` (the calibrated one)."""
+    for name in ("max_val", "scaling_max_val"):
+        if name in proxy.quant_injector:
+            return float(getattr(proxy.quant_injector, name))
+    return None
+
+
+@contextmanager
+def float_relu6(model):
+    """Brevitas quantizes ReLU6 as a QuantReLU: a plain ReLU whose quantizer clips at 6. With
+    quantization off (calibration's statistics, the float paths of GPFQ, Qronos and learned
+    rounding) it passes values above 6, so the graph those passes take for the float network is
+    not the float network. Inside this context those activations are ReLU6 again, which leaves
+    quantized outputs as they were (the quantizer's range ends at or below 6). Outside it they
+    are ReLU, as FINN expects the export: Relu, then a Quant that holds the clip."""
+    swapped = [(proxy.fused_activation_quant_proxy, relu6_ceiling(proxy))
+               for proxy in model.modules()
+               if isinstance(proxy, ActQuantProxyFromInjectorBase)
+               and proxy.fused_activation_quant_proxy is not None
+               and isinstance(proxy.fused_activation_quant_proxy.activation_impl, nn.ReLU)
+               and relu6_ceiling(proxy) is not None]
+    relus = [fused.activation_impl for fused, _ in swapped]
+    for fused, ceiling in swapped:
+        fused.activation_impl = nn.Hardtanh(0.0, ceiling)
+    try:
+        yield
+    finally:
+        for (fused, _), relu in zip(swapped, relus):
+            fused.activation_impl = relu
 
 
 def _check_kwarg_lambdas(layer_map, map_name):

@@ -27,7 +27,8 @@ from finn_demo.quant.fast_gpxq import (
     FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode, run_gptq_mode)
 from finn_demo.quant.learned_round import MODES as LEARNED_ROUND_MODES
 from finn_demo.quant.learned_round import apply_learned_round
-from finn_demo.quant.maps import default_quantize_maps_finn, preprocess_for_finn_quantize, quantize_finn
+from finn_demo.quant.maps import (
+    default_quantize_maps_finn, float_relu6, preprocess_for_finn_quantize, quantize_finn)
 
 # GPTQ, GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
 GPXQ_IMPLS = ("fast", "brevitas")
@@ -252,24 +253,25 @@ def quantize_and_recover(
         with stage("act_eq", model):
             apply_act_equalization(calib_loader, model, act_eq_alpha, act_eq_add_mul_node)
     model = quantize_finn(model, **(maps or default_quantize_maps_finn())).to(example.device)
-    with stage("calibration", model):
-        calibrate(calib_loader, model)
-    if gptq:
-        with stage("gptq", model):
-            apply_gptq(calib_loader, model, gpxq_impl, accumulator_bit_width)
-    if gpfq:
-        with stage("gpfq", model):
-            apply_gpfq(calib_loader, model, gpxq_impl, accumulator_bit_width)
-    if qronos:
-        with stage("qronos", model):
-            apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
-    if learned_round != "none":
-        with stage("learned_round", model):
-            apply_learned_round(calib_loader, model, learned_round, learned_round_iters)
-    if bn_corr:
-        with stage("bn_corr", model):
-            apply_bn_correction(calib_loader, model)
-    if bias_corr:
-        with stage("bias_corr", model):
-            apply_bias_correction(calib_loader, model)
+    with float_relu6(model):  # every pass below sees ReLU6 where quantization is off
+        with stage("calibration", model):
+            calibrate(calib_loader, model)
+        if gptq:
+            with stage("gptq", model):
+                apply_gptq(calib_loader, model, gpxq_impl, accumulator_bit_width)
+        if gpfq:
+            with stage("gpfq", model):
+                apply_gpfq(calib_loader, model, gpxq_impl, accumulator_bit_width)
+        if qronos:
+            with stage("qronos", model):
+                apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
+        if learned_round != "none":
+            with stage("learned_round", model):
+                apply_learned_round(calib_loader, model, learned_round, learned_round_iters)
+        if bn_corr:
+            with stage("bn_corr", model):
+                apply_bn_correction(calib_loader, model)
+        if bias_corr:
+            with stage("bias_corr", model):
+                apply_bias_correction(calib_loader, model)
     return model

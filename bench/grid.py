@@ -69,6 +69,9 @@ PTQ_SETTINGS = {
     "learned_round_blockwise": ["--learned_round=blockwise"],
     "bn_corr": ["--bn_corr=True"],
     "bias_corr+bn_corr": ["--bias_corr=True", "--bn_corr=True"],
+    # ReLU6's range from calibration (MSE at 4 bits), capped at 6, where the float network clips
+    "relu6_calibrated": ["--relu6_range=calibrated"],
+    "relu6_calibrated+qronos+bn_corr": ["--relu6_range=calibrated", "--qronos=True", "--bn_corr=True"],
     # not PTQ, the other ReLU6 choice: an unclipped ReLU with a calibrated range (Brevitas' default)
     "relu6_to_relu": ["--relu6_to_relu=True"],
     "relu6_to_relu+act_eq+bias_corr+gpfq": ["--relu6_to_relu=True", "--act_eq=True",

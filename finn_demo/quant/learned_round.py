@@ -26,8 +26,7 @@ from brevitas_examples.common.learned_round.learned_round_method import (
     RoundRegularisationLoss, insert_learned_round_quantizers)
 from tqdm import tqdm
 
-from finn_demo.quant.reconstruction import (  # noqa: F401 (parts, run_nodes, node_values: used from here too)
-    node_values, part_data, parts, reconstruct, run_nodes, trainable)
+from finn_demo.quant.reconstruction import part_data, parts, reconstruct, trainable
 
 MODES = ("none", "layerwise", "blockwise")
 

@@ -11,7 +11,6 @@ import onnx
 import pytest
 import torch
 from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
-from brevitas.graph.calibrate import QuantizationStatusManager
 from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
 
 import finn_mobilenetv2 as demo
@@ -61,6 +60,16 @@ def logits_mse(model, float_model, images):
     return float(((value(model(images)) - float_model(images)) ** 2).mean())
 
 
+def test_the_reconstruction_targets_are_the_float_models_outputs(digits, calibrated):
+    """With quantizers off Brevitas' ReLU6 quantizers pass a plain ReLU; the targets keep the clip."""
+    float_model, loader, _ = digits
+    output = next(node for node in calibrated.graph.nodes if node.op == "output").args[0]
+    targets, _ = reconstruction.node_values(calibrated, output, loader, "cpu", quantized=False)
+    with torch.no_grad():
+        expected = torch.cat([float_model(images) for images, _ in loader])
+    assert torch.allclose(targets, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
 def test_learned_ranges_move_from_calibration_and_follow_the_float_model_closer(digits, calibrated):
     float_model, loader, held_out = digits
     model = copy.deepcopy(calibrated)
@@ -86,8 +95,7 @@ def test_qdrop_keeps_about_p_of_the_activation_elements_float_while_training(dig
     seen = []
 
     def quantizer_output(module, args, output):  # registered before QDrop's: the plain output
-        seen.append([QuantizationStatusManager.disable_act_quant_hook(module, args, output),
-                     value(output)])
+        seen.append([reconstruction.float_activation(module, args, output), value(output)])
 
     def passed_on(module, args):
         seen[-1].append(value(args[0]))

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from finn_demo.quant.reconstruction import act_proxies, part_data, parts, reconstruct, trainable
+from finn_demo.quant.reconstruction import (
+    act_proxies, max_val, part_data, parts, reconstruct, trainable)
 
 # Adam's step for a range, relative to the range's calibrated value (a range of 6 and one of 0.5
 # move alike); BatchNorm's affine parameters are of order one and take a plain step.
@@ -60,9 +61,8 @@ def range_parameters(model, part):
     would pass values the float network clips."""
     found = {}
     for proxy in act_proxies(model, part):
-        cap = proxy.quant_injector.max_val if "max_val" in proxy.quant_injector else None
         for value in proxy.parameters():
-            found.setdefault(id(value), (value, cap))
+            found.setdefault(id(value), (value, max_val(proxy)))
     return list(found.values())
 
 

@@ -14,7 +14,7 @@ element of each of its activation quantizers' outputs keeps its float value with
 through a forward hook on Brevitas' activation quantizer proxies that exists only during training.
 """
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
 import torch
@@ -26,6 +26,34 @@ from brevitas_examples.common.learned_round.learned_round_method import MSELoss
 from finn_demo.data.datasets import batches
 
 QUANTIZERS_OFF = dict(disable_act_quant=True, disable_weight_quant=True, disable_bias_quant=True)
+
+
+def max_val(proxy):
+    """The top of an activation quantizer's float function, or None: ReLU6's 6. Brevitas quantizes
+    ReLU6 as a ReLU whose quantizer clips at max_val, so the clip lives in the quantizer."""
+    return proxy.quant_injector.max_val if "max_val" in proxy.quant_injector else None
+
+
+def float_activation(proxy, args, output):
+    """What the float network computes where `proxy` quantizes: Brevitas' float value of the
+    proxy (its output with quantization disabled, the activation alone) clipped at max_val."""
+    value = QuantizationStatusManager.disable_act_quant_hook(proxy, args, output)
+    return value if max_val(proxy) is None else value.clamp(max=max_val(proxy))
+
+
+@contextmanager
+def float_clips(model):
+    """With quantization disabled, the graph's ReLU6 quantizers pass a plain ReLU: clip their
+    outputs at max_val again, so the quantizers-off graph is the float network."""
+    hooks = [module.register_forward_hook(
+                 lambda proxy, args, output: output.clamp(max=max_val(proxy)))
+             for module in model.modules()
+             if isinstance(module, ActQuantProxyFromInjectorBase) and max_val(module) is not None]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def parts(model, mode):
@@ -90,14 +118,15 @@ def run_nodes(model, nodes, values):
 @torch.no_grad()
 def node_values(model, target, loader, device, quantized):
     """The value of graph node `target` on every image of `loader`, in the quantized model or
-    (`quantized`=False) with every quantizer off, the float model: (the values as one tensor,
-    the first batch's QuantTensor or None). Quantizers are calibrated and fixed, so that
-    QuantTensor's scale and bit width hold for every batch."""
+    (`quantized`=False) with every quantizer off and ReLU6's clips kept, the float model: (the
+    values as one tensor, the first batch's QuantTensor or None). Quantizers are calibrated and
+    fixed, so that QuantTensor's scale and bit width hold for every batch."""
     nodes = list(model.graph.nodes)
     placeholder, upto = nodes[0], nodes[1:nodes.index(target) + 1]
     saved, first = [], None
     off = {} if quantized else QUANTIZERS_OFF
-    with quantization_status_manager(model, **off, is_training=False):
+    with quantization_status_manager(model, **off, is_training=False), \
+            (nullcontext() if quantized else float_clips(model)):
         for images, _ in batches(loader, device, desc=None):
             value = run_nodes(model, upto, {placeholder: images})[target]
             first = first if first is not None or not hasattr(value, "scale") else value
@@ -142,9 +171,7 @@ def trainable(parameters):
 
 def _qdrop_hook(p, generator):
     def hook(proxy, args, output):
-        # Brevitas' own float value of the proxy: what it returns with quantization disabled,
-        # which is also what the float targets (node_values with quantizers off) were made of.
-        float_value = QuantizationStatusManager.disable_act_quant_hook(proxy, args, output)
+        float_value = float_activation(proxy, args, output)  # what the float targets hold
         keep = torch.rand(float_value.shape, generator=generator) < p
         return output.set(value=torch.where(keep.to(float_value.device), float_value, output.value))
     return hook

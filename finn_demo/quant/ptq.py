@@ -104,7 +104,9 @@ def apply_range_refit(loader, model):
     """Calibrate every statistics-based activation range again on the model as the passes before
     left it, with its weights and the activations upstream quantized (calibration_mode runs all
     in float): Brevitas' calibration pieces, each range the average of its batches' statistics.
-    Fixed ranges (ReLU6's [0, 6], ParameterScaling) have no statistics and stay."""
+    Fixed ranges (ReLU6's [0, 6], ParameterScaling) have no statistics and stay. Run it on the
+    model calibrate() calibrated, not on a deepcopy of it: on a copy, Brevitas' MSE scaling
+    search recurses without end."""
     for module in model.modules():
         if isinstance(module, ParameterFromRuntimeStatsScaling):
             _restart_statistics(module)

@@ -5,7 +5,8 @@ Edit the flags below, or override any of them on the command line:
 The run reads top to bottom: load model and data, (1) insert quantization nodes,
 (2) recover accuracy with post-training quantization, (3) export QONNX for FINN.
 The PTQ passes run in Brevitas' order (quant_utils.quantize_and_recover): act_eq on the float
-graph, calibration, GPTQ / GPFQ / Qronos, bn_corr, then bias_corr last.
+graph, calibration, GPTQ / GPFQ / Qronos, bn_corr, the activation ranges refitted and learned,
+then bias_corr last.
 """
 import os
 import sys
@@ -47,7 +48,8 @@ relu6_to_relu = False  # False keeps ReLU6's clip at 6 (quantized on [0, 6], as 
 # it a ReLU with a calibrated range, Brevitas' default (the float network clips, this one does not)
 relu6_range = "fixed"  # ReLU6's quantized range: "fixed" [0, 6] (the seed's), or "calibrated" like the ReLUs' but capped at 6
 # 2. post-training quantization (PTQ), run in this order: act_eq, calibration, gptq / gpfq / qronos /
-# learned_round, bn_corr, bias_corr (last: it corrects the mean error every earlier pass leaves)
+# learned_round, bn_corr, range_refit, learned_act_range, bias_corr (last: it corrects the mean
+# error every earlier pass leaves)
 act_eq = False  # activation equalization (SmoothQuant), on the float graph before quantizing
 act_eq_alpha = 0.5  # its migration strength, in [0, 1]
 act_eq_add_mul_node = False  # let it insert Mul nodes where scales cannot be folded
@@ -61,6 +63,11 @@ accumulator_bit_width = None  # N: with gptq or gpfq, AXE (Brevitas' accumulator
 learned_round = "none"  # AdaRound, Brevitas' learned rounding of each weight, down or up, trained "layerwise" (per Conv/Linear) or "blockwise" (per features.N block); not with gptq/gpfq/qronos
 learned_round_iters = 200  # its training steps per part, a layer or a block (batches of 32 calibration images)
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
+range_refit = False  # calibrate the activation ranges again after the passes above, with quantization upstream on
+learned_act_range = False  # train each block's activation ranges to reproduce the float block's output (as BRECQ)
+learned_act_range_iters = 200  # its training steps per block (batches of 32 calibration images)
+learned_act_range_bn = False  # with learned_act_range, train the block's BatchNorm weights and biases too
+qdrop = 0.0  # QDrop: while a block trains (learned_act_range, blockwise learned_round), each activation element stays float with this probability (0 = off; 0.5 is QDrop's)
 bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
 # evaluation, after PTQ: one pass over the validation images scores the float and the quantized
 # model on the same batches. "onnxruntime" runs both exported (float as ONNX, quantized as QCDQ;
@@ -101,7 +108,8 @@ def main(args):
 
     # 1. Insert quantization nodes, then 2. keep or recover accuracy with post-training
     # quantization, in quant_utils.quantize_and_recover's order: act_eq on the float graph,
-    # quantize + calibration, GPTQ / GPFQ / Qronos, bn_corr, bias_corr last.
+    # quantize + calibration, GPTQ / GPFQ / Qronos, bn_corr, range_refit, learned_act_range,
+    # bias_corr last.
     maps = qu.bit_width_maps(
         args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
         args.first_conv_bit_width, args.last_linear_bit_width, args.input_bit_width,

@@ -19,9 +19,11 @@ from finn_demo.quant.maps import (
     bit_width_maps, default_quantize_maps_finn, preprocess_for_finn_quantize, quantize_finn)
 from finn_demo.quant.ptq import (
     GPXQ_IMPLS, PTQ_FLAGS, apply_act_equalization, apply_bias_correction, apply_bn_correction,
-    apply_gpfq, apply_gptq, apply_learned_round, apply_qronos, calibrate, quantize_and_recover)
+    apply_gpfq, apply_gptq, apply_learned_act_range, apply_learned_round, apply_qronos,
+    apply_range_refit, calibrate, quantize_and_recover)
 
 __all__ = ["default_quantize_maps_finn", "bit_width_maps", "preprocess_for_finn_quantize",
            "quantize_finn", "calibrate", "apply_act_equalization", "apply_bias_correction",
            "apply_gptq", "apply_gpfq", "apply_qronos", "apply_learned_round", "apply_bn_correction",
+           "apply_range_refit", "apply_learned_act_range",
            "quantize_and_recover", "PTQ_FLAGS", "GPXQ_IMPLS"]

@@ -8,7 +8,8 @@ way, down this list: a module uses only those above it (and nothing here imports
 - data/: datasets (the digits set, ImageNet folders, seeded subsets, batches), models (MobileNetV2
   weights, the digits model trained and cached on first use)
 - quant/: maps (the FINN quantization nodes), ptq (the PTQ passes, their one order and which
-  options combine), fast_gpxq, learned_round, accumulators; quant_utils.py re-exports them
+  options combine), fast_gpxq, reconstruction (the block-by-block training loop and QDrop),
+  learned_round, act_ranges, accumulators; quant_utils.py re-exports them
 - top level, the stage between quantization and checks, one module each because each is small:
   evaluate (top-1 of PyTorch models), fast_eval (the exports in onnxruntime), export (the QONNX
   file), run (the parts of one demo run), finn_install (whether FINN imports, and the install

@@ -63,7 +63,8 @@ def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
     _check_accumulator(args)
     problem = ptq_options_problem(args.gptq, args.gpfq, args.qronos, args.learned_round,
-                                  args.accumulator_bit_width, args.gpxq_impl)
+                                  args.accumulator_bit_width, args.gpxq_impl,
+                                  args.learned_act_range, args.learned_act_range_bn, args.qdrop)
     if problem:
         raise ConfigError(problem)
     _check_bit_width("weight_bit_width", args.weight_bit_width)
@@ -75,7 +76,8 @@ def validate_args(args):
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
     for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",
-                 "check_images", "qronos_alpha", "agreement_images", "learned_round_iters"):
+                 "check_images", "qronos_alpha", "agreement_images", "learned_round_iters",
+                 "learned_act_range_iters"):
         _check_positive(name, getattr(args, name))
     if not 1 <= args.digits_stages <= len(MOBILENET_V2_STAGES):
         raise ConfigError(f"--digits_stages={args.digits_stages}: MobileNetV2 has stages 1 to "

@@ -12,7 +12,10 @@ from contextlib import nullcontext
 from functools import partial
 
 import torch
-from brevitas.graph.calibrate import bias_correction_mode, calibration_mode, norm_correction_mode
+from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
+from brevitas.graph.calibrate import (
+    QuantizationStatusManager, bias_correction_mode, calibration_mode, extend_collect_stats_steps,
+    finalize_collect_stats, norm_correction_mode, set_collect_stats_to_average)
 from brevitas.graph.equalize import activation_equalization_mode
 from brevitas.graph.gpfq import gpfq_mode
 from brevitas.graph.gptq import gptq_mode
@@ -23,6 +26,7 @@ from tqdm import tqdm
 
 from finn_demo.data.datasets import batches
 from finn_demo.quant.accumulators import may_overflow
+from finn_demo.quant.act_ranges import apply_learned_act_range
 from finn_demo.quant.fast_gpxq import (
     FastGPFQ, FastQronos, available_bytes, pass_bytes, run_gpfq_mode, run_gptq_mode)
 from finn_demo.quant.learned_round import MODES as LEARNED_ROUND_MODES
@@ -34,20 +38,33 @@ from finn_demo.quant.maps import (
 GPXQ_IMPLS = ("fast", "brevitas")
 # Brevitas' ptq_evaluate.py order: act_eq rescales float weights before they are quantized; the
 # weight rounding passes (one of them) set the final integer weights; bn_corr re-estimates
-# BatchNorm on those; bias_corr corrects the mean error every pass before it left, so it is last.
+# BatchNorm on those; the activation ranges are refitted and learned on what those passes left
+# (range_refit first: learning starts from its ranges); bias_corr corrects the mean error every
+# pass before it left, so it is last.
 PTQ_ORDER = ("act_eq", "calibration", "gptq", "gpfq", "qronos", "learned_round", "bn_corr",
-             "bias_corr")
+             "range_refit", "learned_act_range", "bias_corr")
 # quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
 PTQ_FLAGS = ("act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq", "qronos",
              "qronos_alpha", "gpxq_impl", "accumulator_bit_width", "learned_round",
-             "learned_round_iters", "bn_corr", "bias_corr")
+             "learned_round_iters", "bn_corr", "range_refit", "learned_act_range",
+             "learned_act_range_iters", "learned_act_range_bn", "qdrop", "bias_corr")
 
 
 def ptq_options_problem(gptq=False, gpfq=False, qronos=False, learned_round="none",
-                        accumulator_bit_width=None, gpxq_impl="fast"):
+                        accumulator_bit_width=None, gpxq_impl="fast", learned_act_range=False,
+                        learned_act_range_bn=False, qdrop=0.0):
     """The first rule these PTQ options break, as one line naming the flags, or None."""
     if learned_round not in LEARNED_ROUND_MODES:
         return f"--learned_round={learned_round!r}: choose {', '.join(LEARNED_ROUND_MODES)}"
+    if isinstance(qdrop, bool) or not isinstance(qdrop, (int, float)) or not 0 <= qdrop < 1:
+        return (f"--qdrop={qdrop!r}: the probability of keeping an activation float while a "
+                "block trains, from 0 (off) up to but not including 1 (0.5 is QDrop's)")
+    if qdrop and not (learned_act_range or learned_round == "blockwise"):
+        return (f"--qdrop={qdrop}: QDrop acts while blocks train; add --learned_act_range=True or "
+                "--learned_round=blockwise (or set --qdrop=0)")
+    if learned_act_range_bn and not learned_act_range:
+        return ("--learned_act_range_bn=True trains BatchNorm beside the learned ranges; add "
+                "--learned_act_range=True")
     rounding = [name for name, on in (("gptq", gptq), ("gpfq", gpfq), ("qronos", qronos),
                                       ("learned_round", learned_round != "none")) if on]
     if len(rounding) > 1:
@@ -73,6 +90,36 @@ def calibrate(loader, model):
     """Collect activation statistics to set every activation scale."""
     with calibration_mode(model):
         _run(loader, model, "calibration")
+
+
+def _restart_statistics(scaling):
+    """Put a calibrated range back to the state Brevitas builds it in: its first batch's
+    statistic multiplies the buffer, and init_scale multiplies the value by the buffer."""
+    scaling.counter = 0
+    scaling.buffer.fill_(1.0)
+    scaling.value.data.fill_(1.0)
+
+
+@torch.no_grad()
+def apply_range_refit(loader, model):
+    """Calibrate every statistics-based activation range again on the model as the passes before
+    left it, with its weights and the activations upstream quantized (calibration_mode runs all
+    in float): Brevitas' calibration pieces, each range the average of its batches' statistics.
+    Fixed ranges (ReLU6's [0, 6], ParameterScaling) have no statistics and stay. Run it on the
+    model calibrate() calibrated, not on a deepcopy of it: on a copy, Brevitas' MSE scaling
+    search recurses without end."""
+    for module in model.modules():
+        if isinstance(module, ParameterFromRuntimeStatsScaling):
+            _restart_statistics(module)
+    model.apply(extend_collect_stats_steps)
+    model.apply(set_collect_stats_to_average)
+    # Training mode makes the activation quantizers collect statistics; quantization stays on.
+    QuantizationStatusManager.enable_act_quantization(model, is_training=True)
+    try:
+        _run(loader, model, "range refit")
+    finally:
+        QuantizationStatusManager.enable_act_quantization(model, is_training=False)
+        model.apply(finalize_collect_stats)
 
 
 @torch.no_grad()
@@ -227,25 +274,30 @@ def quantize_and_recover(
         float_model, calib_loader, example, maps=None, relu6_to_relu=False, *, act_eq=False,
         act_eq_alpha=0.5, act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False,
         qronos_alpha=1e-3, gpxq_impl="fast", accumulator_bit_width=None, learned_round="none",
-        learned_round_iters=200, bn_corr=False, bias_corr=False, stage=_untimed):
+        learned_round_iters=200, bn_corr=False, range_refit=False, learned_act_range=False,
+        learned_act_range_iters=200, learned_act_range_bn=False, qdrop=0.0, bias_corr=False,
+        stage=_untimed):
     """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
 
     1. act_eq (on the float graph: it rescales float weights before they are quantized),
     2. quantize_finn with `maps` (default: default_quantize_maps_finn()), then calibration,
     3. one of gptq / gpfq / qronos / learned_round (they set the final integer weights),
     4. bn_corr (BatchNorm statistics of those final weights' activations),
-    5. bias_corr last (it corrects the mean error that every pass before left; run earlier, the
+    5. range_refit (calibration again, with quantization upstream on), then learned_act_range
+       (each block's activation ranges trained, with QDrop at probability `qdrop`),
+    6. bias_corr last (it corrects the mean error that every pass before left; run earlier, the
        weight rounding and BatchNorm re-estimation would change the error it corrected).
 
     This is Brevitas' ptq_evaluate.py order. `example` is one input batch on the model's device.
     `maps` and `relu6_to_relu` (as in preprocess_for_finn_quantize) choose the quantization
     nodes; the keyword arguments after them, PTQ_FLAGS, the passes (ptq_options_problem says
-    which combine). accumulator_bit_width (with gptq or gpfq) as in apply_gpfq.
+    which combine). accumulator_bit_width (with gptq or gpfq) as in apply_gpfq; `qdrop` applies to
+    learned_act_range and to blockwise learned_round.
     `stage(name, model)` is entered around each step (the demo times them with it). Returns the
     quantized model; `float_model` is left unchanged.
     """
     problem = ptq_options_problem(gptq, gpfq, qronos, learned_round, accumulator_bit_width,
-                                  gpxq_impl)
+                                  gpxq_impl, learned_act_range, learned_act_range_bn, qdrop)
     if problem:
         raise ValueError(problem)
     model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example, relu6_to_relu)
@@ -267,10 +319,18 @@ def quantize_and_recover(
                 apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
         if learned_round != "none":
             with stage("learned_round", model):
-                apply_learned_round(calib_loader, model, learned_round, learned_round_iters)
+                apply_learned_round(calib_loader, model, learned_round, learned_round_iters,
+                                    qdrop=qdrop)
         if bn_corr:
             with stage("bn_corr", model):
                 apply_bn_correction(calib_loader, model)
+        if range_refit:
+            with stage("range_refit", model):
+                apply_range_refit(calib_loader, model)
+        if learned_act_range:
+            with stage("learned_act_range", model):
+                apply_learned_act_range(calib_loader, model, learned_act_range_iters,
+                                        learned_act_range_bn, qdrop)
         if bias_corr:
             with stage("bias_corr", model):
                 apply_bias_correction(calib_loader, model)

@@ -47,8 +47,10 @@ def header_text(command, commit, model):
         "again. `python -m bench.stale` names the sections whose code has changed since, and the "
         "files that changed.", "",
         f"Model: the float weights' sha256 (first 12 hex digits, bench/rows.py `model_hash`) is "
-        f"`{model}` in every section that uses the demo's model (grid, speed on the demo data, "
-        "GPFQ/Qronos speed); the FINN section's rows name their own (the ImageNet-shaped model).", ""]
+        f"`{model}` in every section this run measured with the demo's model (grid, seeds' seed "
+        "0, speed on the demo data, GPFQ/Qronos speed); a section marked not re-run keeps the "
+        "model its rows were measured with (its CSV's `model` column); the FINN section's rows "
+        "name their own (the ImageNet-shaped model).", ""]
 
 
 def code_line(rows, files):

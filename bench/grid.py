@@ -72,6 +72,10 @@ PTQ_SETTINGS = {
     # ReLU6's range from calibration (MSE at 4 bits), capped at 6, where the float network clips
     "relu6_calibrated": ["--relu6_range=calibrated"],
     "relu6_calibrated+qronos+bn_corr": ["--relu6_range=calibrated", "--qronos=True", "--bn_corr=True"],
+    # ... then each block's activation ranges learned by reconstruction, with QDrop (BRECQ, QDrop)
+    "relu6_calibrated+qronos+bn_corr+learned_act_range+qdrop": [
+        "--relu6_range=calibrated", "--qronos=True", "--bn_corr=True", "--learned_act_range=True",
+        "--qdrop=0.5"],
     # not PTQ, the other ReLU6 choice: an unclipped ReLU with a calibrated range (Brevitas' default)
     "relu6_to_relu": ["--relu6_to_relu=True"],
     "relu6_to_relu+act_eq+bias_corr+gpfq": ["--relu6_to_relu=True", "--act_eq=True",

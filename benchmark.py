@@ -44,7 +44,7 @@ grid_threads = 0  # PyTorch and onnxruntime threads per grid row; 0 = the cores 
 seeds = "1,2"  # other digits training seeds (--digits_seed) the key rows also run on, for mean and spread; "" = skip
 seeds_bits = "W4A4,PW4A4"  # the key rows: these bit-width settings (names of BIT_SETTINGS) ...
 seeds_ptq = "none,gpfq,qronos,qronos+bn_corr,relu6_to_relu+qronos,relu6_calibrated+qronos+bn_corr,relu6_calibrated+qronos+bn_corr+learned_act_range+qdrop,learned_round_blockwise"  # ... x these PTQ settings (PTQ_SETTINGS)
-finn_bits = "W4A4,W8A8,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
+finn_bits = "W4A4,W4A4+add8,W8A8,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
 finn_verilator = "slowest"  # RTL layers of each FINN row simulated in Verilator (finn_build.py --verilator_layers): slowest, all, or "" = none
 checks_bits = "W8A8,W4A4"  # settings whose export checks are tried at 224x224 on photos, correct and with faults (bench/checks224.py); "" = skip

@@ -37,6 +37,7 @@ BIT_SETTINGS = {
     "PW4A4": ["--weight_bit_width=4", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
     "W4A4": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
     "PW3A4": ["--weight_bit_width=3", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
+    "W4A4+add8": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS, "--add_bit_width=8"],
 }
 BIT_DESCRIPTIONS = {
     "W8A8": "8-bit weights and activations (the demo's default)",
@@ -50,6 +51,7 @@ BIT_DESCRIPTIONS = {
             "finn-examples' MobileNet-v1)",
     "PW3A4": "pointwise convs 3-bit; depthwise, first conv and classifier 8-bit; activations 4-bit, "
              "input 8-bit",
+    "W4A4+add8": "as W4A4, with the residual stream (every Add's inputs and output) at 8 bits",
 }
 PTQ_SETTINGS = {
     "none": [],

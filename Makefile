@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	$(PY) finn_mobilenetv2.py $(ARGS)
 
 test: $(VENV)/.finn
-	$(PY) -m pytest tests -q -n 2 --dist loadgroup
+	$(PY) -m pytest tests -q -n 2 --dist loadgroup --durations=10
 
 finn_build: $(VENV)/.finn
 	$(PY) finn_build.py $(ARGS)

@@ -55,11 +55,6 @@ def ranges(model):
             if ".act_quant." in name and name.endswith("scaling_impl.value")}
 
 
-@torch.no_grad()
-def logits_mse(model, float_model, images):
-    return float(((value(model(images)) - float_model(images)) ** 2).mean())
-
-
 def test_the_reconstruction_targets_are_the_float_models_outputs(digits, calibrated):
     """With quantizers off Brevitas' ReLU6 quantizers pass a plain ReLU; the targets keep the clip."""
     float_model, loader, _ = digits
@@ -70,14 +65,38 @@ def test_the_reconstruction_targets_are_the_float_models_outputs(digits, calibra
     assert torch.allclose(targets, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
 
 
-def test_learned_ranges_move_from_calibration_and_follow_the_float_model_closer(digits, calibrated):
-    float_model, loader, held_out = digits
+@torch.no_grad()
+def part_error(model, part, data):
+    """The part's output against the float model's on its calibration inputs (mean squared)."""
+    batch = data.inputs if data.quant_input is None else data.quant_input.set(value=data.inputs)
+    output = value(reconstruction.run_nodes(model, part.nodes, {part.input: batch})[part.output])
+    return float(((output - data.targets) ** 2).mean())
+
+
+def test_learned_ranges_move_from_calibration_and_reduce_a_blocks_reconstruction_error(
+        digits, calibrated):
+    # What the pass optimizes: a block's output against the float block's on the calibration
+    # images. (Whether that brings held-out logits closer depends on the model: on the suite's
+    # model and the benchmark's three it did not reliably; see docs/ptq.md.)
+    _, loader, _ = digits
+    model = copy.deepcopy(calibrated)
+    part = next(part for part in reconstruction.parts(model, "blockwise")
+                if part.nodes[0].target.startswith("features.2."))  # two ReLU6s and an Add
+    data = reconstruction.part_data(model, part, loader, "cpu")
+    before = part_error(model, part, data)
+    act_ranges.train_ranges(model, part, data, act_ranges.range_parameters(model, part), [],
+                            iters=40, batch_size=32, generator=torch.Generator().manual_seed(0),
+                            qdrop=0.0)
+    assert part_error(model, part, data) < before
+
+
+def test_learned_ranges_move_and_relu6_ranges_stay_at_or_under_6(digits, calibrated):
+    _, loader, _ = digits
     model = copy.deepcopy(calibrated)
     qu.apply_learned_act_range(loader, model, iters=40)
     before, after = ranges(calibrated), ranges(model)
     moved = [name for name in before if not torch.allclose(before[name], after[name], rtol=1e-3)]
     assert len(moved) >= 0.75 * len(before), f"{len(moved)} of {len(before)} ranges moved"
-    assert logits_mse(model, float_model, held_out) < 0.9 * logits_mse(calibrated, float_model, held_out)
     # ReLU6's quantizers never learn a range past 6: the float network clips there
     relu6 = [name for name, module in model.named_modules()
              if isinstance(module, ActQuantProxyFromInjectorBase) and "max_val" in module.quant_injector]

@@ -90,6 +90,15 @@ def make_args(argv=()):
     return resolve(apply_overrides(FLAGS, own), passed), passed
 
 
+def section_text(ran, rows, path, text, *args):
+    """A section's lines: its table of this run's rows; where this run left the section off
+    (`ran` false), its table of the rows its CSV already holds (kept_text); nothing where it
+    ran and measured nothing."""
+    if rows:
+        return text(rows, *args)
+    return [] if ran else kept_text(path, text, *args)
+
+
 def main(args, passed, command="python benchmark.py"):
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
@@ -108,51 +117,40 @@ def main(args, passed, command="python benchmark.py"):
     lines += grid_text(rows, args, PLOT_NAME)
 
     digits = not any(arg.startswith("--data_dir=") for arg in passed)
-    if args["seeds"] and digits:  # training seeds are the digits model's
-        seed_rows, failed = seeds_section(args, passed, common, rows, out / SEEDS_CSV_NAME)
+    if digits:  # training seeds are the digits model's
+        seed_rows, failed = (seeds_section(args, passed, common, rows, out / SEEDS_CSV_NAME)
+                             if args["seeds"] else ([], []))
         failures += failed
-        lines += seeds_text(seed_rows) if seed_rows else []
-    elif digits:
-        lines += kept_text(out / SEEDS_CSV_NAME, seeds_text)
+        lines += section_text(args["seeds"], seed_rows, out / SEEDS_CSV_NAME, seeds_text)
 
     finn_rows, failed = finn_section(args, out / FINN_CSV_NAME)
     failures += failed
     accuracy = best_accuracy(rows)
     drawn = finn_rows and finn_plot(finn_rows, accuracy, out / FINN_PLOT_NAME)
-    if finn_rows:
-        lines += finn_text(finn_rows, accuracy, FINN_PLOT_NAME if drawn else None)
-    elif not (args["finn_bits"] and args["finn_boards"]):
-        lines += kept_text(out / FINN_CSV_NAME, finn_text, accuracy)
+    lines += section_text(args["finn_bits"] and args["finn_boards"], finn_rows,
+                          out / FINN_CSV_NAME, finn_text, accuracy,
+                          FINN_PLOT_NAME if drawn else None)
 
     check_rows, failed = checks_section(args["checks_bits"], out / CHECKS_CSV_NAME,
                                         finn=finn_available())
     failures += failed
-    lines += checks_text(check_rows) if check_rows else []
-    if not args["checks_bits"]:
-        lines += kept_text(out / CHECKS_CSV_NAME, checks_text)
+    lines += section_text(args["checks_bits"], check_rows, out / CHECKS_CSV_NAME, checks_text)
 
-    if args["gpxq"]:
-        gpxq_rows, failed = gpxq_section(args["gpxq_bits"], args["gpxq_algorithms"],
-                                         args["gpxq_calib_size"], args["gpxq_repeats"], passed,
-                                         common, out / GPXQ_CSV_NAME)
-        failures += failed
-        lines += gpxq_text(gpxq_rows) if gpxq_rows else []
-    else:
-        lines += kept_text(out / GPXQ_CSV_NAME, gpxq_text)
+    gpxq_rows, failed = (gpxq_section(args["gpxq_bits"], args["gpxq_algorithms"],
+                                      args["gpxq_calib_size"], args["gpxq_repeats"], passed,
+                                      common, out / GPXQ_CSV_NAME) if args["gpxq"] else ([], []))
+    failures += failed
+    lines += section_text(args["gpxq"], gpxq_rows, out / GPXQ_CSV_NAME, gpxq_text)
 
-    speed_rows = []
-    if args["speed"]:
-        speed_rows, failed = speed_section(args, passed, common, out / SPEED_CSV_NAME)
-        failures += failed
-        lines += speed_text(speed_rows, args) if speed_rows else []
-    else:
-        lines += kept_text(out / SPEED_CSV_NAME, speed_text, args)
+    speed_rows, failed = (speed_section(args, passed, common, out / SPEED_CSV_NAME)
+                          if args["speed"] else ([], []))
+    failures += failed
+    lines += section_text(args["speed"], speed_rows, out / SPEED_CSV_NAME, speed_text, args)
 
     imagenet_rows, failed = imagenet_section(args, out / IMAGENET_CSV_NAME)
     failures += failed
-    lines += imagenet_text(imagenet_rows) if imagenet_rows else []
-    if not args["imagenet_calib_sizes"]:
-        lines += kept_text(out / IMAGENET_CSV_NAME, imagenet_text)
+    lines += section_text(args["imagenet_calib_sizes"], imagenet_rows, out / IMAGENET_CSV_NAME,
+                          imagenet_text)
 
     if args["speed"] and args["demo_runs"] and digits:
         demo_seconds, failure = demo_run_seconds(passed, args["demo_runs"])

@@ -25,6 +25,28 @@ SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--cali
          "--eval_backend=brevitas"]  # the onnxruntime default has its own tests (test_eval_backend.py)
 
 
+def small_digits(cache_dir, held_out=128):
+    """(the suite's trained float model, a 64-image calibration loader in batches of 32, the first
+    `held_out` validation images, never calibrated on): what the PTQ-pass tests train and judge on."""
+    import torch
+    import finn_mobilenetv2 as demo
+    args = demo.make_args([f"--cache_dir={cache_dir}", *SMALL, "--calib_size=64",
+                           "--batch_size=32", "--device=cpu"])
+    float_model, calib_loader, val_loader, _ = demo.load_model_and_data(args)
+    return float_model, calib_loader, torch.cat([images for images, _ in val_loader])[:held_out]
+
+
+def calibrated_model(float_model, calib_loader, example, maps):
+    """`float_model` quantized with `maps` and calibrated, no PTQ pass, its weight quantizers
+    initialized by one forward pass (a deepcopy before that recurses inside Brevitas)."""
+    import torch
+    import quant_utils as qu
+    model = qu.quantize_and_recover(float_model, calib_loader, example, maps)
+    with torch.no_grad():
+        model(example)
+    return model
+
+
 # `make test` runs the suite in two pytest-xdist workers. The tests that share one expensive
 # result go to one worker together, so it is computed once: FINN's build of the small model,
 # the ImageNet-mode run at 224x224, the benchmark grid test_benchmark.py resumes, the FINN build

@@ -13,10 +13,9 @@ import torch
 from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
 from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
 
-import finn_mobilenetv2 as demo
 import quant_utils as qu
 from finn_demo.quant import act_ranges, reconstruction
-from conftest import SMALL
+from conftest import calibrated_model, small_digits
 
 A4 = dict(weight_bit_width=4, act_bit_width=4, first_conv_bit_width=8, last_linear_bit_width=8,
           input_bit_width=8)
@@ -31,22 +30,14 @@ def value(output):
 
 @pytest.fixture(scope="module")
 def digits(cache_dir):
-    """(the suite's trained float model, a 64-image calibration loader, held-out images)."""
-    args = demo.make_args([f"--cache_dir={cache_dir}", *SMALL, "--calib_size=64",
-                           "--batch_size=32", "--device=cpu"])
-    float_model, calib_loader, val_loader, _ = demo.load_model_and_data(args)
-    held_out = torch.cat([images for images, _ in val_loader])[:HELD_OUT]
-    return float_model, calib_loader, held_out
+    return small_digits(cache_dir, HELD_OUT)
 
 
 @pytest.fixture(scope="module")
 def calibrated(digits):
     """The float model quantized at W4A4 (8-bit input, first conv and classifier), calibrated."""
     float_model, calib_loader, held_out = digits
-    model = qu.quantize_and_recover(float_model, calib_loader, held_out[:1], qu.bit_width_maps(**A4))
-    with torch.no_grad():  # initializes the weight quantizers: a deepcopy before this recurses
-        model(held_out[:1])
-    return model
+    return calibrated_model(float_model, calib_loader, held_out[:1], qu.bit_width_maps(**A4))
 
 
 def ranges(model):

@@ -14,10 +14,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-import finn_mobilenetv2 as demo
 import quant_utils as qu
 from finn_demo.quant import learned_round
-from conftest import SMALL
+from conftest import calibrated_model, small_digits
 
 CALIB = ["--calib_size=64", "--batch_size=32"]
 HELD_OUT = 128
@@ -32,21 +31,14 @@ def value(output):
 
 @pytest.fixture(scope="module")
 def digits(cache_dir):
-    """(the suite's trained float model, a 64-image calibration loader, held-out images)."""
-    args = demo.make_args([f"--cache_dir={cache_dir}", *SMALL, *CALIB, "--device=cpu"])
-    float_model, calib_loader, val_loader, _ = demo.load_model_and_data(args)
-    held_out = torch.cat([images for images, _ in val_loader])[:HELD_OUT]
-    return float_model, calib_loader, held_out
+    return small_digits(cache_dir, HELD_OUT)
 
 
 @pytest.fixture(scope="module")
 def calibrated(digits):
     """The float model quantized at PW4 and calibrated, with no PTQ pass."""
     float_model, calib_loader, held_out = digits
-    model = qu.quantize_and_recover(float_model, calib_loader, held_out[:1], qu.bit_width_maps(**PW4))
-    with torch.no_grad():  # initializes the weight quantizers: a deepcopy before this recurses
-        model(held_out[:1])
-    return model
+    return calibrated_model(float_model, calib_loader, held_out[:1], qu.bit_width_maps(**PW4))
 
 
 def after(pass_name, calibrated, loader):

@@ -1,15 +1,18 @@
 """ReLU6 quantized on a calibrated range capped at 6 (--relu6_range=calibrated), on the suite's
 small trained model: never above 6, after calibration or training; below 6 where the data stay
-below it; inputs above 6 come out clipped; the export passes the demo's checks."""
+below it; inputs above 6 come out clipped; the export passes the demo's checks. With either
+range, the PTQ passes see the float network's ReLU6 where quantization is off (maps.float_relu6)."""
 import copy
 
 import brevitas.nn as qnn
 import pytest
 import torch
+from brevitas.graph.calibrate import quantization_status_manager
 
 import finn_mobilenetv2 as demo
 import quant_utils as qu
 from conftest import SMALL
+from finn_demo.quant.maps import float_relu6
 
 CALIB = ["--calib_size=64", "--batch_size=32"]
 CAP = 6.0
@@ -131,8 +134,6 @@ def test_with_quantization_off_the_ptq_passes_see_the_float_network(quantized_a4
     # Calibration and the float paths of GPFQ, Qronos and learned rounding run the quantized
     # graph with its quantizers off; Brevitas' QuantReLU then passes a plain ReLU where the
     # float network has ReLU6. quantize_and_recover runs them inside maps.float_relu6.
-    from brevitas.graph.calibrate import quantization_status_manager
-    from finn_demo.quant.maps import float_relu6
     float_model, _, images = digits
     bright = images[:32] * 4  # many ReLU6 inputs pass 6
     expected = float_model(bright)
@@ -148,7 +149,6 @@ def test_with_quantization_off_the_ptq_passes_see_the_float_network(quantized_a4
 
 @torch.no_grad()
 def test_float_relu6_leaves_quantized_outputs_and_the_exported_relu_as_they_were(quantized_a4, digits):
-    from finn_demo.quant.maps import float_relu6
     bright = digits[2][:32] * 4
     before = plain(quantized_a4(bright))
     with float_relu6(quantized_a4):

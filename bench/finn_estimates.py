@@ -204,6 +204,29 @@ def goal_lines(rows):
     return lines
 
 
+def front(rows, accuracy):
+    """{board: the fitting settings on the accuracy/speed front}: those that no other fitting
+    setting of the board matches on both estimated frames/s and best digits top-1 (`accuracy`,
+    best_accuracy's) while beating it on one."""
+    points = {}
+    for row in rows:
+        if row.get("fits") == "yes" and row["bits"] in accuracy and row.get("estimated_fps"):
+            points.setdefault(row["board"], []).append(
+                (row["bits"], float(row["estimated_fps"]), accuracy[row["bits"]][0]))
+
+    def beaten(point, others):
+        _, fps, top1 = point
+        return any(o_fps >= fps and o_top1 >= top1 and (o_fps, o_top1) != (fps, top1)
+                   for _, o_fps, o_top1 in others)
+    return {board: [name for name, *figures in found if not beaten((name, *figures), found)]
+            for board, found in points.items()}
+
+
+def front_lines(rows, accuracy):
+    """One line per board: the settings on its front (front), from the table's own figures."""
+    return [f"- {board}: {', '.join(names)}" for board, names in front(rows, accuracy).items()]
+
+
 def finn_text(rows, accuracy, plot_name=None):
     """The FINN section of RESULTS.md; `plot_name`: finn_plot's file beside it, if drawn."""
     return [
@@ -234,6 +257,9 @@ def finn_text(rows, accuracy, plot_name=None):
         markdown_table(*finn_table(rows, accuracy)), "",
         *([f"![digits top-1 against estimated frames/s per board]({plot_name})", ""]
           if plot_name else []),
+        "On the front, per board (settings that fit, and that no other fitting setting matches "
+        "on both estimated frames/s and digits top-1 while beating it on one):", "",
+        *(front_lines(rows, accuracy) or ["- none: no setting with both figures fits"]), "",
         "Goals (frames/s; anchors: finn-examples' MobileNet-v1 at 4-bit, about 450 on the ZCU104 "
         "and 1800 on the U250):", "", *goal_lines(rows), "",
         *code_line(rows, CODE)]

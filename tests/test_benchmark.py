@@ -214,6 +214,19 @@ def test_finn_table_and_plot_put_each_settings_best_grid_accuracy_beside_its_des
     assert not finn_plot(finn, {}, tmp_path / "none.png") and not (tmp_path / "none.png").exists()
 
 
+def test_the_front_holds_the_fitting_settings_no_other_beats_on_both_speed_and_accuracy():
+    from bench.finn_estimates import front
+    accuracy = {"W4A4": (95.0, "qronos"), "PW4A4": (96.0, "qronos"), "W4A4+add8": (96.5, "gpfq"),
+                "W3A3": (90.0, "none"), "W8A8": (97.0, "none")}
+    finn = [{"bits": bits, "board": board, "fits": fits, "estimated_fps": fps}
+            for bits, board, fits, fps in [
+                ("W4A4", "ZCU104", "yes", "1701"), ("PW4A4", "ZCU104", "yes", "1200"),
+                ("W3A3", "ZCU104", "yes", "1500"),  # slower and less accurate than W4A4
+                ("W8A8", "ZCU104", "no", "600"),  # does not fit: never on the front
+                ("W4A4", "U250", "yes", "3916"), ("W4A4+add8", "U250", "yes", "3916")]]
+    assert front(finn, accuracy) == {"ZCU104": ["W4A4", "PW4A4"], "U250": ["W4A4+add8"]}
+
+
 def test_a_section_turned_off_keeps_the_rows_its_csv_holds_in_the_report(cache_dir, tmp_path):
     import shutil
     shutil.copy(bench.rows.ROOT / "results" / benchmark.SPEED_CSV_NAME, tmp_path)

@@ -26,7 +26,7 @@ def test_readme_headline_results_are_the_committed_benchmark_rows():
     section = section.split("What MobileNetV2 costs on an FPGA", 1)[0]  # the FINN table: below
     section = section.split("| bits | setting |", 1)[1].split("\n\n", 1)[0]  # the headline table
     table = [line.split("|")[1:-1] for line in section.splitlines()
-             if re.match(r"\| (W|PW)\w+ \|", line)]
+             if re.match(r"\| (W|PW)[\w+]+ \|", line)]
     assert len(table) == len({row["bits"] for row in measured}) >= 5
     for bits, _, float_top1, plain, best_ptq, best_top1, drop, sqnr in (map(str.strip, row) for row in table):
         rows = [row for row in measured if row["bits"] == bits]

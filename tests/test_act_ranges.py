@@ -58,7 +58,8 @@ def test_the_reconstruction_targets_are_the_float_models_outputs(digits, calibra
 
 @torch.no_grad()
 def part_error(model, part, data):
-    """The part's output against the float model's on its calibration inputs (mean squared)."""
+    """The part's output against the float model's on `data` (part_data's: its inputs and the
+    float targets, of calibration or held-out images), mean squared."""
     batch = data.inputs if data.quant_input is None else data.quant_input.set(value=data.inputs)
     output = value(reconstruction.run_nodes(model, part.nodes, {part.input: batch})[part.output])
     return float(((output - data.targets) ** 2).mean())
@@ -76,6 +77,7 @@ def test_learned_ranges_bring_a_blocks_held_out_outputs_closer_to_the_float_bloc
                 if part.nodes[0].target.startswith("features.2."))  # two ReLU6s and an Add
     data = reconstruction.part_data(model, part, loader, "cpu")
     # the block's inputs come from blocks that do not train here: computed once, valid after
+    # (one batch as a loader's (images, labels); the labels are not read)
     held_out_data = reconstruction.part_data(model, part, [(held_out, torch.zeros(len(held_out)))], "cpu")
     before = part_error(model, part, data), part_error(model, part, held_out_data)
     act_ranges.train_ranges(model, part, data, act_ranges.range_parameters(model, part), [],

@@ -29,7 +29,7 @@ val_size = 50000  # validation images: a seeded random subset of val/ (all of it
 batch_size = 32  # images per batch, for calibration, PTQ and evaluation
 workers = 2  # DataLoader processes decoding ImageNet images (0 = in the main process)
 device = "cuda" if torch.cuda.is_available() else "cpu"  # where the model runs
-seed = 0  # seeds the calibration and validation subsets
+seed = 0  # seeds the calibration and validation subsets, and the PTQ passes that draw at random
 output = "quant_mobilenet_v2.onnx"  # the exported QONNX file
 cache_dir = os.path.join(os.path.expanduser("~"), ".cache", "finn_mobilenetv2")  # digits model cache
 digits_width = 1.0  # width multiplier of the digits model (smaller trains faster)

@@ -7,6 +7,7 @@ about 97% top-1), 8 epochs. The suite's cost (GPxQ re-runs the model per layer, 
 passes grow with the square of the node count) follows the layer count. The full-depth export
 keeps its own structural tests (`full_depth`: the ImageNet-mode run's 1000-class model).
 """
+import contextlib
 import fcntl
 import importlib
 import importlib.util
@@ -90,10 +91,23 @@ def cache_dir(tmp_path_factory):
         root = root.parent  # the workers' common folder
     path = root / "digits_cache"
     path.mkdir(exist_ok=True)
-    with open(root / "digits_cache.lock", "w") as lock:
+    with open(root / "digits_cache.lock", "w") as lock, one_thread():
         fcntl.flock(lock, fcntl.LOCK_EX)
         demo.load_model_and_data(demo.make_args([f"--cache_dir={path}", *SMALL]))
     return path
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread: the float sums of training run in one order, so the suite trains the
+    same model whether it runs in make test's workers (one thread each) or alone."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

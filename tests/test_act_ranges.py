@@ -138,6 +138,18 @@ def test_qdrop_keeps_about_p_of_the_activation_elements_float_while_training(dig
     assert torch.equal(consumed, quant_value) and not torch.equal(quant_value, float_value)
 
 
+def test_learned_ranges_with_qdrop_are_reproducible_from_the_runs_seed(digits, calibrated):
+    _, loader, _ = digits
+
+    def learned(seed):
+        model = copy.deepcopy(calibrated)
+        qu.apply_learned_act_range(loader, model, iters=3, qdrop=0.5, seed=seed)
+        return ranges(model)
+    first, again, other = learned(0), learned(0), learned(1)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
 def test_range_refit_recalibrates_statistics_ranges_and_keeps_fixed_ones(digits, calibrated):
     float_model, loader, held_out = digits
     # A model of its own, not a deepcopy of `calibrated`: recalibrating a deepcopy of a calibrated
@@ -172,4 +184,8 @@ def test_learned_ranges_with_qdrop_and_refit_export_the_same_graph_and_pass_the_
     assert result.report.ok, result.report
     # no quantizer dropped or added: the same nodes as the default run's export
     assert op_counts(result.output) == op_counts(w8a8.output)
-    assert result.quant_top1 >= result.float_top1 - 10.0  # a pass gone wrong falls to chance
+    # A pass gone wrong falls to chance; a working one stays nearer the float model of this
+    # run than chance. (How near depends on the model a machine trains: no fixed margin.)
+    chance = 100.0 / 10
+    assert result.quant_top1 > (result.float_top1 + chance) / 2, (result.quant_top1,
+                                                                  result.float_top1)

@@ -34,15 +34,17 @@ NORM_LR = 1e-3
 MIN_RANGE = 1e-6  # a range stays positive: its scale divides
 
 
-def apply_learned_act_range(loader, model, iters=200, bn=False, qdrop=0.0, batch_size=32):
+def apply_learned_act_range(loader, model, iters=200, bn=False, qdrop=0.0, batch_size=32,
+                            seed=0):
     """Train the activation ranges of the quantized `model` (a traced graph), block by block, so
     each block reproduces the float model's output of it on `loader`'s images; with `bn`, its
-    BatchNorms' weight and bias too; `qdrop` as in reconstruction.qdrop_mode."""
+    BatchNorms' weight and bias too; `qdrop` as in reconstruction.qdrop_mode; `seed` seeds which
+    images each step trains on and QDrop's masks."""
     device = next(model.parameters()).device
     model.eval()
     for parameter in model.parameters():  # each block's ranges are switched on as it trains
         parameter.requires_grad_(False)
-    generator = torch.Generator().manual_seed(0)  # which images each step trains on
+    generator = torch.Generator().manual_seed(seed)
     trained = set()
     for part in tqdm(parts(model, "blockwise"), desc="learned act. ranges", unit="block"):
         ranges = [(value, cap) for value, cap in range_parameters(model, part)

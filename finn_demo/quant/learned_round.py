@@ -32,18 +32,18 @@ MODES = ("none", "layerwise", "blockwise")
 
 
 def apply_learned_round(loader, model, mode="layerwise", iters=200, batch_size=32, lr=1e-3,
-                        qdrop=0.0):
+                        qdrop=0.0, seed=0):
     """AdaRound on every Conv and Linear of the quantized `model` (a traced graph), part by part
     in the order they run (`mode`: layerwise or blockwise), on `loader`'s images; then the
     learned integer weights merged into the layers. `qdrop`: QDrop's probability of keeping an
     activation element float while a part trains (0 = off; a layerwise part runs no activation
-    quantizer)."""
+    quantizer); `seed` seeds which images each step trains on and QDrop's masks."""
     device = next(model.parameters()).device
     model.eval()
     insert_learned_round_quantizers(model, LearnedRoundImplType.HARD_SIGMOID)
     for parameter in model.parameters():  # each part's rounding is switched on as it trains
         parameter.requires_grad_(False)
-    generator = torch.Generator().manual_seed(0)  # which images each step trains on
+    generator = torch.Generator().manual_seed(seed)
     for part in tqdm(parts(model, mode), desc=f"learned rounding ({mode})", unit="part"):
         train_part(model, part, part_data(model, part, loader, device), iters, batch_size, lr,
                    generator, qdrop)

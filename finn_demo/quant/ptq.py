@@ -47,7 +47,7 @@ PTQ_ORDER = ("act_eq", "calibration", "gptq", "gpfq", "qronos", "learned_round",
 PTQ_FLAGS = ("act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq", "qronos",
              "qronos_alpha", "gpxq_impl", "accumulator_bit_width", "learned_round",
              "learned_round_iters", "bn_corr", "range_refit", "learned_act_range",
-             "learned_act_range_iters", "learned_act_range_bn", "qdrop", "bias_corr")
+             "learned_act_range_iters", "learned_act_range_bn", "qdrop", "bias_corr", "seed")
 
 
 def ptq_options_problem(gptq=False, gpfq=False, qronos=False, learned_round="none",
@@ -276,7 +276,7 @@ def quantize_and_recover(
         qronos_alpha=1e-3, gpxq_impl="fast", accumulator_bit_width=None, learned_round="none",
         learned_round_iters=200, bn_corr=False, range_refit=False, learned_act_range=False,
         learned_act_range_iters=200, learned_act_range_bn=False, qdrop=0.0, bias_corr=False,
-        stage=_untimed):
+        seed=0, stage=_untimed):
     """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
 
     1. act_eq (on the float graph: it rescales float weights before they are quantized),
@@ -292,7 +292,9 @@ def quantize_and_recover(
     `maps` and `relu6_to_relu` (as in preprocess_for_finn_quantize) choose the quantization
     nodes; the keyword arguments after them, PTQ_FLAGS, the passes (ptq_options_problem says
     which combine). accumulator_bit_width (with gptq or gpfq) as in apply_gpfq; `qdrop` applies to
-    learned_act_range and to blockwise learned_round.
+    learned_act_range and to blockwise learned_round. `seed` seeds the passes that draw at random
+    (which calibration images each training step of learned_round and learned_act_range uses,
+    and QDrop's masks), so a run is reproducible.
     `stage(name, model)` is entered around each step (the demo times them with it). Returns the
     quantized model; `float_model` is left unchanged.
     """
@@ -320,7 +322,7 @@ def quantize_and_recover(
         if learned_round != "none":
             with stage("learned_round", model):
                 apply_learned_round(calib_loader, model, learned_round, learned_round_iters,
-                                    qdrop=qdrop)
+                                    qdrop=qdrop, seed=seed)
         if bn_corr:
             with stage("bn_corr", model):
                 apply_bn_correction(calib_loader, model)
@@ -330,7 +332,7 @@ def quantize_and_recover(
         if learned_act_range:
             with stage("learned_act_range", model):
                 apply_learned_act_range(calib_loader, model, learned_act_range_iters,
-                                        learned_act_range_bn, qdrop)
+                                        learned_act_range_bn, qdrop, seed=seed)
         if bias_corr:
             with stage("bias_corr", model):
                 apply_bias_correction(calib_loader, model)

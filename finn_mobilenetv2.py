@@ -138,10 +138,10 @@ def main(args):
 
 
 def run_finn_build(path, stage):
-    """finn_build.py's entry point on the export, into a finn_output/ folder beside it."""
+    """finn_build.py's entry point on the export, into its default out_dir (finn_output/) beside it."""
     import finn_build
     from finn_demo.hw.build import print_build_failures
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "finn_output")
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), finn_build.FLAGS["out_dir"])
     print(f"FINN build of {path} into {out_dir}/")
     args = finn_build.make_args([f"--model={path}", f"--out_dir={out_dir}"])
     with stage("finn_build"):

@@ -36,7 +36,7 @@ digits_width = 1.0  # width multiplier of the digits model (smaller trains faste
 digits_epochs = 15  # training epochs of the digits model, on its first run
 digits_stages = 7  # MobileNetV2 stages the digits model keeps (of 7; 3 still holds every structure)
 digits_seed = 0  # seeds the digits model's training (each seed trains and caches its own model)
-# 1. quantization nodes: bit widths (None = same as weight_bit_width)
+# 1. quantization nodes: bit widths (a weight width of None = weight_bit_width's)
 weight_bit_width = 8  # weights of every Conv and Linear
 act_bit_width = 8  # every activation (ReLU outputs, Add inputs, the network input)
 input_bit_width = None  # the network input's quantizer (None = act_bit_width; FINN designs keep 8)
@@ -45,7 +45,7 @@ depthwise_bit_width = None  # weights of depthwise convs (groups != 1)
 first_conv_bit_width = None  # weights of the first conv, features.0.0
 last_linear_bit_width = None  # weights of the final Linear classifier
 relu6_to_relu = False  # False keeps ReLU6's clip at 6 (quantized on [0, 6], as the seed); True makes
-# it a ReLU with a calibrated range, Brevitas' default (the float network clips, this one does not)
+#   it a ReLU with a calibrated range, Brevitas' default (the float network clips, this one does not)
 relu6_range = "fixed"  # ReLU6's quantized range: "fixed" [0, 6] (the seed's), or "calibrated" like the ReLUs' but capped at 6
 # 2. post-training quantization (PTQ), run in this order: act_eq, calibration, gptq / gpfq / qronos /
 # learned_round, bn_corr, range_refit, learned_act_range, bias_corr (last: it corrects the mean
@@ -59,7 +59,7 @@ qronos = False  # Qronos weight rounding (not with gptq or gpfq)
 qronos_alpha = 1e-3  # Qronos damping, times the largest eigenvalue of each layer's input covariance
 gpxq_impl = "fast"  # GPTQ, GPFQ and Qronos: "fast" (fast_gpxq.py: same integer weights, far faster: RESULTS.md) or "brevitas"
 accumulator_bit_width = None  # N: with gptq or gpfq, AXE (Brevitas' accumulator-aware variant) keeps
-# every dot product in a signed N-bit accumulator, the width FINN then gives it (None = off)
+#   every dot product in a signed N-bit accumulator, the width FINN then gives it (None = off)
 learned_round = "none"  # AdaRound, Brevitas' learned rounding of each weight, down or up, trained "layerwise" (per Conv/Linear) or "blockwise" (per features.N block); not with gptq/gpfq/qronos
 learned_round_iters = 200  # its training steps per part, a layer or a block (batches of 32 calibration images)
 bn_corr = False  # re-estimate BatchNorm statistics on the quantized model's activations
@@ -69,11 +69,10 @@ learned_act_range_iters = 200  # its training steps per block (batches of 32 cal
 learned_act_range_bn = False  # with learned_act_range, train the block's BatchNorm weights and biases too
 qdrop = 0.0  # QDrop: while a block trains (learned_act_range, blockwise learned_round), each activation element stays float with this probability (0 = off; 0.5 is QDrop's)
 bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
-# evaluation, after PTQ: one pass over the validation images scores the float and the quantized
-# model on the same batches. "onnxruntime" runs both exported (float as ONNX, quantized as QCDQ;
-# faster on CPU), "brevitas" both in PyTorch (the quantized one as the fake-quantized Brevitas
-# model); "auto" = onnxruntime for ImageNet on cpu, else brevitas
-eval_backend = "auto"
+# evaluation, after PTQ: one pass over the validation images scores the float and the quantized model
+eval_backend = "auto"  # "onnxruntime" runs both exported (float as ONNX, quantized as QCDQ; faster on
+#   CPU), "brevitas" both in PyTorch (the quantized one as the fake-quantized Brevitas model);
+#   "auto" = onnxruntime for ImageNet on cpu, else brevitas
 agreement_images = 500  # with onnxruntime: images each export's top-1 is compared on with its PyTorch model's
 # 3. export and checks
 check_export = True  # check the exported graph and run it against the Brevitas model on a few images
@@ -139,10 +138,10 @@ def main(args):
 
 
 def run_finn_build(path, stage):
-    """finn_build.py's entry point on the export, into a finn_output/ folder beside it."""
+    """finn_build.py's entry point on the export, into its default out_dir (finn_output/) beside it."""
     import finn_build
     from finn_demo.hw.build import print_build_failures
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), "finn_output")
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(path)), finn_build.FLAGS["out_dir"])
     print(f"FINN build of {path} into {out_dir}/")
     args = finn_build.make_args([f"--model={path}", f"--out_dir={out_dir}"])
     with stage("finn_build"):

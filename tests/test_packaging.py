@@ -2,7 +2,6 @@
 results, and link only to files that exist."""
 import re
 
-from bench.grid import ranked
 from conftest import ROOT
 
 
@@ -15,26 +14,6 @@ def test_conda_file_pins_the_same_versions_as_requirements():
     conda_pins = pins((ROOT / "conda" / "brevitas_finn.yml").read_text())
     assert len(pip_pins) >= 8
     assert conda_pins == pip_pins
-
-
-def test_readme_headline_results_are_the_committed_benchmark_rows():
-    """Each row of the README's results table says what benchmark.csv holds for that setting."""
-    import csv
-    with open(ROOT / "results" / "benchmark.csv", newline="") as file:
-        measured = list(csv.DictReader(file))
-    section = (ROOT / "README.md").read_text().split("## Results", 1)[1].split("\n## ", 1)[0]
-    section = section.split("What MobileNetV2 costs on an FPGA", 1)[0]  # the FINN table: below
-    section = section.split("| bits | setting |", 1)[1].split("\n\n", 1)[0]  # the headline table
-    table = [line.split("|")[1:-1] for line in section.splitlines()
-             if re.match(r"\| (W|PW)[\w+]+ \|", line)]
-    assert len(table) == len({row["bits"] for row in measured}) >= 5
-    for bits, _, float_top1, plain, best_ptq, best_top1, drop, sqnr in (map(str.strip, row) for row in table):
-        rows = [row for row in measured if row["bits"] == bits]
-        best = ranked(rows)[0]  # by top-1, ties by logit SQNR, as RESULTS.md ranks them
-        none = next(row for row in rows if row["ptq"] == "none")
-        assert (float_top1, plain) == (best["float_top1"], none["quant_top1"]), bits
-        assert (best_ptq, best_top1, drop, sqnr) == (best["ptq"], best["quant_top1"], best["drop"],
-                                                     best["sqnr_db"]), bits
 
 
 def test_ptq_page_seeds_table_is_the_summary_of_the_committed_rows():

@@ -5,7 +5,8 @@ Values are read as Python literals; a flag keeps the type of its default (an int
 only an int, a float flag an int or a float), and a flag whose default is None accepts any literal
 and is checked later by the script. Unknown flags and wrong types are refused with ConfigError.
 `--help` (or `-h`) prints the script's flag block, read from its own source so that it cannot
-drift from it, and exits 0.
+drift from it, and exits 0. In the block, a comment line of its own is a group header, except one
+indented past its `#` (`#   more words`) right under a flag: that continues the flag's comment.
 """
 import ast
 import os
@@ -14,6 +15,7 @@ import re
 HELP_ARGS = ("--help", "-h")
 FLAG_BLOCK_START = re.compile(r"#\s*-+\s*flags\b")  # the `# ---- flags` line that opens the block
 FLAG_BLOCK_END = "FLAGS = flags_of(globals())"
+CONTINUATION = re.compile(r"#\s{2,}\S")  # `#   words` under a flag continues its comment
 
 
 class ConfigError(ValueError):
@@ -108,7 +110,7 @@ def help_text(flags):
     with open(source_file, encoding="utf-8") as file:
         block = flag_block(file.read(), flags)
     width = min(36, max(len(f"--{key}={value!r}") for key, value in flags.items()))
-    shown = set()
+    shown, under_flag = set(), False
     for line in block:
         key = _assigned(line)
         if key in flags:
@@ -116,7 +118,13 @@ def help_text(flags):
             flag = f"--{key}={flags[key]!r}"
             comment = line.split("  # ", 1)[1].strip() if "  # " in line else ""
             lines.append(f"  {flag:<{width}}  # {comment}" if comment else f"  {flag}")
+            under_flag = True
+        elif under_flag and CONTINUATION.match(line.strip()):
+            lines.append(f"  {'':<{width}}  # {line.strip()[1:].strip()}")
         elif line.lstrip().startswith("#"):
             lines.append(line.strip())
+            under_flag = False
+        else:
+            under_flag = False
     lines += [f"  --{key}={value!r}" for key, value in flags.items() if key not in shown]
     return "\n".join(lines)

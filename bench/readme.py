@@ -1,0 +1,110 @@
+"""The README's and docs' text that states benchmark results, made from the committed rows of
+results/, so that it cannot drift from them: `python -m bench.readme` prints each block, and
+tests/test_docs.py fails where a page does not hold it word for word.
+
+The recipe rule (one answer per bit-width setting): the PTQ setting with the lowest mean drop
+over the digits models the benchmark ran the setting on, ties broken by the higher mean logit
+SQNR (bench/seeds.py `winner`). Where the seeds section ran a bit-width setting, its PTQ settings
+on three models (seed 0's rows are the grid's); elsewhere the grid's rows on the one model, where
+the rule is the grid's own ranking (bench/grid.py `ranked`).
+"""
+import csv
+from pathlib import Path
+
+from bench.grid import BIT_SETTINGS, PTQ_SETTINGS
+from bench.report import markdown_table
+from bench.seeds import summarize, winner
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def read_csv(name, results=RESULTS):
+    with open(Path(results) / name, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def recipe_summary(grid_rows, seeds_rows):
+    """{bits: (models, summary of that bit-width setting's rows)}: seeds' bit-width settings over
+    the grid's rows as seed 0 plus seeds.csv, restricted to the PTQ settings every seed ran; the
+    others over the grid's rows alone."""
+    seeds_bits = {row["bits"] for row in seeds_rows}
+    seeds_ptq = {(row["bits"], row["ptq"]) for row in seeds_rows}
+    base = [{**row, "seed": "0"} for row in grid_rows if (row["bits"], row["ptq"]) in seeds_ptq]
+    over_seeds = summarize(base + seeds_rows)
+    summary = {}
+    for bits in (name for name in BIT_SETTINGS if any(row["bits"] == name for row in grid_rows)):
+        if bits in seeds_bits:
+            groups = {key: value for key, value in over_seeds.items() if key[0] == bits}
+        else:
+            groups = summarize([{**row, "seed": "0"} for row in grid_rows if row["bits"] == bits])
+        summary[bits] = groups
+    return summary
+
+
+def recipes(grid_rows, seeds_rows):
+    """{bits: (recipe's PTQ setting, its figures, the no-PTQ row's figures)} by the rule above."""
+    chosen = {}
+    for bits, groups in recipe_summary(grid_rows, seeds_rows).items():
+        best, _ = winner(groups, bits)
+        chosen[bits] = (best, groups[bits, best], groups[bits, "none"])
+    return chosen
+
+
+def _mean_sd(value, sd):
+    return f"{value:.2f}" if sd is None else f"{value:.2f} +- {sd:.2f}"
+
+
+def recipe_table(grid_rows, seeds_rows):
+    """The README's accuracy table: per bit-width setting, the recipe the rule picks."""
+    from bench.grid import BIT_DESCRIPTIONS
+    cells = []
+    for bits, (ptq, figures, plain) in recipes(grid_rows, seeds_rows).items():
+        cells.append([bits, BIT_DESCRIPTIONS[bits], len(figures["seeds"]), f"{figures['float_top1']:.2f}",
+                      _mean_sd(plain["drop"], plain["drop_sd"]), f"`{ptq}`",
+                      _mean_sd(figures["drop"], figures["drop_sd"]),
+                      _mean_sd(figures["sqnr_db"], figures["sqnr_sd"])])
+    return markdown_table(["bits", "setting", "models", "float top-1 % (mean)", "drop without PTQ (points)",
+                           "recipe", "its drop (points)", "its logit SQNR (dB)"], cells)
+
+
+def recipe_command(grid_rows, seeds_rows, bits):
+    """The demo's command line for `bits` with its recipe."""
+    ptq = recipes(grid_rows, seeds_rows)[bits][0]
+    return " ".join(["python finn_mobilenetv2.py", *BIT_SETTINGS[bits], *PTQ_SETTINGS[ptq]])
+
+
+def build_times_text(finn_rows):
+    """docs/finn_build.md's sentence on build times, from results/finn.csv's `s_build`."""
+    from statistics import median
+    boards = list(dict.fromkeys(row["board"] for row in finn_rows))
+    settings = list(dict.fromkeys(row["bits"] for row in finn_rows))
+    seconds = {(row["bits"], row["board"]): int(row["s_build"]) for row in finn_rows}
+    first, others = boards[0], boards[1:]
+    text = (f"In the benchmark's FINN rows (`s_build` in `results/finn.csv`: each whole "
+            f"`finn_build.py` call, its Verilator step on the slowest layers included), each setting's "
+            f"build for the {first}, steps 1-4 included, took "
+            + ", ".join(f"{bits} {seconds[bits, first]} s" for bits in settings))
+    for board in others:
+        text += (f"; the same exports for the {board} with `--reuse` took "
+                 + ", ".join(f"{seconds[bits, board]} s" for bits in settings if (bits, board) in seconds))
+    firsts = {bits: seconds[bits, first] for bits in settings}
+    slowest = max(firsts, key=firsts.get)
+    ratio = firsts[slowest] / median(firsts.values())
+    if ratio > 2:
+        text += (f". {slowest} took {ratio:.1f} times the median: the rows keep no per-step times, "
+                 "so they do not say where that time went")
+    return text + "."
+
+
+def main():
+    grid, seeds, finn = read_csv("benchmark.csv"), read_csv("seeds.csv"), read_csv("finn.csv")
+    print("README.md, the accuracy table:\n")
+    print(recipe_table(grid, seeds))
+    print("\nREADME.md, the 4-bit-activation command:\n")
+    print(recipe_command(grid, seeds, "W4A4"))
+    print("\ndocs/finn_build.md, build times:\n")
+    print(build_times_text(finn))
+
+
+if __name__ == "__main__":
+    main()

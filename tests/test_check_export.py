@@ -241,7 +241,8 @@ def without_metadata(w8a8):
 def test_a_file_naming_no_data_set_is_checked_on_seeded_inputs_on_its_input_grid(w8a8):
     model = without_metadata(w8a8)
     inputs, what = ce.check_inputs(model, 4)
-    assert inputs.shape == (4, 3, 32, 32) and "seeded random inputs on the input quantizer's grid" in what
+    assert inputs.shape == (4, 3, 32, 32)
+    assert "seeded random inputs on the input quantizer's grid" in what, what
     assert torch.equal(layerwise.on_input_grid(model, inputs), inputs)  # the Quant's own values
     assert torch.equal(ce.check_inputs(model, 4)[0], inputs)  # the same every time
     quant = layerwise.input_quant(model)

@@ -282,7 +282,8 @@ def check_inputs_of(args, qonnx_model):
 
 
 def run_build(args):
-    """Build, check, fit and estimate; returns (failures, estimates or None, seconds, fits).
+    """Build, check, fit and estimate; returns the failures, estimates (or None), seconds, fits,
+    design, simulated, and the hardware check's inputs and CheckResult (hw_check).
 
     Flags and the check's inputs are settled before anything is written. An earlier build's
     outputs in out_dir are removed first: a build that stops early never leaves them looking

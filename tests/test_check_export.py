@@ -231,6 +231,60 @@ def test_images_on_the_input_grid_are_left_as_they_are(w8a8, images):
     assert torch.equal(layerwise.on_input_grid(model, rounded), rounded)
 
 
+def without_metadata(w8a8):
+    """The export as a file from elsewhere comes: its metadata names no data set."""
+    model = ModelWrapper(str(w8a8.output))
+    del model.model.metadata_props[:]
+    return model
+
+
+def test_a_file_naming_no_data_set_is_checked_on_seeded_inputs_on_its_input_grid(w8a8):
+    model = without_metadata(w8a8)
+    inputs, what = ce.check_inputs(model, 4)
+    assert inputs.shape == (4, 3, 32, 32)
+    assert "seeded random inputs on the input quantizer's grid" in what, what
+    assert torch.equal(layerwise.on_input_grid(model, inputs), inputs)  # the Quant's own values
+    assert torch.equal(ce.check_inputs(model, 4)[0], inputs)  # the same every time
+    quant = layerwise.input_quant(model)
+    scale = float(model.get_initializer(quant.input[1]))
+    levels = torch.unique(torch.round(inputs / scale))
+    assert len(levels) > 2 ** (int(model.get_initializer(quant.input[3])) - 1)  # across its grid
+
+
+def test_a_data_set_not_on_this_machine_falls_back_to_the_input_grid_saying_why(w8a8, tmp_path):
+    from onnx.helper import set_model_props
+    model = without_metadata(w8a8)
+    set_model_props(model.model, {"data_dir": str(tmp_path / "elsewhere")})  # where the demo writes
+    _, what = ce.check_inputs(model, 2)
+    assert "grid" in what and "not here" in what and str(tmp_path / "elsewhere") in what, what
+    assert "validation images" in ce.check_inputs(ModelWrapper(str(w8a8.output)), 2)[1]
+
+
+@pytest.mark.parametrize("layout", ["flat", "ImageNet"])
+def test_a_folder_of_images_is_preprocessed_to_the_models_input_as_imagenet_weights_are(
+        layout, w8a8, tmp_path):
+    from PIL import Image
+    from imagenet_folder import make_imagenet_folder
+    from finn_demo.data.models import imagenet_transform
+    if layout == "flat":
+        folder = tmp_path / "flat"
+        folder.mkdir()
+        rng = np.random.default_rng(0)
+        for index, size in enumerate([(40, 60), (80, 50), (33, 33)]):
+            pixels = rng.integers(0, 256, (*size, 3), np.uint8)
+            Image.fromarray(pixels).save(folder / f"photo_{index}.png")
+        Image.fromarray(pixels[..., 0]).save(folder / "grey.png")  # made RGB on loading
+        files = sorted(folder.iterdir())
+    else:
+        folder = make_imagenet_folder(tmp_path / "imagenet", ["n01440764"], ["n01443537"])
+        files = sorted((folder / "val").rglob("*.JPEG"))  # train/ is not read
+    inputs, what = ce.check_inputs(without_metadata(w8a8), 3, str(folder))
+    assert inputs.shape == (min(3, len(files)), 3, 32, 32) and str(folder) in what
+    transform = imagenet_transform("", crop_size=32)
+    expected = [transform(Image.open(path).convert("RGB")) for path in files]
+    assert all(any(torch.equal(image, one) for one in expected) for image in inputs)
+
+
 def test_without_finn_the_finn_check_is_skipped_with_the_install_command(w8a8, monkeypatch):
     monkeypatch.setattr(finn_install, "finn_installed", lambda: False)
     result = ce.check_finn(ModelWrapper(str(w8a8.output)), images=None)

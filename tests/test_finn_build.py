@@ -20,7 +20,7 @@ import finn_build  # noqa: E402
 from finn_demo import finn_install  # noqa: E402
 from finn_demo.hw import alternatives, boards, build, builder, fit, hw_checks, reuse  # noqa: E402
 from finn_demo.quant.accumulators import widest_hidden  # noqa: E402
-from finn_demo.checks import metadata_of, run_images  # noqa: E402
+from finn_demo.checks import check_inputs, layerwise, metadata_of  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
 
 
@@ -50,6 +50,17 @@ def test_build_passes_its_checks_and_every_layer_is_a_hardware_layer(built, bias
     assert counts["MVAU_rtl"] + counts["MVAU_hls"] == convs - depthwise
     assert counts["ElementwiseAdd_hls"] == len(source.get_nodes_by_op_type("Add")) == 3
     assert len(accelerator.get_nodes_by_op_type("LabelSelect_hls")) == 1
+
+
+def test_an_export_without_the_demos_metadata_is_checked_on_inputs_on_its_input_grid(built):
+    # The suite's build is of an export whose metadata names no data set (conftest): its
+    # hardware check ran, on the seeded grid inputs drawn from the cleaned source, and passed.
+    result, out_dir, _ = built
+    source = ModelWrapper(str(out_dir / "intermediate" / "0_cleanup.onnx"))
+    assert metadata_of(source) == {}
+    assert np.array_equal(result.inputs.numpy(), layerwise.grid_inputs(source, 4).numpy())
+    assert result.hw_check.status == "pass", str(result.hw_check)
+    assert f"0 of {4 * 10} logits differ" in result.hw_check.summary, result.hw_check.summary
 
 
 def test_estimates_cover_every_layer_and_fit_the_board(built):
@@ -160,22 +171,27 @@ def test_a_float_node_between_hardware_layers_fails_the_partition_check(built, b
     assert hw_checks.nodes_between_hw_layers(model) == ["FloatMul (Mul)"]
 
 
-def test_one_wrong_threshold_row_fails_the_hardware_graph_check(built, bias_corrected):
+@pytest.mark.parametrize("inputs", ["run images", "grid inputs"])
+def test_one_wrong_threshold_row_fails_the_hardware_graph_check(inputs, built, bias_corrected):
     # One channel's thresholds one level too high, in a Thresholding layer halfway through,
-    # for the channel most active on the first image: a step or two on the logits.
+    # for the channel most active on the first input: a step or two on the logits. On the
+    # validation images the demo's metadata names, and on the grid inputs a file without it gets.
     model = hw_graph(built[1])
     qonnx_model = cleanup_model(ModelWrapper(str(bias_corrected.output)))
+    if inputs == "grid inputs":
+        del qonnx_model.model.metadata_props[:]
+    images, what = check_inputs(qonnx_model, 8)
+    assert ("grid" in what) == (inputs == "grid inputs"), what
     layers = model.get_nodes_by_op_type("Thresholding")
     node = layers[len(layers) // 2]
-    image = run_images(metadata_of(qonnx_model), 1).numpy()
-    output = execute_onnx(model, {model.graph.input[0].name: image},
+    output = execute_onnx(model, {model.graph.input[0].name: images[:1].numpy()},
                           return_full_exec_context=True)[node.output[0]]
     channel = int(np.argmax((output > 0).reshape(-1, output.shape[-1]).sum(axis=0)))
     rows = model.get_initializer(node.input[1]).copy()
     rows[channel] += rows[channel, 1] - rows[channel, 0]
     model.set_initializer(node.input[1], rows)
     streamlined = ModelWrapper(str(built[1] / "intermediate" / "2_streamline.onnx"))
-    result = hw_checks.check_hw_graph(model, streamlined, qonnx_model, 8)
+    result = hw_checks.check_hw_graph(model, streamlined, qonnx_model, images)
     assert result.failed, str(result)
     assert "hardware vs QONNX, layer by layer: 1 of" in result.summary, result.summary
     assert result.offenders[0].startswith(f"{node.name} ("), result.offenders
@@ -202,6 +218,22 @@ def test_missing_model_is_refused_before_any_work(capsys, tmp_path):
     assert finn_build.cli([f"--model={tmp_path / 'none.onnx'}", f"--out_dir={out_dir}"]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not out_dir.exists()
+
+
+@pytest.mark.parametrize("folder,message", [("none", "is not a folder"),
+                                            ("empty", "holds no image files")])
+def test_a_verify_data_folder_without_images_is_refused_in_one_line_before_any_work(
+        folder, message, capsys, tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    out_dir = tmp_path / "build"
+    assert finn_build.cli([f"--model={model}", f"--out_dir={out_dir}",
+                           f"--verify_data={tmp_path / folder}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"--verify_data={tmp_path / folder}: " in error and message in error, error
+    assert "\n" not in error and not out_dir.exists()
 
 
 def test_finns_passes_run_in_order_give_finns_graph_byte_for_byte(built):

@@ -16,7 +16,6 @@ from conftest import import_finn_steps
 
 import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
-from finn_demo.checks import metadata_of, run_images  # noqa: E402
 from finn_demo.hw import build as hw_build  # noqa: E402
 from finn_demo.hw import builder, verilator  # noqa: E402
 from finn.util.fpgadataflow import is_rtl_node  # noqa: E402
@@ -52,12 +51,12 @@ def design(finn_build_run):
     """(the fitted model, its parent graph, FINN's Python tensors on one image, part, clock,
     out_dir, the layers chosen)."""
     require_verilator()
-    _, out_dir = finn_build_run
+    result, out_dir = finn_build_run
     builder.prepare(out_dir)  # FINN's settings: where finn-rtllib is
     estimates = json.loads((out_dir / "estimates.json").read_text())
     model = ModelWrapper(str(out_dir / "hw_layers.onnx"))
     parent = ModelWrapper(str(out_dir / "intermediate_models" / "dataflow_parent.onnx"))
-    image = run_images(metadata_of(parent), 1).numpy()
+    image = result.inputs[:1].numpy()  # the build's own check input
     context = verilator.reference(model, parent, image)
     return (model, parent, image, context, estimates["part"], estimates["clock_ns"], out_dir,
             first_of_each_type(model))
@@ -176,14 +175,14 @@ def test_without_verilator_the_build_is_refused_in_one_line(monkeypatch, capsys,
 
 
 def test_finn_build_with_verilator_simulates_the_slowest_layers_and_writes_the_report(
-        finn_build_run, bias_corrected, capsys, tmp_path):
-    """The command a user runs, end to end: steps 1-4 reused from the suite's build (a copy),
-    the rest run again with the Verilator step on the slowest layers."""
+        finn_build_run, capsys, tmp_path):
+    """The command a user runs, end to end: steps 1-4 reused from the suite's build (a copy, of
+    the same --model), the rest run again with the Verilator step on the slowest layers."""
     import shutil
     require_verilator()
-    _, built = finn_build_run
+    result, built = finn_build_run
     shutil.copytree(built / "intermediate", tmp_path / "intermediate")
-    assert finn_build.cli([f"--model={bias_corrected.output}", f"--out_dir={tmp_path}",
+    assert finn_build.cli([f"--model={result.estimates['model']}", f"--out_dir={tmp_path}",
                            "--verify_images=1", "--reuse=True", "--outputs=estimates,verilator",
                            "--verilator_layers=slowest"]) == 0
     report = json.loads((tmp_path / "verilator.json").read_text())

@@ -3,12 +3,14 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
 
 from finn_demo import finn_install
+from finn_demo.checks import layerwise
 from finn_demo.checks.numbers import check_equivalence, check_finn
 from finn_demo.checks.result import CheckResult, Report
 from finn_demo.checks.structure import (
     batchnorm_layers, check_add_scales, check_batchnorm, check_input_quant, check_weight_quant)
+from finn_demo.common.configurator import ConfigError
 from finn_demo.data.datasets import (
-    digits_datasets, first_images, imagenet_split, make_loader, random_subset)
+    digits_datasets, first_images, image_files, imagenet_split, make_loader, random_subset)
 from finn_demo.data.models import imagenet_transform
 
 # The FINN check runs on at least this many images: a fault inside FINN's graph shows on most
@@ -42,6 +44,41 @@ def run_images(metadata, count):
     val_set = random_subset(val_set, int(metadata.get("val_size", len(val_set))),
                             int(metadata.get("seed", 0)))
     return first_images(make_loader(val_set, count), count)  # the loader drops undecodable ones
+
+
+def folder_images(folder, count, shape):
+    """`count` images from every image under `folder` (data.datasets.image_files: flat, class
+    folders, or an ImageNet layout's val/), a seeded choice across them, for a model input of
+    `shape` (N, 3, S, S): torchvision's preprocessing of MobileNetV2's ImageNet weights with an
+    S x S crop (resize in their proportion, center crop, ImageNet mean and std)."""
+    if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
+        raise ConfigError(f"images come as 3 x S x S, the model takes {shape[1:]}; a folder of "
+                          "images cannot feed it")
+    images = image_files(folder, imagenet_transform("", crop_size=shape[2]))
+    return first_images(make_loader(random_subset(images, count, seed=0), count), count)
+
+
+def check_inputs(model, count, folder=""):
+    """(`count` inputs the checks of `model` (a ModelWrapper) run on, a line saying what they
+    are), for checks that need no labels: images from `folder` if given, else the validation
+    images of the run the metadata names, else seeded inputs on the input quantizer's grid
+    (layerwise.grid_inputs), a file exported elsewhere or by another tool. ConfigError when
+    none of them can be had."""
+    shape = model.get_tensor_shape(model.graph.input[0].name)
+    if folder:
+        images = folder_images(folder, count, shape)
+        return images, f"{len(images)} images from {folder}"
+    try:
+        images, why = run_images(metadata_of(model), count), "its metadata names no data set"
+    except ConfigError as error:  # the run's data set is on another machine
+        images, why = None, f"its metadata's data set is not here ({error})"
+    if images is not None:
+        return images, f"{len(images)} validation images of the run that exported it"
+    images = layerwise.grid_inputs(model, count)
+    if images is None:
+        raise ConfigError("the graph input feeds no Quant: no input grid to draw inputs from; "
+                          "give a folder of images")
+    return images, f"{count} seeded random inputs on the input quantizer's grid: {why}"
 
 
 def check_file(onnx_path, images=None, brevitas_model=None, finn=True, num_images=FINN_IMAGES):

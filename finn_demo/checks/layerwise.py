@@ -25,6 +25,7 @@ import onnxruntime as rt
 from onnx import TensorProto, helper, numpy_helper
 from qonnx.core.execute_custom_node import execute_custom_node
 from qonnx.custom_op.general.intquant import int_quant
+from qonnx.custom_op.general.quant import max_int, min_int
 from qonnx.custom_op.registry import getCustomOp, is_custom_op
 from qonnx.util.basic import qonnx_make_model
 
@@ -124,8 +125,7 @@ def on_input_grid(model, images):
     it to even). Images are returned as they are when the graph input feeds no Quant. For graphs
     that must agree exactly whichever way their input quantizer rounds ties.
     """
-    quant = next((node for node in model.find_consumers(model.graph.input[0].name)
-                  if node.op_type == "Quant"), None)
+    quant = input_quant(model)
     if quant is None:
         return images
     scale, zero_point, bit_width = (model.get_initializer(name) for name in quant.input[1:4])
@@ -134,6 +134,32 @@ def on_input_grid(model, images):
     rounded = int_quant(values, scale, zero_point, bit_width, op.get_nodeattr("signed"),
                         op.get_nodeattr("narrow"), op.get_nodeattr("rounding_mode"))
     return images.new_tensor(rounded.astype(np.float32))
+
+
+def input_quant(model):
+    """The Quant node the graph input feeds, or None."""
+    return next((node for node in model.find_consumers(model.graph.input[0].name)
+                 if node.op_type == "Quant"), None)
+
+
+def grid_inputs(model, count, seed=0):
+    """`count` inputs of the graph's input shape whose values are levels of its input Quant,
+    drawn uniformly and seeded (a torch tensor), or None when the graph input feeds no Quant.
+    For checks of a file that names no data: every value is one the quantizer can give, so the
+    graph computes on its own integers, as it would on images."""
+    import torch
+    quant = input_quant(model)
+    if quant is None:
+        return None
+    scale, zero_point, bit_width = (model.get_initializer(name) for name in quant.input[1:4])
+    op = getCustomOp(quant)
+    signed, narrow = op.get_nodeattr("signed"), op.get_nodeattr("narrow")
+    bits = int(np.asarray(bit_width).ravel()[0])
+    shape = [count, *model.get_tensor_shape(model.graph.input[0].name)[1:]]
+    levels = np.random.default_rng(seed).integers(
+        min_int(signed, narrow, bits), max_int(signed, narrow, bits), endpoint=True, size=shape)
+    values = torch.from_numpy(((levels - zero_point) * scale).astype(np.float32))
+    return on_input_grid(model, values)  # exactly the Quant's own output values
 
 
 # ------------------------------------------------------------------------------- the reference

@@ -72,6 +72,29 @@ def imagenet_split(data_dir, split, transform):
         raise ConfigError(f"data_dir: {root / split} holds no images ({error})") from None
 
 
+class ImageFiles(ImageNetFolder):
+    """Every image file under a folder, at any depth (flat, or in class folders), unlabelled
+    (label 0), for checks that need inputs but no labels; undecodable ones skipped as above."""
+
+    def find_classes(self, directory):
+        return [""], {"": 0}  # one class, the folder itself: torchvision walks it to any depth
+
+
+def image_files(folder, transform):
+    """ImageFiles of `folder`, or of its val/ only where it has one (an ImageNet-layout folder:
+    listing train/, 1.28M files, takes minutes)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a folder; give a folder of images")
+    if (root / "val").is_dir():
+        root = root / "val"
+    try:
+        return ImageFiles(root, transform=transform)
+    except FileNotFoundError:  # torchvision's message when no file has an image extension
+        raise ConfigError(f"{root} holds no image files (*.jpg, *.png, ...); give a folder of "
+                          "images") from None
+
+
 def imagenet_datasets(data_dir, transform):
     """The train/ and val/ splits of an ImageNet-layout folder, as (train, val)."""
     return tuple(imagenet_split(data_dir, split, transform) for split in ("train", "val"))

@@ -61,11 +61,17 @@ def resolve_weights(weights):
     return None, MobileNet_V2_Weights[name]
 
 
-def imagenet_transform(weights):
+def imagenet_transform(weights, crop_size=None):
     """The preprocessing of the chosen weights, the default weights' (IMAGENET1K_V2: resize 232,
-    crop 224) for a local file; no download."""
+    crop 224) for a local file; no download. `crop_size`: a crop of that side instead, resized
+    first in the weights' own proportion (232/224), for a model of another input size."""
     _, named = resolve_weights(weights)
-    return (named or MobileNet_V2_Weights[DEFAULT_IMAGENET_WEIGHTS]).transforms()
+    preset = (named or MobileNet_V2_Weights[DEFAULT_IMAGENET_WEIGHTS]).transforms
+    if crop_size is None:
+        return preset()
+    own = preset()
+    return preset(crop_size=crop_size,
+                  resize_size=round(crop_size * own.resize_size[0] / own.crop_size[0]))
 
 
 def load_imagenet_model(weights):

@@ -15,9 +15,10 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
 
 from finn_demo import finn_steps as fs
-from finn_demo.checks import metadata_of, run_images
+from finn_demo.checks import check_inputs
 from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import atomic_path
+from finn_demo.data.datasets import image_files
 from finn_demo.hw import alternatives, boards, builder, fit, verilator
 from finn_demo.hw.hw_checks import check_hw_graph, check_partition, nodes_between_hw_layers
 from finn_demo.hw.reuse import Steps
@@ -30,8 +31,10 @@ class Build:
     """The project's builder steps, run by FINN's build_dataflow_cfg in `steps()` order, and
     what they find: check failures, the fitted design, the summary."""
 
-    def __init__(self, args, qonnx_model, target):
+    def __init__(self, args, qonnx_model, target, inputs):
         self.args, self.qonnx_model, self.target = args, qonnx_model, target
+        self.inputs = inputs  # what the hardware check and Verilator run on (check_inputs_of)
+        self.hw_check = None  # the hardware graph's CheckResult, where it ran
         self.cache = Steps(args.out_dir, args.reuse, args.model)
         self.failures, self.design, self.tried, self.estimates = [], None, [], None
         self.streamlined = None  # step 2's graph, the hardware graph's exact reference
@@ -63,13 +66,14 @@ class Build:
         return self.cache("convert_to_hw", fs.convert_to_hw, model, self.qonnx_model)
 
     def step_check_hw_graph(self, model, cfg):
-        """The hardware graph on validation images, exact against the streamlined graph and layer
-        by layer against QONNX; one unbroken run of them."""
+        """The hardware graph on the check's inputs, exact against the streamlined graph and
+        layer by layer against QONNX; one unbroken run of them."""
         if self.args.verify_images:
             start = time.perf_counter()
             result = check_hw_graph(model, self.streamlined, self.qonnx_model,
-                                    self.args.verify_images)
+                                    self.inputs[:self.args.verify_images])
             print(f"    check: {result.summary} ({time.perf_counter() - start:.1f} s)")
+            self.hw_check = result
             if result.failed:
                 self.failures += [f"hw_graph: {line}" for line in [result.summary, *result.offenders]]
         between = nodes_between_hw_layers(model)
@@ -109,12 +113,11 @@ class Build:
         return model
 
     def step_verilator(self, model, cfg):
-        """Each RTL layer in Verilator, bit for bit against FINN's Python execution on a
-        validation image (verilator.py): out_dir/verilator.json."""
-        image = run_images(metadata_of(self.qonnx_model), 1)
+        """Each RTL layer in Verilator, bit for bit against FINN's Python execution on the
+        hardware check's first input (verilator.py): out_dir/verilator.json."""
         parent = ModelWrapper(str(cfg.get_intermediate_models_directory() / "dataflow_parent.onnx"))
         names = verilator.slowest_layers(model) if self.args.verilator_layers == "slowest" else None
-        self.simulated = verilator.simulate(model, parent, None if image is None else image.numpy(),
+        self.simulated = verilator.simulate(model, parent, self.inputs[:1].numpy(),
                                             self.args.out_dir, cfg._resolve_fpga_part(),
                                             self.args.clock_ns, names)
         verilator.write(self.simulated, self.args.out_dir)
@@ -232,6 +235,12 @@ def validate_args(args):
                           f"{args.target_fps} 0 (search) or positive")
     if args.verify_images < 0:
         raise ConfigError(f"--verify_images={args.verify_images}: must be 0 (skip) or more")
+    if args.verify_data:
+        try:
+            image_files(args.verify_data, None)  # lists them, as the check will
+        except ConfigError as error:
+            raise ConfigError(f"--verify_data={args.verify_data}: {error}, or --verify_data= for "
+                              "the file's own data set or inputs on its input grid") from None
     try:
         boards.parse_limits(args.res_limits)
     except ValueError as error:
@@ -258,21 +267,38 @@ def make_config(args, build, target):
                                args.clock_ns)
 
 
-def run_build(args):
-    """Build, check, fit and estimate; returns (failures, estimates or None, seconds, fits).
+def check_inputs_of(args, qonnx_model):
+    """The inputs the hardware check (--verify_images of them) and Verilator (the first) run on,
+    or None when neither runs; prints what they are."""
+    count = max(args.verify_images, 1 if verilator.OUTPUT in output_names(args) else 0)
+    if not count:
+        return None
+    try:
+        inputs, what = check_inputs(qonnx_model, count, args.verify_data)
+    except ConfigError as error:
+        raise ConfigError(f"--verify_data={args.verify_data}: {error}") from None
+    print(f"checks run on {what}")
+    return inputs
 
-    An earlier build's outputs in out_dir are removed first: a build that stops early never
-    leaves them looking like its own."""
+
+def run_build(args):
+    """Build, check, fit and estimate; returns the failures, estimates (or None), seconds, fits,
+    design, simulated, and the hardware check's inputs and CheckResult (hw_check).
+
+    Flags and the check's inputs are settled before anything is written. An earlier build's
+    outputs in out_dir are removed first: a build that stops early never leaves them looking
+    like its own."""
     validate_args(args)
+    qonnx_model = cleanup_model(ModelWrapper(args.model))
+    inputs = check_inputs_of(args, qonnx_model)
     os.makedirs(args.out_dir, exist_ok=True)
     for name in OUTPUTS:
         Path(args.out_dir, name).unlink(missing_ok=True)
     target = resolve_target(args)
     source = os.path.join(args.out_dir, "intermediate", "0_cleanup.onnx")
     os.makedirs(os.path.dirname(source), exist_ok=True)
-    qonnx_model = cleanup_model(ModelWrapper(args.model))
     qonnx_model.save(source)
-    build = Build(args, qonnx_model, target)
+    build = Build(args, qonnx_model, target, inputs)
     try:
         status = builder.run(source, make_config(args, build, target))
     except BuildStopped:
@@ -286,7 +312,7 @@ def run_build(args):
     fits = build.design is not None and build.design.fits
     return SimpleNamespace(failures=build.failures, estimates=build.estimates,
                            seconds=build.cache.seconds, fits=fits, design=build.design,
-                           simulated=build.simulated)
+                           simulated=build.simulated, inputs=inputs, hw_check=build.hw_check)
 
 
 def over_line(result, board):

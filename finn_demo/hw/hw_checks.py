@@ -8,7 +8,7 @@ from finn.core.onnx_exec import execute_onnx
 from finn.util.basic import getHWCustomOp
 
 from finn_demo import finn_steps as fs
-from finn_demo.checks import CheckResult, finn_graph_result, layerwise, metadata_of, run_images
+from finn_demo.checks import CheckResult, finn_graph_result, layerwise
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -70,9 +70,9 @@ def nodes_between_hw_layers(model):
             if not is_hw_layer(node) and node.name in after and node.name in before]
 
 
-def check_hw_graph(hw_model, streamlined, qonnx_model, count):
-    """Run the hardware graph (before specialization) with FINN's Python execution on `count`
-    validation images:
+def check_hw_graph(hw_model, streamlined, qonnx_model, images):
+    """Run the hardware graph (before specialization) with FINN's Python execution on `images`
+    (a (N, C, H, W) tensor: checks.check_inputs), which need no labels:
     - its logits must equal, exactly, those of FINN's streamlined graph (step 2), whose
       thresholds compare the same integers: lowering and conversion to hardware layers change
       no value;
@@ -81,10 +81,6 @@ def check_hw_graph(hw_model, streamlined, qonnx_model, count):
       the levels of the QONNX activation Quant it stands for: at most one level off, and only
       where float rounding decides (check_export.finn_graph_result, docs/checks.md);
     - LabelSelect must pick the largest logit."""
-    images = run_images(metadata_of(qonnx_model), count)
-    if images is None:
-        return CheckResult("hw_graph", "fail", "no images: the file's metadata names no data "
-                           "set (a file from finn_mobilenetv2.py does); --verify_images=0 skips")
     (label_select,) = hw_model.get_nodes_by_op_type("LabelSelect")
     scale = float(hw_model.get_metadata_prop(fs.OUTPUT_SCALE) or 1.0)
     logits, labels = [], []

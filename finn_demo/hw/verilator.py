@@ -263,14 +263,7 @@ def python_graph(model):
 
 def accelerator_input(model, parent, image):
     """The accelerator's input for `image`: the parent graph's nodes before the partition run
-    on it. Without an image (a model whose metadata names no data set), seeded random values
-    of the input's datatype."""
-    if image is None:
-        name = model.graph.input[0].name
-        dtype = model.get_tensor_datatype(name)
-        values = np.random.default_rng(0).integers(dtype.min(), dtype.max(), endpoint=True,
-                                                   size=model.get_tensor_shape(name))
-        return values.astype(np.float32)
+    on it."""
     (partition,) = parent.get_nodes_by_op_type("StreamingDataflowPartition")
     before = execute_onnx(parent, {parent.graph.input[0].name: image}, True,
                           end_node=parent.find_producer(partition.input[0]))

@@ -8,7 +8,8 @@ from finn_demo.checks.result import CheckResult, Report
 from finn_demo.checks.structure import (
     batchnorm_layers, check_add_scales, check_batchnorm, check_input_quant, check_weight_quant)
 from finn_demo.data.datasets import (
-    digits_datasets, first_images, imagenet_split, make_loader, random_subset)
+    calibrates_on_val, digits_datasets, first_images, imagenet_split, make_loader, random_subset,
+    split_off_calibration)
 from finn_demo.data.models import imagenet_transform
 
 # The FINN check runs on at least this many images: a fault inside FINN's graph shows on most
@@ -30,17 +31,20 @@ def run_images(metadata, count):
     """The first `count` validation images of the run that wrote the file, or None if unrecorded.
 
     The demo's metadata names its data: data_dir "" is the embedded digits set, else an ImageNet
-    folder; seed and val_size pick the same validation subset the run evaluated.
+    folder; seed and val_size pick the same validation subset the run evaluated (after leaving
+    out its calibration images, where the run calibrated on val/).
     """
     if "data_dir" not in metadata:
         return None
+    seed = int(metadata.get("seed", 0))
     if metadata["data_dir"]:  # val/ only: listing train/ (1.28M files) takes minutes
         val_set = imagenet_split(metadata["data_dir"], "val",
                                  imagenet_transform(metadata.get("weights", "")))
+        if calibrates_on_val(metadata["data_dir"], metadata.get("calib_dir", "")):
+            val_set = split_off_calibration(val_set, int(metadata["calib_size"]), seed)[1]
     else:
         _, val_set = digits_datasets()
-    val_set = random_subset(val_set, int(metadata.get("val_size", len(val_set))),
-                            int(metadata.get("seed", 0)))
+    val_set = random_subset(val_set, int(metadata.get("val_size", len(val_set))), seed)
     return first_images(make_loader(val_set, count), count)  # the loader drops undecodable ones
 
 

@@ -33,7 +33,18 @@ def digits_datasets():
     return TensorDataset(images[train], labels[train]), TensorDataset(images[test], labels[test])
 
 
-class ImageNetFolder(ImageFolder):
+class SkippingImageFolder(ImageFolder):
+    """ImageFolder that skips an image it cannot decode, with a warning naming it (None in its place)."""
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except (OSError, UnidentifiedImageError) as error:
+            warnings.warn(f"skipping {self.samples[index][0]}: cannot decode image ({error})")
+            return None
+
+
+class ImageNetFolder(SkippingImageFolder):
     """ImageFolder whose labels are the canonical ImageNet indices of the wnid folders.
 
     A split holding only some classes is still labelled right; an image that cannot be decoded
@@ -51,12 +62,22 @@ class ImageNetFolder(ImageFolder):
                 f"({', '.join(unknown[:3])}); name them like n01440764")
         return classes, {name: WNID_INDEX[name] for name in classes}
 
-    def __getitem__(self, index):
-        try:
-            return super().__getitem__(index)
-        except (OSError, UnidentifiedImageError) as error:
-            warnings.warn(f"skipping {self.samples[index][0]}: cannot decode image ({error})")
-            return None
+
+class CalibrationFolder(SkippingImageFolder):
+    """Every image in a folder and its subfolders, all labelled 0: calibration needs no labels,
+    so `<wnid>/*.JPEG` and a flat folder of images read alike.
+
+    ImageFolder on the folder's parent with the folder itself as the only class, so torchvision
+    lists the files (its extensions, in sorted order).
+    """
+
+    def __init__(self, folder, transform=None):
+        folder = Path(folder).resolve()
+        self.folder_name = folder.name
+        super().__init__(folder.parent, transform=transform)
+
+    def find_classes(self, directory):
+        return [self.folder_name], {self.folder_name: 0}
 
 
 def imagenet_split(data_dir, split, transform):
@@ -75,6 +96,48 @@ def imagenet_split(data_dir, split, transform):
 def imagenet_datasets(data_dir, transform):
     """The train/ and val/ splits of an ImageNet-layout folder, as (train, val)."""
     return tuple(imagenet_split(data_dir, split, transform) for split in ("train", "val"))
+
+
+def calibration_folder(calib_dir, transform):
+    """The images of --calib_dir (`<wnid>/*.JPEG` or a flat folder), unlabelled."""
+    folder = Path(calib_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"calib_dir: {folder} is not a folder; pass --calib_dir=FOLDER of images "
+                          "or of <wnid>/ folders, or drop it to calibrate from data_dir")
+    try:
+        return CalibrationFolder(folder, transform=transform)
+    except FileNotFoundError:  # ImageFolder's message for a class without images
+        raise ConfigError(f"calib_dir: {folder} holds no images (.JPEG, .jpg, .png, ...); pass a "
+                          "folder of images or of <wnid>/ folders of them") from None
+
+
+def calibrates_on_val(data_dir, calib_dir):
+    """Whether ImageNet mode calibrates on val/ itself: no --calib_dir and no train/ in data_dir."""
+    return not calib_dir and not (Path(data_dir) / "train").is_dir()
+
+
+def split_off_calibration(val_set, calib_size, seed):
+    """(a seeded subset of calib_size images to calibrate on, the rest of val_set to validate on):
+    disjoint, so that the accuracy is not measured on images the ranges were fitted to."""
+    if calib_size >= len(val_set):
+        raise ConfigError(f"--calib_size={calib_size}: val/ holds {len(val_set)} images, so none would "
+                          "be left for validation; lower --calib_size, or add train/ or --calib_dir")
+    order = torch.randperm(len(val_set), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(val_set, order[:calib_size]), Subset(val_set, order[calib_size:])
+
+
+def imagenet_calib_and_val(data_dir, calib_dir, transform, calib_size, seed):
+    """ImageNet mode's (calibration set of at most calib_size images, validation set).
+
+    Calibration comes from calib_dir when given, else from data_dir's train/ when it exists,
+    else from a seeded part of val/ that the validation set then leaves out.
+    """
+    val_set = imagenet_split(data_dir, "val", transform)
+    if calibrates_on_val(data_dir, calib_dir):
+        return split_off_calibration(val_set, calib_size, seed)
+    calib_set = (calibration_folder(calib_dir, transform) if calib_dir
+                 else imagenet_split(data_dir, "train", transform))
+    return random_subset(calib_set, calib_size, seed), val_set
 
 
 def random_subset(dataset, size, seed):

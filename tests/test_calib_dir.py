@@ -4,8 +4,10 @@ import pytest
 
 import finn_mobilenetv2 as demo
 from finn_demo.checks.file import run_images
+from finn_demo.common.configurator import ConfigError
 from finn_demo.data.datasets import first_images, imagenet_calib_and_val
 from finn_demo.data.models import imagenet_transform
+from finn_demo.validate import validate_args
 from imagenet_folder import make_imagenet_folder
 from test_errors import assert_refused, output  # noqa: F401 (output is a fixture)
 
@@ -76,17 +78,31 @@ def test_train_is_still_the_calibration_source_when_it_exists(tmp_path):
 @pytest.mark.parametrize("problem, fragments", [
     ("missing", ["calib_dir", "is not a folder", "--calib_dir=FOLDER"]),
     ("empty", ["calib_dir", "holds no images"]),
-    ("the val folder", ["--calib_dir=", "overlaps the validation images", "drop it"]),
-    ("digits mode", ["--calib_dir=", "add --data_dir"]),
-    ("all of val", ["--calib_size=12", "none would be left for validation"]),
 ])
 def test_bad_calibration_folder_is_refused_in_one_line(
         capsys, output, val_only, imagenet_weights, problem, fragments):  # noqa: F811
-    calib_dir = {"missing": val_only / "missing", "empty": val_only.parent / "empty",
-                 "the val folder": val_only / "val" / WNIDS[0], "digits mode": val_only,
-                 "all of val": ""}[problem]
-    (val_only.parent / "empty").mkdir()
-    data = [] if problem == "digits mode" else [f"--data_dir={val_only}", f"--weights={imagenet_weights}"]
-    size = ["--calib_size=12"] if problem == "all of val" else []
-    assert_refused(capsys, output, [*data, f"--calib_dir={calib_dir}", *size, "--workers=0"],
-                   *fragments)
+    calib_dir = val_only.parent / problem
+    if problem == "empty":
+        calib_dir.mkdir()
+    assert_refused(capsys, output, [f"--data_dir={val_only}", f"--weights={imagenet_weights}",
+                                    f"--calib_dir={calib_dir}", "--workers=0"], *fragments)
+
+
+# Checked on the flags or the split directly: with the check broken, these would run the demo.
+@pytest.mark.parametrize("flags, fragments", [
+    (["--calib_dir=calib"], ["--calib_dir=calib", "add --data_dir"]),  # the digits demo
+    (["--data_dir=imagenet", "--calib_dir=imagenet/val/n01440764"],
+     ["overlaps the validation images", "drop it"]),
+    (["--data_dir=imagenet", "--calib_dir=imagenet"], ["overlaps the validation images"]),
+])
+def test_calib_dir_without_imagenet_or_on_the_validation_images_is_refused(flags, fragments):
+    with pytest.raises(ConfigError) as error:
+        validate_args(demo.make_args(flags))
+    assert "\n" not in str(error.value)
+    for fragment in fragments:
+        assert fragment in str(error.value)
+
+
+def test_calib_size_that_leaves_no_validation_image_is_refused(val_only):
+    with pytest.raises(ConfigError, match=r"--calib_size=12: .* none would be left for validation"):
+        imagenet_calib_and_val(val_only, "", None, calib_size=12, seed=0)

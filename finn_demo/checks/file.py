@@ -40,7 +40,8 @@ def run_images(metadata, count):
     if metadata["data_dir"]:  # val/ only: listing train/ (1.28M files) takes minutes
         val_set = imagenet_split(metadata["data_dir"], "val",
                                  imagenet_transform(metadata.get("weights", "")))
-        if calibrates_on_val(metadata["data_dir"], metadata.get("calib_dir", "")):
+        # An export without calib_dir predates it, when ImageNet mode calibrated on train/ only.
+        if "calib_dir" in metadata and calibrates_on_val(metadata["data_dir"], metadata["calib_dir"]):
             val_set = split_off_calibration(val_set, int(metadata["calib_size"]), seed)[1]
     else:
         _, val_set = digits_datasets()

@@ -1,4 +1,5 @@
-"""Data: the embedded digits set, ImageNet folders with canonical labels, seeded subsets, batches."""
+"""Data: the embedded digits set, ImageNet folders with canonical labels, calibration folders,
+where ImageNet mode calibrates, seeded subsets, batches."""
 import os
 import warnings
 from pathlib import Path

@@ -22,9 +22,10 @@ quiet_third_party()  # before Brevitas loads: it and torch print notices that ar
 
 # ---------------------------------------------------------------------------------------- flags
 # data and model
-data_dir = ""  # ImageNet folder with train/<wnid>/ and val/<wnid>/; "" runs the embedded digits demo
+data_dir = ""  # ImageNet folder with val/<wnid>/ (and train/<wnid>/ if you have it); "" runs the embedded digits demo
+calib_dir = ""  # ImageNet calibration images: <wnid>/*.JPEG or a flat folder; "" = data_dir's train/, else part of val/ (left out of validation)
 weights = ""  # ImageNet: torchvision weights name (IMAGENET1K_V2, IMAGENET1K_V1) or a .pth file; "" = IMAGENET1K_V2
-calib_size = 1000  # calibration images: a seeded random subset of the training split
+calib_size = 1000  # calibration images: a seeded random subset of the training split (ImageNet: of calib_dir, train/ or val/)
 val_size = 50000  # validation images: a seeded random subset of val/ (all of it when it is smaller)
 batch_size = 32  # images per batch, for calibration, PTQ and evaluation
 workers = 2  # DataLoader processes decoding ImageNet images (0 = in the main process)

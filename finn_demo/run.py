@@ -6,7 +6,8 @@ from contextlib import contextmanager
 
 import torch
 
-from finn_demo.data.datasets import digits_datasets, imagenet_datasets, make_loader, random_subset
+from finn_demo.data.datasets import (
+    calibrates_on_val, digits_datasets, imagenet_calib_and_val, make_loader, random_subset)
 from finn_demo.data.models import imagenet_transform, load_digits_model, load_imagenet_model
 from finn_demo.evaluate import evaluate
 from finn_demo.export import run_metadata
@@ -17,20 +18,32 @@ from finn_demo.quant.accumulators import accumulator_bits, widest_hidden
 def load_model_and_data(args):
     """(float model, calibration loader, validation loader, data set name)."""
     if args.data_dir:
-        train_set, val_set = imagenet_datasets(args.data_dir, imagenet_transform(args.weights))
+        calib_set, val_set, name = imagenet_data(args)
         model = load_imagenet_model(args.weights)
-        name = "ImageNet"
     else:
         train_set, val_set = digits_datasets()
         model = load_digits_model(train_set, args.cache_dir, args.digits_width, args.digits_epochs,
                                   args.digits_stages, args.digits_seed)
+        calib_set = random_subset(train_set, args.calib_size, args.seed)
         name = "digits (scikit-learn load_digits, 32x32)"
-    calib_set = random_subset(train_set, args.calib_size, args.seed)
     val_set = random_subset(val_set, args.val_size, args.seed)
     workers = args.workers if args.data_dir else 0  # digits are tensors already: nothing to decode
     calib_loader = make_loader(calib_set, args.batch_size, workers)
     val_loader = make_loader(val_set, args.batch_size, workers)
     return model.to(args.device), calib_loader, val_loader, name
+
+
+def imagenet_data(args):
+    """ImageNet mode's (calibration set, validation set, data set name); says so in one line when
+    the calibration images are taken out of val/."""
+    calib_set, val_set = imagenet_calib_and_val(args.data_dir, args.calib_dir,
+                                                imagenet_transform(args.weights), args.calib_size,
+                                                args.seed)
+    if not calibrates_on_val(args.data_dir, args.calib_dir):
+        return calib_set, val_set, "ImageNet"
+    print(f"no train/ and no --calib_dir: {len(calib_set)} images of val/ calibrate, the other "
+          f"{len(val_set)} remain for validation")
+    return calib_set, val_set, "ImageNet val/ less its calibration images"
 
 
 def resolve_backend(args):

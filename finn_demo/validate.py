@@ -5,6 +5,7 @@ data or the weights file (wnid folders, decodable checkpoint) happen where those
 still before calibration starts.
 """
 import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -59,6 +60,20 @@ def _check_relu6_range(relu6_range, relu6_to_relu):
                           "to clip; drop one of them")
 
 
+def _check_calib_dir(calib_dir, data_dir):
+    if not calib_dir:
+        return
+    if not data_dir:
+        raise ConfigError(f"--calib_dir={calib_dir}: a calibration folder is for ImageNet mode; add "
+                          "--data_dir=PATH/TO/IMAGENET, or drop --calib_dir (the digits demo "
+                          "calibrates on its own training digits)")
+    calib, val = Path(calib_dir).resolve(), (Path(data_dir) / "val").resolve()
+    if calib.is_relative_to(val) or val.is_relative_to(calib):
+        raise ConfigError(f"--calib_dir={calib_dir} overlaps the validation images ({val}); point it "
+                          "at other images, or drop it to calibrate on a part of val/ that "
+                          "validation leaves out")
+
+
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
     _check_accumulator(args)
@@ -87,6 +102,7 @@ def validate_args(args):
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: must be 0 or more")
     _check_device(args.device)
+    _check_calib_dir(args.calib_dir, args.data_dir)
     if args.data_dir:
         resolve_weights(args.weights)
     elif args.weights:

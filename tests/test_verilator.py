@@ -1,6 +1,7 @@
-"""finn_demo/hw/verilator.py on the suite's fitted design (finn_build_run): the first layer of
-each RTL type in Verilator, bit for bit against FINN's Python execution, its cycles against
-FINN's estimates, and a changed weight or threshold in a generated memory file caught.
+"""finn_demo/hw/verilator.py on the suite's fitted design (finn_build_run): a layer of each RTL
+type in Verilator (the ones `--verilator_layers=slowest` picks, and the first matrix unit), bit
+for bit against FINN's Python execution, its cycles against FINN's estimates, and a changed
+weight or threshold in a generated memory file caught.
 Compiled layers are cached by the hash of their sources (a stale entry cannot be used), so a
 second run only simulates."""
 import json
@@ -36,14 +37,22 @@ def require_verilator():
         pytest.skip(why)
 
 
-def first_of_each_type(model):
-    """{RTL op type: its first layer}: the first matrix unit reads the image itself, so a
-    changed weight shows in its output whatever the image."""
+def layer_of_each_type(model):
+    """{RTL op type: one layer}: the layer `slowest_layers` picks for it (the end-to-end test's
+    command simulates those, so its compiles come from the cache), but the first matrix unit,
+    which reads the image itself: a changed weight shows in its output whatever the image."""
+    slowest = verilator.slowest_layers(model)
     chosen = {}
     for node in model.graph.node:
-        if is_rtl_node(node):
+        if is_rtl_node(node) and (node.name in slowest or node.op_type == "MVAU_rtl"):
             chosen.setdefault(node.op_type, node)
     return chosen
+
+
+def simulated_names(model, chosen):
+    """The layers the fixture simulates: `slowest_layers`' and the chosen ones, in graph order."""
+    names = verilator.slowest_layers(model) | {node.name for node in chosen.values()}
+    return [node.name for node in model.graph.node if node.name in names]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,7 @@ def design(finn_build_run):
     image = result.inputs[:1].numpy()  # the build's own check input
     context = verilator.reference(model, parent, image)
     return (model, parent, image, context, estimates["part"], estimates["clock_ns"], out_dir,
-            first_of_each_type(model))
+            layer_of_each_type(model))
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +76,14 @@ def simulated(design):
     model, parent, image, _, part, clock_ns, out_dir, chosen = design
     hls = [node.name for node in model.graph.node if not is_rtl_node(node)]
     return verilator.simulate(model, parent, image, out_dir, part, clock_ns,
-                              names=[node.name for node in chosen.values()] + hls)
+                              names=simulated_names(model, chosen) + hls)
 
 
 def test_every_rtl_type_of_the_design_is_simulated_bit_exact(design, simulated):
     chosen = design[-1]
     assert {"MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl",
             "FMPadding_rtl"} <= set(chosen)
-    assert [layer["name"] for layer in simulated["layers"]] == [
-        node.name for node in design[0].graph.node if node in chosen.values()]
+    assert [layer["name"] for layer in simulated["layers"]] == simulated_names(design[0], chosen)
     assert all(layer["bit_exact"] and layer["wrong_values"] == 0
                for layer in simulated["layers"]), simulated["layers"]
     assert verilator.failures(simulated) == []

@@ -10,7 +10,8 @@ from finn_demo.checks.structure import (
     batchnorm_layers, check_add_scales, check_batchnorm, check_input_quant, check_weight_quant)
 from finn_demo.common.configurator import ConfigError
 from finn_demo.data.datasets import (
-    digits_datasets, first_images, image_files, imagenet_split, make_loader, random_subset)
+    calibrates_on_val, digits_datasets, first_images, images_to_check, imagenet_split, make_loader,
+    random_subset, split_off_calibration)
 from finn_demo.data.models import imagenet_transform
 
 # The FINN check runs on at least this many images: a fault inside FINN's graph shows on most
@@ -32,29 +33,33 @@ def run_images(metadata, count):
     """The first `count` validation images of the run that wrote the file, or None if unrecorded.
 
     The demo's metadata names its data: data_dir "" is the embedded digits set, else an ImageNet
-    folder; seed and val_size pick the same validation subset the run evaluated.
+    folder; seed and val_size pick the same validation subset the run evaluated (after leaving
+    out its calibration images, where the run calibrated on val/).
     """
     if "data_dir" not in metadata:
         return None
+    seed = int(metadata.get("seed", 0))
     if metadata["data_dir"]:  # val/ only: listing train/ (1.28M files) takes minutes
         val_set = imagenet_split(metadata["data_dir"], "val",
                                  imagenet_transform(metadata.get("weights", "")))
+        # An export without calib_dir predates it, when ImageNet mode calibrated on train/ only.
+        if "calib_dir" in metadata and calibrates_on_val(metadata["data_dir"], metadata["calib_dir"]):
+            val_set = split_off_calibration(val_set, int(metadata["calib_size"]), seed)[1]
     else:
         _, val_set = digits_datasets()
-    val_set = random_subset(val_set, int(metadata.get("val_size", len(val_set))),
-                            int(metadata.get("seed", 0)))
+    val_set = random_subset(val_set, int(metadata.get("val_size", len(val_set))), seed)
     return first_images(make_loader(val_set, count), count)  # the loader drops undecodable ones
 
 
 def folder_images(folder, count, shape):
-    """`count` images from every image under `folder` (data.datasets.image_files: flat, class
+    """`count` images from every image under `folder` (data.datasets.images_to_check: flat, class
     folders, or an ImageNet layout's val/), a seeded choice across them, for a model input of
     `shape` (N, 3, S, S): torchvision's preprocessing of MobileNetV2's ImageNet weights with an
     S x S crop (resize in their proportion, center crop, ImageNet mean and std)."""
     if len(shape) != 4 or shape[1] != 3 or shape[2] != shape[3]:
         raise ConfigError(f"images come as 3 x S x S, the model takes {shape[1:]}; a folder of "
                           "images cannot feed it")
-    images = image_files(folder, imagenet_transform("", crop_size=shape[2]))
+    images = images_to_check(folder, imagenet_transform("", crop_size=shape[2]))
     return first_images(make_loader(random_subset(images, count, seed=0), count), count)
 
 

@@ -1,4 +1,5 @@
-"""Data: the embedded digits set, ImageNet folders with canonical labels, seeded subsets, batches."""
+"""Data: the embedded digits set, ImageNet folders with canonical labels, calibration folders,
+where ImageNet mode calibrates, seeded subsets, batches."""
 import os
 import warnings
 from pathlib import Path
@@ -33,7 +34,18 @@ def digits_datasets():
     return TensorDataset(images[train], labels[train]), TensorDataset(images[test], labels[test])
 
 
-class ImageNetFolder(ImageFolder):
+class SkippingImageFolder(ImageFolder):
+    """ImageFolder that skips an image it cannot decode, with a warning naming it (None in its place)."""
+
+    def __getitem__(self, index):
+        try:
+            return super().__getitem__(index)
+        except (OSError, UnidentifiedImageError) as error:
+            warnings.warn(f"skipping {self.samples[index][0]}: cannot decode image ({error})")
+            return None
+
+
+class ImageNetFolder(SkippingImageFolder):
     """ImageFolder whose labels are the canonical ImageNet indices of the wnid folders.
 
     A split holding only some classes is still labelled right; an image that cannot be decoded
@@ -51,12 +63,14 @@ class ImageNetFolder(ImageFolder):
                 f"({', '.join(unknown[:3])}); name them like n01440764")
         return classes, {name: WNID_INDEX[name] for name in classes}
 
-    def __getitem__(self, index):
-        try:
-            return super().__getitem__(index)
-        except (OSError, UnidentifiedImageError) as error:
-            warnings.warn(f"skipping {self.samples[index][0]}: cannot decode image ({error})")
-            return None
+
+class ImageFiles(SkippingImageFolder):
+    """Every image file under a folder, at any depth (flat, or in class folders), all labelled 0:
+    for calibration and checks, which need no labels, so `<wnid>/*.JPEG` and a flat folder of
+    images read alike."""
+
+    def find_classes(self, directory):
+        return [""], {"": 0}  # one class, the folder itself: torchvision walks it to any depth
 
 
 def imagenet_split(data_dir, split, transform):
@@ -72,32 +86,66 @@ def imagenet_split(data_dir, split, transform):
         raise ConfigError(f"data_dir: {root / split} holds no images ({error})") from None
 
 
-class ImageFiles(ImageNetFolder):
-    """Every image file under a folder, at any depth (flat, or in class folders), unlabelled
-    (label 0), for checks that need inputs but no labels; undecodable ones skipped as above."""
-
-    def find_classes(self, directory):
-        return [""], {"": 0}  # one class, the folder itself: torchvision walks it to any depth
-
-
 def image_files(folder, transform):
-    """ImageFiles of `folder`, or of its val/ only where it has one (an ImageNet-layout folder:
-    listing train/, 1.28M files, takes minutes)."""
+    """ImageFiles of `folder`; ConfigError (naming the folder, for the caller to name its flag)
+    when it is no folder or holds no image."""
     root = Path(folder)
     if not root.is_dir():
-        raise ConfigError(f"{root} is not a folder; give a folder of images")
-    if (root / "val").is_dir():
-        root = root / "val"
+        raise ConfigError(f"{root} is not a folder")
     try:
         return ImageFiles(root, transform=transform)
     except FileNotFoundError:  # torchvision's message when no file has an image extension
-        raise ConfigError(f"{root} holds no image files (*.jpg, *.png, ...); give a folder of "
-                          "images") from None
+        raise ConfigError(f"{root} holds no images (.JPEG, .jpg, .png, ...)") from None
+
+
+def images_to_check(folder, transform):
+    """image_files of `folder`, or of its val/ only where it has one (an ImageNet-layout folder:
+    listing train/, 1.28M files, takes minutes): what a check that needs no labels runs on."""
+    root = Path(folder)
+    return image_files(root / "val" if (root / "val").is_dir() else root, transform)
 
 
 def imagenet_datasets(data_dir, transform):
     """The train/ and val/ splits of an ImageNet-layout folder, as (train, val)."""
     return tuple(imagenet_split(data_dir, split, transform) for split in ("train", "val"))
+
+
+def calibration_folder(calib_dir, transform):
+    """The images of --calib_dir (`<wnid>/*.JPEG` or a flat folder), unlabelled."""
+    try:
+        return image_files(calib_dir, transform)
+    except ConfigError as error:
+        raise ConfigError(f"calib_dir: {error}; pass --calib_dir=FOLDER of images or of <wnid>/ "
+                          "folders, or drop it to calibrate from data_dir") from None
+
+
+def calibrates_on_val(data_dir, calib_dir):
+    """Whether ImageNet mode calibrates on val/ itself: no --calib_dir and no train/ in data_dir."""
+    return not calib_dir and not (Path(data_dir) / "train").is_dir()
+
+
+def split_off_calibration(val_set, calib_size, seed):
+    """(a seeded subset of calib_size images to calibrate on, the rest of val_set to validate on):
+    disjoint, so that the accuracy is not measured on images the ranges were fitted to."""
+    if calib_size >= len(val_set):
+        raise ConfigError(f"--calib_size={calib_size}: val/ holds {len(val_set)} images, so none would "
+                          "be left for validation; lower --calib_size, or add train/ or --calib_dir")
+    order = torch.randperm(len(val_set), generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(val_set, order[:calib_size]), Subset(val_set, order[calib_size:])
+
+
+def imagenet_calib_and_val(data_dir, calib_dir, transform, calib_size, seed):
+    """ImageNet mode's (calibration set of at most calib_size images, validation set).
+
+    Calibration comes from calib_dir when given, else from data_dir's train/ when it exists,
+    else from a seeded part of val/ that the validation set then leaves out.
+    """
+    val_set = imagenet_split(data_dir, "val", transform)
+    if calibrates_on_val(data_dir, calib_dir):
+        return split_off_calibration(val_set, calib_size, seed)
+    calib_set = (calibration_folder(calib_dir, transform) if calib_dir
+                 else imagenet_split(data_dir, "train", transform))
+    return random_subset(calib_set, calib_size, seed), val_set
 
 
 def random_subset(dataset, size, seed):

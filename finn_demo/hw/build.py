@@ -18,7 +18,7 @@ from finn_demo import finn_steps as fs
 from finn_demo.checks import check_inputs
 from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import atomic_path
-from finn_demo.data.datasets import image_files
+from finn_demo.data.datasets import images_to_check
 from finn_demo.hw import alternatives, boards, builder, fit, verilator
 from finn_demo.hw.hw_checks import check_hw_graph, check_partition, nodes_between_hw_layers
 from finn_demo.hw.reuse import Steps
@@ -237,10 +237,11 @@ def validate_args(args):
         raise ConfigError(f"--verify_images={args.verify_images}: must be 0 (skip) or more")
     if args.verify_data:
         try:
-            image_files(args.verify_data, None)  # lists them, as the check will
+            images_to_check(args.verify_data, None)  # lists them, as the check will
         except ConfigError as error:
-            raise ConfigError(f"--verify_data={args.verify_data}: {error}, or --verify_data= for "
-                              "the file's own data set or inputs on its input grid") from None
+            raise ConfigError(f"--verify_data={args.verify_data}: {error}; give a folder of "
+                              "images, or --verify_data= for the file's own data set or inputs "
+                              "on its input grid") from None
     try:
         boards.parse_limits(args.res_limits)
     except ValueError as error:

@@ -96,6 +96,23 @@ def build_times_text(finn_rows):
     return text + "."
 
 
+def suite_time_text(time_rows):
+    """README's sentence on how long the test command takes, from results/suite_time.csv's rows
+    of the newest commit measured (bench/suite_time.py)."""
+    newest = [row for row in time_rows if row["commit"] == time_rows[-1]["commit"]]
+    text = []
+    for workers, how in (("2", "`CI=1 bash .ci/run`"), ("1", "set-up, then the suite in one process")):
+        minutes = [int(row["seconds"]) / 60 for row in newest if row["workers"] == workers]
+        if minutes:
+            passed = all(row["exit_status"] == "0" for row in newest if row["workers"] == workers)
+            text.append(f"{how}: {len(minutes)} run{'s' * (len(minutes) > 1)}, "
+                        f"{min(minutes):.1f} to {max(minutes):.1f} min"
+                        + ("" if passed else ", not every run passed"))
+    return (f"From a fresh clone on a {newest[-1]['machine'].split(', ')[-1].replace(' cores', '-core')} "
+            f"machine with empty caches ({'; '.join(text)}; `python -m bench.suite_time`, "
+            "results/suite_time.csv).")
+
+
 def main():
     grid, seeds, finn = read_csv("benchmark.csv"), read_csv("seeds.csv"), read_csv("finn.csv")
     print("README.md, the accuracy table:\n")
@@ -104,6 +121,8 @@ def main():
     print(recipe_command(grid, seeds, "W4A4"))
     print("\ndocs/finn_build.md, build times:\n")
     print(build_times_text(finn))
+    print("\nREADME.md, the test command's time:\n")
+    print(suite_time_text(read_csv("suite_time.csv")))
 
 
 if __name__ == "__main__":

@@ -206,6 +206,12 @@ def test_finn_build_page_build_times_are_the_committed_rows():
     assert build_times_text(rows("finn.csv")) in page
 
 
+def test_readme_test_command_time_is_the_committed_runs():
+    from bench.readme import suite_time_text
+    readme = " ".join(text_of(ROOT / "README.md").split())
+    assert suite_time_text(rows("suite_time.csv")) in readme
+
+
 def test_readme_benchmark_command_is_the_one_results_md_was_made_by():
     made_by = re.search(r"Made by `([^`]+)`", text_of(ROOT / "results" / "RESULTS.md")).group(1)
     readme = text_of(ROOT / "README.md").split("## Results", 1)[1]

@@ -23,6 +23,7 @@ from qonnx.util.cleanup import cleanup_model
 from finn_demo import checks as ce
 from finn_demo import finn_install, run
 from finn_demo.checks import numbers
+from conftest import small_digits
 from faults import FAULTS
 from finn_demo.checks import layerwise
 
@@ -357,6 +358,33 @@ def test_two_levels_off_fail_even_on_a_tie():
     check = check_of([4.0], [2.0], [2.5], 1.0)
     assert not check.ok and check.over_one == 1
     assert "more than one level off" in str(check)
+
+
+def test_the_reference_records_what_each_quantizer_rounds_behind_act_eq_mul_nodes(cache_dir):
+    # Rule (c) asks whether the reference's value before rounding lay on a tie. After activation
+    # equalization with add_mul_node a quantized ReLU6 rounds relu(x) * s, not its input x: each
+    # recorded value must round to the recorded level, except where it lies on a tie itself.
+    import quant_utils as qu
+    float_model, calib_loader, held_out = small_digits(cache_dir, held_out=4)
+    model = qu.quantize_and_recover(float_model, calib_loader, held_out[:1], qu.bit_width_maps(
+        act_bit_width=4, input_bit_width=8), act_eq=True, act_eq_add_mul_node=True)
+    behind_mul = {name for name, module in model.named_modules()
+                  if isinstance(getattr(module, "activation_impl", None), torch.nn.Sequential)}
+    assert behind_mul, "act_eq put no Mul inside a quantized activation: nothing under test"
+    firings, _ = layerwise.record_quantizers(model, held_out)
+    checked = 0
+    for firing in firings:
+        if firing.kind != "activation":
+            continue
+        levels = np.round(firing.value / firing.scale + firing.zero_point)
+        before = firing.before / firing.scale + firing.zero_point
+        rounded = np.clip(np.round(before), levels.min(), levels.max())
+        on_tie = np.abs(before - np.floor(before) - 0.5) < 1e-3
+        wrong = (rounded != levels) & ~on_tie
+        assert not wrong.any(), f"{firing.name}: {wrong.sum()} of {wrong.size} values round elsewhere"
+        checked += any(firing.name.startswith(name.split(".fused_activation_quant_proxy")[0])
+                       for name in behind_mul)
+    assert checked, "no quantizer behind a Mul was recorded"
 
 
 def test_the_summation_bound_grows_with_the_accumulation_length():

@@ -23,7 +23,7 @@ from qonnx.util.cleanup import cleanup_model
 from finn_demo import checks as ce
 from finn_demo import finn_install, run
 from finn_demo.checks import numbers
-from conftest import small_digits
+from conftest import calibrated_model, small_digits
 from faults import FAULTS
 from finn_demo.checks import layerwise
 
@@ -392,12 +392,45 @@ def test_the_summation_bound_grows_with_the_accumulation_length():
     assert layerwise.gamma(1000) > 999 * layerwise.gamma(1)
 
 
-def test_equivalence_on_all_equal_logits_fails_as_proving_nothing(w8a8, images, monkeypatch):
-    zeros = np.zeros((len(images), 10))
+def test_equivalence_with_no_quantizer_compared_fails(w8a8, images, monkeypatch):
+    logits = np.arange(len(images) * 10.0).reshape(len(images), 10)
     monkeypatch.setattr(layerwise, "compare_with_brevitas", lambda *args: layerwise.Comparison(
-        [], zeros, zeros))
+        [], logits, logits))
     result = ce.check_equivalence(ModelWrapper(str(w8a8.output)), images, w8a8.model)
-    assert result.failed and "proves nothing" in result.summary
+    assert result.failed and "no quantizer to compare" in result.summary, str(result)
+
+
+@pytest.fixture(scope="module")
+def collapsed(cache_dir, tmp_path_factory):
+    """(a calibrated model that gives every class the same logit, its correct export, images): the
+    last BatchNorm and the classifier's bias zeroed, as a PTQ run that collapses ends up."""
+    import quant_utils as qu
+    from finn_demo.export import export_finn_onnx
+    float_model, calib_loader, held_out = small_digits(cache_dir, held_out=NUM_IMAGES)
+    model = calibrated_model(float_model, calib_loader, held_out[:1], qu.bit_width_maps())
+    last_batchnorm = [module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)][-1]
+    with torch.no_grad():
+        classifier = [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]
+        for tensor in (last_batchnorm.weight, last_batchnorm.bias, classifier.bias):
+            tensor.zero_()
+    path = export_finn_onnx(model, held_out[:1], tmp_path_factory.mktemp("collapsed") / "c.onnx", {})
+    return model, path, held_out
+
+
+def test_a_collapsed_models_correct_export_passes_and_says_its_logits_are_all_equal(collapsed):
+    model, path, images = collapsed
+    result = ce.check_equivalence(ModelWrapper(str(path)), images, model)
+    assert result.passed, str(result)
+    assert result.figures["reference_logits_all_equal"] and "all equal" in result.summary
+    assert result.figures["layers"] == len(ModelWrapper(str(path)).get_nodes_by_op_type("Quant"))
+
+
+def test_a_fault_in_a_collapsed_models_export_still_fails_naming_its_layer(collapsed, tmp_path):
+    model, path, images = collapsed
+    broken = ModelWrapper(str(path))
+    faulty = FAULTS[0](broken)
+    result = ce.check_equivalence(ModelWrapper(str(save(broken, tmp_path))), images, model)
+    assert result.failed and result.figures["failing_layers"][0] == faulty, str(result)
 
 
 def test_without_the_brevitas_model_equivalence_is_skipped_and_says_why(w8a8):

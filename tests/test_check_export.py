@@ -369,10 +369,11 @@ def test_the_reference_records_what_each_quantizer_rounds_behind_act_eq_mul_node
     model = qu.quantize_and_recover(float_model, calib_loader, held_out[:1], qu.bit_width_maps(
         act_bit_width=4, input_bit_width=8), act_eq=True, act_eq_add_mul_node=True)
     behind_mul = {name for name, module in model.named_modules()
-                  if isinstance(getattr(module, "activation_impl", None), torch.nn.Sequential)}
+                  if isinstance(getattr(getattr(module, "fused_activation_quant_proxy", None),
+                                        "activation_impl", None), torch.nn.Sequential)}
     assert behind_mul, "act_eq put no Mul inside a quantized activation: nothing under test"
     firings, _ = layerwise.record_quantizers(model, held_out)
-    checked = 0
+    assert behind_mul <= {firing.name for firing in firings}
     for firing in firings:
         if firing.kind != "activation":
             continue
@@ -382,14 +383,6 @@ def test_the_reference_records_what_each_quantizer_rounds_behind_act_eq_mul_node
         on_tie = np.abs(before - np.floor(before) - 0.5) < 1e-3
         wrong = (rounded != levels) & ~on_tie
         assert not wrong.any(), f"{firing.name}: {wrong.sum()} of {wrong.size} values round elsewhere"
-        checked += any(firing.name.startswith(name.split(".fused_activation_quant_proxy")[0])
-                       for name in behind_mul)
-    assert checked, "no quantizer behind a Mul was recorded"
-
-
-def test_the_summation_bound_grows_with_the_accumulation_length():
-    assert layerwise.gamma(1) == pytest.approx(2.0 ** -24, rel=1e-6)
-    assert layerwise.gamma(1000) > 999 * layerwise.gamma(1)
 
 
 def test_equivalence_with_no_quantizer_compared_fails(w8a8, images, monkeypatch):

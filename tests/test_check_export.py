@@ -23,6 +23,7 @@ from qonnx.util.cleanup import cleanup_model
 from finn_demo import checks as ce
 from finn_demo import finn_install, run
 from finn_demo.checks import numbers
+from conftest import calibrated_model, small_digits
 from faults import FAULTS
 from finn_demo.checks import layerwise
 
@@ -413,17 +414,70 @@ def test_two_levels_off_fail_even_on_a_tie():
     assert "more than one level off" in str(check)
 
 
-def test_the_summation_bound_grows_with_the_accumulation_length():
-    assert layerwise.gamma(1) == pytest.approx(2.0 ** -24, rel=1e-6)
-    assert layerwise.gamma(1000) > 999 * layerwise.gamma(1)
+def test_the_reference_records_what_each_quantizer_rounds_behind_act_eq_mul_nodes(cache_dir):
+    # Rule (c) asks whether the reference's value before rounding lay on a tie. After activation
+    # equalization with add_mul_node a quantized ReLU6 rounds relu(x) * s, not its input x: each
+    # recorded value must round to the recorded level, except where it lies on a tie itself.
+    import quant_utils as qu
+    float_model, calib_loader, held_out = small_digits(cache_dir, held_out=4)
+    model = qu.quantize_and_recover(float_model, calib_loader, held_out[:1], qu.bit_width_maps(
+        act_bit_width=4, input_bit_width=8), act_eq=True, act_eq_add_mul_node=True)
+    behind_mul = {name for name, module in model.named_modules()
+                  if isinstance(getattr(getattr(module, "fused_activation_quant_proxy", None),
+                                        "activation_impl", None), torch.nn.Sequential)}
+    assert behind_mul, "act_eq put no Mul inside a quantized activation: nothing under test"
+    firings, _ = layerwise.record_quantizers(model, held_out)
+    assert behind_mul <= {firing.name for firing in firings}
+    for firing in firings:
+        if firing.kind != "activation":
+            continue
+        levels = np.round(firing.value / firing.scale + firing.zero_point)
+        before = firing.before / firing.scale + firing.zero_point
+        rounded = np.clip(np.round(before), levels.min(), levels.max())
+        on_tie = np.abs(before - np.floor(before) - 0.5) < 1e-3
+        wrong = (rounded != levels) & ~on_tie
+        assert not wrong.any(), f"{firing.name}: {wrong.sum()} of {wrong.size} values round elsewhere"
 
 
-def test_equivalence_on_all_equal_logits_fails_as_proving_nothing(w8a8, images, monkeypatch):
-    zeros = np.zeros((len(images), 10))
+def test_equivalence_with_no_quantizer_compared_fails(w8a8, images, monkeypatch):
+    logits = np.arange(len(images) * 10.0).reshape(len(images), 10)
     monkeypatch.setattr(layerwise, "compare_with_brevitas", lambda *args: layerwise.Comparison(
-        [], zeros, zeros))
+        [], logits, logits))
     result = ce.check_equivalence(ModelWrapper(str(w8a8.output)), images, w8a8.model)
-    assert result.failed and "proves nothing" in result.summary
+    assert result.failed and "no quantizer to compare" in result.summary, str(result)
+
+
+@pytest.fixture(scope="module")
+def collapsed(cache_dir, tmp_path_factory):
+    """(a calibrated model that gives every class the same logit, its correct export, images): the
+    last BatchNorm and the classifier's bias zeroed, as a PTQ run that collapses ends up."""
+    import quant_utils as qu
+    from finn_demo.export import export_finn_onnx
+    float_model, calib_loader, held_out = small_digits(cache_dir, held_out=NUM_IMAGES)
+    model = calibrated_model(float_model, calib_loader, held_out[:1], qu.bit_width_maps())
+    last_batchnorm = [module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)][-1]
+    with torch.no_grad():
+        classifier = [module for module in model.modules() if isinstance(module, torch.nn.Linear)][-1]
+        for tensor in (last_batchnorm.weight, last_batchnorm.bias, classifier.bias):
+            tensor.zero_()
+    path = export_finn_onnx(model, held_out[:1], tmp_path_factory.mktemp("collapsed") / "c.onnx", {})
+    return model, path, held_out
+
+
+def test_a_collapsed_models_correct_export_passes_and_says_its_logits_are_all_equal(collapsed):
+    model, path, images = collapsed
+    result = ce.check_equivalence(ModelWrapper(str(path)), images, model)
+    assert result.passed, str(result)
+    assert result.figures["reference_logits_all_equal"] and "all equal" in result.summary
+    assert result.figures["layers"] == len(ModelWrapper(str(path)).get_nodes_by_op_type("Quant"))
+
+
+def test_a_fault_in_a_collapsed_models_export_still_fails_naming_its_layer(collapsed, tmp_path):
+    model, path, images = collapsed
+    broken = ModelWrapper(str(path))
+    faulty = FAULTS[0](broken)
+    result = ce.check_equivalence(ModelWrapper(str(save(broken, tmp_path))), images, model)
+    assert result.failed and result.figures["failing_layers"][0] == faulty, str(result)
 
 
 def test_without_the_brevitas_model_equivalence_is_skipped_and_says_why(w8a8):

@@ -168,7 +168,7 @@ class Firing:
     """One call of a Brevitas quantizer: its input and output values and its parameters."""
     name: str
     kind: str  # "activation", "weight" or "bias"
-    before: np.ndarray  # its input, before rounding
+    before: np.ndarray  # the values it rounds (rounded_input)
     value: np.ndarray
     scale: np.ndarray
     zero_point: np.ndarray
@@ -192,9 +192,9 @@ def record_quantizers(brevitas_model, images):
     def hook(name, kind):
         def record(module, inputs, output):
             if module.is_quant_enabled:
-                firings.append(Firing(name, kind, as_array(inputs[0]), as_array(output),
-                                      as_array(output.scale), as_array(output.zero_point),
-                                      float(output.bit_width)))
+                firings.append(Firing(name, kind, as_array(rounded_input(module, inputs[0])),
+                                      as_array(output), as_array(output.scale),
+                                      as_array(output.zero_point), float(output.bit_width)))
         return record
     for name, module in brevitas_model.named_modules():
         kind = next((kind for proxy, kind in kinds.items() if isinstance(module, proxy)), None)
@@ -209,6 +209,17 @@ def record_quantizers(brevitas_model, images):
         for handle in handles:
             handle.remove()
     return firings, as_array(logits)
+
+
+def rounded_input(proxy, value):
+    """What a Brevitas quantizer proxy rounds when called on `value`: an activation proxy first
+    applies its fused activation (a ReLU; after activation equalization with add_mul_node, the
+    ReLU then the equalization's per-channel Mul, which the export writes as Relu, Mul, Quant), so
+    the tie rule (c) must look at that activation's output, not at the proxy's input."""
+    fused = getattr(proxy, "fused_activation_quant_proxy", None)
+    if fused is None:
+        return value
+    return fused.activation_impl(getattr(value, "value", value))
 
 
 # ------------------------------------------------------------------------------- the rule

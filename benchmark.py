@@ -35,7 +35,7 @@ from finn_demo.common.configurator import HELP_ARGS, ConfigError, apply_override
 
 # ---------------------------------------------------------------------------------------- flags
 out_dir = "results"  # where RESULTS.md and the CSVs and plots it is made from go
-bits = "all"  # bit-width settings to run, comma-separated names of BIT_SETTINGS (bench/grid.py)
+bits = "all"  # bit-width settings to run, comma-separated names of BIT_SETTINGS (bench/grid.py); "" = no grid rows: RESULTS.md shows the ones benchmark.csv holds
 ptq = "all"  # PTQ settings to run, comma-separated names of PTQ_SETTINGS (bench/grid.py)
 calib_size = 256  # calibration images of every row; GPxQ re-runs the model per layer per image
 fast_eval = True  # also evaluate each row's quantized model as QCDQ in onnxruntime
@@ -69,7 +69,7 @@ from bench.finn_estimates import best_accuracy, finn_plot, finn_section, finn_te
 from bench.gpxq_speed import gpxq_section, gpxq_text  # noqa: E402
 from bench.grid import grid_section, grid_text, plot  # noqa: E402
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
-from bench.report import failures_text, header_text, kept_text, write_report  # noqa: E402
+from bench.report import failures_text, header_text, kept_rows, kept_text, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
 from bench.seeds import seeds_section, seeds_text  # noqa: E402
 from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
@@ -110,8 +110,13 @@ def main(args, passed, command="python benchmark.py"):
               "model": demo_model_hash(passed)}  # trains the digits model here if not cached
     lines, failures = header_text(command, commit, common["model"]), []
 
-    rows, failed = grid_section(args, passed, common, out / CSV_NAME)
+    grid_ran = bool(args["bits"] and args["ptq"])
+    rows, failed = grid_section(args, passed, common, out / CSV_NAME) if grid_ran else ([], [])
     failures += failed
+    if not grid_ran:  # shown, plotted and ranked beside the FINN rows as the CSV holds them
+        rows = kept_rows(out / CSV_NAME)
+        lines += [f"*The grid was not re-run by this command: the rows {CSV_NAME} already held "
+                  "(each row's code and commit are in the CSV).*", ""] if rows else []
     if rows:
         plot(rows, out / PLOT_NAME)
     lines += grid_text(rows, args, PLOT_NAME)

@@ -69,13 +69,27 @@ def code_line(rows, files):
             "(`python -m bench.stale` tells for today's code).", ""]
 
 
-def kept_text(path, text, *args):
-    """A section this run left off, rendered from the rows its CSV already holds (those of its
-    newest code, as bench.prune keeps), so that a partial re-run keeps RESULTS.md whole; its code
-    line says whether that code has changed since. Nothing if the CSV holds no rows."""
-    from bench.prune import prune_rows
+def kept_rows(path):
+    """The rows a section's CSV holds that RESULTS.md shows when a run leaves the section off:
+    each key's newest row (a key is a row's columns before `code`; rows are appended as
+    measured), of the models its newest code measured. A partial re-run (some keys at newer
+    code) thus keeps the other keys' rows beside its own; `python -m bench.prune` after a full
+    run drops what the newest code no longer measures."""
     from bench.rows import read_rows
-    rows = prune_rows(read_rows(path))[0]
+    rows = read_rows(path)
+    if not rows or "code" not in rows[-1]:
+        return rows
+    key = list(rows[-1])[:list(rows[-1]).index("code")]
+    models = {row.get("model") for row in rows if row["code"] == rows[-1]["code"]}
+    newest = {tuple(row[name] for name in key): row for row in rows if row.get("model") in models}
+    return [row for row in rows if newest.get(tuple(row[name] for name in key)) is row]
+
+
+def kept_text(path, text, *args):
+    """A section this run left off, rendered from kept_rows, so that a partial re-run keeps
+    RESULTS.md whole; its code line says whether that code has changed since. Nothing if the CSV
+    holds no rows."""
+    rows = kept_rows(path)
     if not rows:
         return []
     title, *rest = text(rows, *args)

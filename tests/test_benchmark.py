@@ -239,6 +239,30 @@ def test_a_section_turned_off_keeps_the_rows_its_csv_holds_in_the_report(cache_d
     assert "## GPFQ" not in report and "## FINN" not in report  # no CSV there: nothing to keep
 
 
+def test_kept_rows_are_each_keys_newest_row_of_the_newest_codes_models(tmp_path):
+    from bench.report import kept_rows
+    row = {"bits": "W8A8", "ptq": "none", "model": "m", "code": "c1", "commit": "a", "top1": "96"}
+    rows = [{**row, "model": "old machine's"}, row, {**row, "ptq": "gpfq"},
+            {**row, "ptq": "qronos"},
+            {**row, "ptq": "gpfq", "code": "c2", "commit": "b", "top1": "97"}]  # a partial re-run
+    bench.rows.write_rows(tmp_path / "benchmark.csv", rows)
+    kept = kept_rows(tmp_path / "benchmark.csv")
+    assert [(row["ptq"], row["code"]) for row in kept] == [("none", "c1"), ("qronos", "c1"),
+                                                           ("gpfq", "c2")]
+    assert kept[-1]["top1"] == "97"
+
+
+def test_a_run_without_grid_rows_shows_the_grid_its_csv_holds(cache_dir, tmp_path):
+    import shutil
+    shutil.copy(bench.rows.ROOT / "results" / benchmark.CSV_NAME, tmp_path)
+    run_benchmark(tmp_path, cache_dir, "--bits=")
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert f"The grid was not re-run by this command: the rows {benchmark.CSV_NAME} already held" in report
+    held = csv_rows(tmp_path)
+    assert all(f"| {row['bits']} | {row['ptq']} |" in report for row in held)
+    assert (tmp_path / benchmark.PLOT_NAME).exists()
+
+
 def test_finn_rows_carry_the_simulated_layers_and_the_restated_frame_rate():
     from types import SimpleNamespace
 

@@ -71,7 +71,7 @@ from bench.grid import grid_section, grid_text, plot  # noqa: E402
 from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
 from bench.report import failures_text, header_text, kept_rows, kept_text, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
-from bench.seeds import seeds_section, seeds_text  # noqa: E402
+from bench.seeds import seeds_section, seeds_text_with  # noqa: E402
 from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
 from finn_demo.finn_install import finn_available  # noqa: E402
 
@@ -126,13 +126,16 @@ def main(args, passed, command="python benchmark.py"):
         seed_rows, failed = (seeds_section(args, passed, common, rows, out / SEEDS_CSV_NAME)
                              if args["seeds"] else ([], []))
         failures += failed
-        lines += section_text(args["seeds"], seed_rows, out / SEEDS_CSV_NAME, seeds_text)
+        lines += section_text(args["seeds"], seed_rows, out / SEEDS_CSV_NAME,
+                              seeds_text_with(args, passed, rows))
 
     finn_rows, failed = finn_section(args, out / FINN_CSV_NAME)
     failures += failed
     accuracy = best_accuracy(rows)
-    drawn = finn_rows and finn_plot(finn_rows, accuracy, out / FINN_PLOT_NAME)
-    lines += section_text(args["finn_bits"] and args["finn_boards"], finn_rows,
+    finn_ran = args["finn_bits"] and args["finn_boards"]
+    drawn_rows = finn_rows if finn_ran else kept_rows(out / FINN_CSV_NAME)
+    drawn = drawn_rows and finn_plot(drawn_rows, accuracy, out / FINN_PLOT_NAME)
+    lines += section_text(finn_ran, finn_rows,
                           out / FINN_CSV_NAME, finn_text, accuracy,
                           FINN_PLOT_NAME if drawn else None)
 

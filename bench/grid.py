@@ -258,10 +258,10 @@ def grid_text(rows, args, plot_name):
         "the highest top-1, ties broken by SQNR (`ranked`).", "",
         "## Bit-width settings", "",
         *[f"- **{name}**: {BIT_DESCRIPTIONS[name]} (`{' '.join(flags) or 'no flags'}`)"
-          for name, flags in BIT_SETTINGS.items() if name in args["bits"]], "",
+          for name, flags in BIT_SETTINGS.items() if name in {row["bits"] for row in rows}], "",
         "## PTQ settings", "",
         *[f"- **{name}**: `{' '.join(flags) or 'no flags'}`"
-          for name, flags in PTQ_SETTINGS.items() if name in args["ptq"]], "",
+          for name, flags in PTQ_SETTINGS.items() if name in {row["ptq"] for row in rows}], "",
         "## Best PTQ per bit-width setting", "", best_table(rows), "",
         "## All rows", "", grid_table(rows), "",
         *ort_summary(rows),

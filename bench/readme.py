@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS
 from bench.report import markdown_table
-from bench.seeds import summarize, winner
+from bench.seeds import summarize, winner, with_base_rows
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -28,9 +28,7 @@ def recipe_summary(grid_rows, seeds_rows):
     the grid's rows as seed 0 plus seeds.csv, restricted to the PTQ settings every seed ran; the
     others over the grid's rows alone."""
     seeds_bits = {row["bits"] for row in seeds_rows}
-    seeds_ptq = {(row["bits"], row["ptq"]) for row in seeds_rows}
-    base = [{**row, "seed": "0"} for row in grid_rows if (row["bits"], row["ptq"]) in seeds_ptq]
-    over_seeds = summarize(base + seeds_rows)
+    over_seeds = summarize(with_base_rows(seeds_rows, grid_rows))
     summary = {}
     for bits in (name for name in BIT_SETTINGS if any(row["bits"] == name for row in grid_rows)):
         if bits in seeds_bits:

@@ -49,11 +49,37 @@ def seeds_section(args, passed, common, grid_rows, path):
         keys += _seed_keys(args, seed, _seed_common(passed, common, seed))
     measured, failures = measure_rows(args, keys, partial(run_seed_row, passed=passed), path,
                                       "seeds", CODE)
-    return sorted(reused + measured, key=partial(_row_order, args)), failures
+    return in_row_order(args, reused + measured), failures
+
+
+def with_base_rows(seed_rows, grid_rows, base_seed=0):
+    """`seed_rows` (the other seeds' rows, as seeds.csv holds them) with the pass-through model's
+    rows of the same settings taken from `grid_rows`, as seeds_section takes them (unless
+    `seed_rows` hold them already)."""
+    if any(row["seed"] == str(base_seed) for row in seed_rows):
+        return seed_rows
+    pairs = {(row["bits"], row["ptq"]) for row in seed_rows}
+    base = [{**row, "seed": str(base_seed)} for row in grid_rows if (row["bits"], row["ptq"]) in pairs]
+    return base + seed_rows
+
+
+def in_row_order(args, rows):
+    """`rows` in the section's order: seeds_bits, then seeds_ptq, then seed."""
+    return sorted(rows, key=partial(_row_order, args))
+
+
+def seeds_text_with(args, passed, grid_rows):
+    """seeds_text for rows with or without the pass-through model's (as seeds.csv holds them,
+    when the section is kept): those come from `grid_rows`, as seeds_section takes them."""
+    base_seed = demo.make_args(passed).digits_seed
+    return lambda rows: seeds_text(in_row_order(args, with_base_rows(rows, grid_rows, base_seed)))
 
 
 def _row_order(args, row):
-    return args["seeds_bits"].index(row["bits"]), args["seeds_ptq"].index(row["ptq"]), int(row["seed"])
+    def place(names, name):  # a kept row's setting the flags no longer name goes last
+        return names.index(name) if name in names else len(names)
+    return (place(args["seeds_bits"], row["bits"]), place(args["seeds_ptq"], row["ptq"]),
+            int(row["seed"]))
 
 
 def _seed_keys(args, seed, common):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.rows import read_rows, write_rows
-from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.configurator import ConfigError, flags_of, run_module
 
 out_dir = "results"  # the folder of the benchmark's CSVs
 FLAGS = flags_of(globals())
@@ -42,7 +42,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    try:
-        main(apply_overrides(FLAGS, sys.argv[1:]))
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
+    run_module(main, FLAGS, sys.argv[1:])

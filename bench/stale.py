@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.rows import code_files, code_hash, git, read_rows
-from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.configurator import ConfigError, flags_of, run_module
 
 out_dir = "results"  # the folder of the benchmark's CSVs and RESULTS.md
 FLAGS = flags_of(globals())
@@ -101,7 +101,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    try:
-        main(apply_overrides(FLAGS, sys.argv[1:]))
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
+    run_module(main, FLAGS, sys.argv[1:])

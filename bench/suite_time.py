@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.rows import ROOT, code_hash, git_commit, read_rows, write_rows
-from finn_demo.common.configurator import ConfigError, apply_overrides, flags_of
+from finn_demo.common.configurator import ConfigError, flags_of, run_module
 
 runs = 3  # fresh-clone runs, one after another
 workers = 2  # 2: `CI=1 bash .ci/run` as CI runs it; 1: the same set-up, then the suite in one process
@@ -71,7 +71,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    try:
-        main(apply_overrides(FLAGS, sys.argv[1:]))
-    except ConfigError as error:
-        sys.exit(f"error: {error}")
+    run_module(main, FLAGS, sys.argv[1:])

@@ -128,3 +128,13 @@ def help_text(flags):
             under_flag = False
     lines += [f"  --{key}={value!r}" for key, value in flags.items() if key not in shown]
     return "\n".join(lines)
+
+
+def run_module(main, flags, argv):
+    """`main(flags with argv's overrides)` for a module run alone (`python -m bench.prune`), its
+    ConfigError ending the run with one line on stderr and exit status 1."""
+    import sys
+    try:
+        main(apply_overrides(flags, argv))
+    except ConfigError as error:
+        sys.exit(f"error: {error}")

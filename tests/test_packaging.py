@@ -2,7 +2,7 @@
 results, and link only to files that exist."""
 import re
 
-from conftest import ROOT
+from finn_demo.testing.suite import ROOT
 
 
 def pins(text):

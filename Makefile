@@ -5,9 +5,12 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test benchmark finn_build clean
 
-$(VENV)/.installed: requirements.txt
+# The project itself goes in last, editable and without dependencies (pyproject.toml declares
+# none: the pins are requirements*.txt's), so the tests import its scripts and packages from anywhere.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
 	touch $@
 
 # FINN's frontend (finn-plus): its own pins conflict with this stack, so it goes in without

@@ -3,10 +3,10 @@
 Each bit-width setting's export of the ImageNet-shaped model (bench/imagenet_shaped.py, its
 BatchNorm re-estimated on the photos) is made by one demo run at the seed's defaults on an
 ImageNet-layout folder of crops of scikit-learn's two sample photos, with the demo's own checks
-on `CHECK_IMAGES` validation images. The correct export must pass; each fault of tests/faults.py,
-written into a copy of it, must fail the equivalence check naming the faulty Quant; and FINN's
-streamlined graph with one threshold row shifted by one level must fail the FINN check naming its
-MultiThreshold. benchmark.py calls `checks_section`, then `checks_text`.
+on `CHECK_IMAGES` validation images. The correct export must pass; each fault of
+finn_demo/testing/faults.py, written into a copy of it, must fail the equivalence check naming the
+faulty Quant; and FINN's streamlined graph with one threshold row shifted by one level must fail
+the FINN check naming its MultiThreshold. benchmark.py calls `checks_section`, then `checks_text`.
 """
 import tempfile
 import time
@@ -25,15 +25,15 @@ from bench.rows import code_hash, model_hash, resumable
 from finn_demo.checks import layerwise
 from finn_demo.data.datasets import first_images
 
-CODE = ("bench/checks224.py", "bench/imagenet_shaped.py", "tests/faults.py",
-        "tests/imagenet_folder.py")
+CODE = ("bench/checks224.py", "bench/imagenet_shaped.py", "finn_demo/testing/faults.py",
+        "finn_demo/testing/imagenet_folder.py")
 CHECK_IMAGES = 8  # the demo's default
 SETTINGS = ("W8A8", "W4A4")  # the seed's defaults; FINN's recommended design (8-bit input)
 THRESHOLD_FAULT = "threshold_row_shifted"
 
 
 def cases():
-    from tests.faults import FAULTS
+    from finn_demo.testing.faults import FAULTS
     return ["correct", *(fault.__name__ for fault in FAULTS), THRESHOLD_FAULT]
 
 
@@ -74,7 +74,7 @@ def _measure(key, run):
         return _row(check, run.report.ok and check.passed, "", check.figures["seconds"])
     if key["case"] == THRESHOLD_FAULT:
         return _threshold_fault(run)
-    from tests.faults import FAULTS
+    from finn_demo.testing.faults import FAULTS
     fault = next(fault for fault in FAULTS if fault.__name__ == key["case"])
     model = ModelWrapper(str(run.output))
     faulty = fault(model)
@@ -138,6 +138,6 @@ def checks_text(rows):
             "classifier) on an ImageNet-layout folder of crops of scikit-learn's two sample photos, "
             "with the ImageNet-shaped MobileNetV2 (BatchNorm re-estimated on the photos); the "
             f"checks on {CHECK_IMAGES} validation images, layer by layer (docs/checks.md). Each "
-            "fault (tests/faults.py) is written into a copy of the export; the threshold fault "
-            "into FINN's streamlined graph. End-to-end figures are reported, not judged.", "",
+            "fault (finn_demo/testing/faults.py) is written into a copy of the export; the "
+            "threshold fault into FINN's streamlined graph. End-to-end figures are reported, not judged.", "",
             markdown_table(header, cells), "", *code_line(rows, CODE)]

@@ -16,7 +16,7 @@ from torchvision.models import mobilenet_v2
 
 from finn_demo.data.datasets import IMAGENET_WNIDS, imagenet_datasets, make_loader
 from finn_demo.data.models import imagenet_transform
-from tests.imagenet_folder import make_photo_folder
+from finn_demo.testing.imagenet_folder import make_photo_folder
 
 CLASSES, PER_CLASS, SIZE = 4, 4, (256, 256)  # 16 photos per split
 

@@ -25,9 +25,9 @@ import finn_mobilenetv2 as demo
 from bench.report import code_line, markdown_table
 from bench.rows import code_hash, resumable
 from finn_demo.data.datasets import IMAGENET_WNIDS
-from tests.imagenet_folder import make_imagenet_folder
+from finn_demo.testing.imagenet_folder import make_imagenet_folder
 
-CODE = ("bench/imagenet_times.py", "tests/imagenet_folder.py")  # the rows and their generated data
+CODE = ("bench/imagenet_times.py", "finn_demo/testing/imagenet_folder.py")  # the rows and their generated data
 
 # The PTQ passes of each run. GPTQ, GPFQ and Qronos each set the final weights: one per run.
 RUNS = {

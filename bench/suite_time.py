@@ -28,7 +28,7 @@ FLAGS = flags_of(globals())
 
 CSV_NAME = "suite_time.csv"
 # What a run's time depends on: the suite, the set-up and everything the tests import.
-CODE = ("tests/*.py", ".ci/run", "Makefile", "requirements*.txt", "bench/*.py")
+CODE = ("tests/*.py", ".ci/run", "Makefile", "pyproject.toml", "requirements*.txt", "bench/*.py")
 ONE_WORKER = "make .venv/.finn && .venv/bin/python -m pytest tests -q -p no:xdist"
 
 

@@ -1,6 +1,7 @@
 """What the root scripts (finn_mobilenetv2.py, quant_utils.py, check_export.py, finn_build.py,
 benchmark.py) are made of, in folders that follow a model through the pipeline. Imports run one
-way, down this list: a module uses only those above it (and nothing here imports a root script).
+way, down this list: a module uses only those above it (and nothing here imports a root script,
+but testing/, which is no stage).
 
 - common/ (imports nothing else of finn_demo, so every stage may use it): configurator (the
   `--name=value` flag overrides), files (whole-or-nothing writes), quiet (the notices torch and
@@ -21,4 +22,7 @@ way, down this list: a module uses only those above it (and nothing here imports
   builder, hw_checks (the build's checks of FINN's graphs), reuse (--reuse of steps 1-4), build
   (the build finn_build.py runs)
 - validate: the demo's flags checked before any work (it asks data, quant and finn_install)
+- testing/ (no stage: nothing above imports it): faults (written into exports), imagenet_folder
+  (small generated image folders), used by the tests and the benchmark; suite (what the test
+  files share; it drives the demo script, as the tests do)
 """

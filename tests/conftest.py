@@ -9,43 +9,11 @@ keeps its own structural tests (`full_depth`: the ImageNet-mode run's 1000-class
 """
 import contextlib
 import fcntl
-import importlib
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-SMALL = ["--digits_width=0.5", "--digits_stages=3", "--digits_epochs=8", "--calib_size=256",
-         "--val_size=200", "--batch_size=64", "--check_export=False",  # tests that check exports ask for it
-         "--eval_backend=brevitas"]  # the onnxruntime default has its own tests (test_eval_backend.py)
-
-
-def small_digits(cache_dir, held_out=128):
-    """(the suite's trained float model, a 64-image calibration loader in batches of 32, the first
-    `held_out` validation images, never calibrated on): what the PTQ-pass tests train and judge on."""
-    import torch
-    import finn_mobilenetv2 as demo
-    args = demo.make_args([f"--cache_dir={cache_dir}", *SMALL, "--calib_size=64",
-                           "--batch_size=32", "--device=cpu"])
-    float_model, calib_loader, val_loader, _ = demo.load_model_and_data(args)
-    return float_model, calib_loader, torch.cat([images for images, _ in val_loader])[:held_out]
-
-
-def calibrated_model(float_model, calib_loader, example, maps):
-    """`float_model` quantized with `maps` and calibrated, no PTQ pass, its weight quantizers
-    initialized by one forward pass (a deepcopy before that recurses inside Brevitas)."""
-    import torch
-    import quant_utils as qu
-    model = qu.quantize_and_recover(float_model, calib_loader, example, maps)
-    with torch.no_grad():
-        model(example)
-    return model
+from finn_demo.testing.suite import SMALL, import_finn_steps
 
 
 # `make test` runs the suite in two pytest-xdist workers. The tests that share one expensive
@@ -70,15 +38,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
     # One thread per worker: two workers with two threads each would fight over two cores.
     torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
-
-
-def import_finn_steps():
-    """finn_demo.finn_steps for the FINN tests. Only a missing `finn` package skips them, and
-    not in CI (the CI variable set): there they must run, so a missing FINN is an error too."""
-    if not os.environ.get("CI") and importlib.util.find_spec("finn") is None:
-        from finn_demo.finn_install import FINN_INSTALL_HINT
-        pytest.skip(f"FINN is not installed: {FINN_INSTALL_HINT}", allow_module_level=True)
-    return importlib.import_module("finn_demo.finn_steps")
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +121,7 @@ def imagenet_run(imagenet_weights, tmp_path_factory):
     import warnings
     import finn_mobilenetv2 as demo
     from finn_demo.data.datasets import ImageNetFolder
-    from imagenet_folder import make_imagenet_folder
+    from finn_demo.testing.imagenet_folder import make_imagenet_folder
     root = tmp_path_factory.mktemp("imagenet_run")
     wnids = ["n01440764", "n01443537"]
     data = make_imagenet_folder(root / "imagenet", wnids, wnids)

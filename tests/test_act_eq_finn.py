@@ -11,7 +11,7 @@ from qonnx.core.onnx_exec import execute_onnx
 from qonnx.util.basic import qonnx_make_model
 from qonnx.util.cleanup import cleanup_model
 
-from conftest import import_finn_steps
+from finn_demo.testing.suite import import_finn_steps
 
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402

@@ -15,7 +15,7 @@ from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
 
 import quant_utils as qu
 from finn_demo.quant import act_ranges, reconstruction
-from conftest import calibrated_model, small_digits
+from finn_demo.testing.suite import calibrated_model, small_digits
 
 A4 = dict(weight_bit_width=4, act_bit_width=4, first_conv_bit_width=8, last_linear_bit_width=8,
           input_bit_width=8)

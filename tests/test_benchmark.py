@@ -16,7 +16,7 @@ import bench.rows
 import bench.speed
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS
-from conftest import SMALL
+from finn_demo.testing.suite import SMALL
 from finn_demo.fast_eval import fast_evaluate
 
 QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calibration small

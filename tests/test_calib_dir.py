@@ -8,7 +8,7 @@ from finn_demo.common.configurator import ConfigError
 from finn_demo.data.datasets import first_images, imagenet_calib_and_val
 from finn_demo.data.models import imagenet_transform
 from finn_demo.validate import validate_args
-from imagenet_folder import make_imagenet_folder
+from finn_demo.testing.imagenet_folder import make_imagenet_folder
 from test_errors import assert_refused, output  # noqa: F401 (output is a fixture)
 
 WNIDS = ["n01440764", "n01443537", "n02123045"]

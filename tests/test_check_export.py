@@ -23,8 +23,8 @@ from qonnx.util.cleanup import cleanup_model
 from finn_demo import checks as ce
 from finn_demo import finn_install, run
 from finn_demo.checks import numbers
-from conftest import calibrated_model, small_digits
-from faults import FAULTS
+from finn_demo.testing.suite import calibrated_model, small_digits
+from finn_demo.testing.faults import FAULTS
 from finn_demo.checks import layerwise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,7 +265,7 @@ def test_a_data_set_not_on_this_machine_falls_back_to_the_input_grid_saying_why(
 def test_a_folder_of_images_is_preprocessed_to_the_models_input_as_imagenet_weights_are(
         layout, w8a8, tmp_path):
     from PIL import Image
-    from imagenet_folder import make_imagenet_folder
+    from finn_demo.testing.imagenet_folder import make_imagenet_folder
     from finn_demo.data.models import imagenet_transform
     if layout == "flat":
         folder = tmp_path / "flat"
@@ -315,7 +315,7 @@ def test_a_report_whose_numbers_were_all_skipped_does_not_say_ok():
 
 
 def test_run_images_lists_only_the_validation_split(tmp_path):
-    from imagenet_folder import make_imagenet_folder
+    from finn_demo.testing.imagenet_folder import make_imagenet_folder
     root = make_imagenet_folder(tmp_path / "imagenet", [], ["n01440764", "n01443537"])
     assert not (root / "train").exists()  # listing train/ (1.28M files in ImageNet) takes minutes
     images = ce.run_images({"data_dir": str(root), "weights": "IMAGENET1K_V1", "val_size": "4"}, 3)
@@ -511,7 +511,7 @@ def test_command_line_exits_non_zero_on_a_broken_file(model, tmp_path):
 
 def test_demo_checks_its_export_and_prints_report_and_metadata(cache_dir, tmp_path, capsys):
     import finn_mobilenetv2 as demo
-    from conftest import SMALL
+    from finn_demo.testing.suite import SMALL
     status = demo.cli([f"--cache_dir={cache_dir}", *SMALL, f"--output={tmp_path / 'm.onnx'}",
                        "--check_export=True", "--check_finn=False", "--eval_backend=auto"])
     printed = capsys.readouterr().out

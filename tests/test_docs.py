@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from conftest import ROOT
+from finn_demo.testing.suite import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SCRIPTS = {"finn_mobilenetv2.py": "finn_mobilenetv2", "finn_build.py": "finn_build",

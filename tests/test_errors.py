@@ -8,8 +8,8 @@ from torchvision.models import mobilenet_v2
 
 import finn_mobilenetv2 as demo
 from finn_demo.quant import ptq
-from imagenet_folder import make_imagenet_folder
-from conftest import ROOT, SMALL
+from finn_demo.testing.imagenet_folder import make_imagenet_folder
+from finn_demo.testing.suite import ROOT, SMALL
 
 PREVIOUS = b"the previous export"
 

@@ -17,7 +17,7 @@ import finn_mobilenetv2 as demo
 import quant_utils as qu
 from finn_demo.quant import ptq
 from finn_demo.common.configurator import ConfigError
-from conftest import SMALL
+from finn_demo.testing.suite import SMALL
 
 CALIB = ["--calib_size=16", "--batch_size=8"]
 ALGORITHMS = {"gptq": qu.apply_gptq, "gpfq": qu.apply_gpfq, "qronos": qu.apply_qronos}

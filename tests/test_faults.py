@@ -17,11 +17,11 @@ import finn_mobilenetv2 as demo
 from finn_demo import finn_install, run
 from finn_demo.hw import reuse
 from finn_demo.checks import file as checks_file
-from conftest import ROOT
+from finn_demo.testing.suite import ROOT
 from finn_demo.data import models
 from finn_demo.common.configurator import ConfigError
 from finn_demo.data.datasets import first_images
-from imagenet_folder import make_imagenet_folder
+from finn_demo.testing.imagenet_folder import make_imagenet_folder
 
 
 # ------------------------------------------------------------------------------------ the demo

@@ -13,7 +13,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.basic import qonnx_make_model
 from qonnx.util.cleanup import cleanup_model
 
-from conftest import import_finn_steps
+from finn_demo.testing.suite import import_finn_steps
 
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
@@ -286,7 +286,7 @@ def test_demo_flag_builds_the_export_beside_it_and_says_how_the_build_ended(
     # The build itself is the session's finn_build_run; here, what the demo hands it and does
     # with its verdict: exit status 1 with the failure, or 3 with the one line naming what is over.
     import finn_mobilenetv2 as demo
-    from conftest import SMALL
+    from finn_demo.testing.suite import SMALL
     calls = []
     design = type("Design", (), {"over": {"LUT": 100}, "fps": 12.0, "fits": False})()
     estimates = {"budget": {"LUT": 200}, "totals": {"LUT": 300}, "fits_per_board": {"U250": 40}}

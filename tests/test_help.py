@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from finn_demo.testing.suite import ROOT
 from finn_demo.common.configurator import Flags, apply_overrides, help_text
 
 

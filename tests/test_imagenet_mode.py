@@ -5,7 +5,7 @@ import onnx
 import pytest
 import torch
 
-from imagenet_folder import make_imagenet_folder
+from finn_demo.testing.imagenet_folder import make_imagenet_folder
 from finn_demo.data.datasets import ImageNetFolder, random_subset
 from finn_demo.data.models import imagenet_transform
 

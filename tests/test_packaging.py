@@ -1,8 +1,13 @@
-"""The pip and conda environments pin the same versions; the README and docs/ quote the committed
-results, and link only to files that exist."""
+"""The pip and conda environments pin the same versions; pyproject.toml installs every root module
+and data file, and imports run one way (no test helper reached through tests/ or conftest, no
+sys.path edit); the README and docs/ quote the committed results, and link only to files that exist."""
+import ast
 import re
+import subprocess
+import tomllib
+from pathlib import Path
 
-from conftest import ROOT
+from finn_demo.testing.suite import ROOT
 
 
 def pins(text):
@@ -15,6 +20,92 @@ def test_conda_file_pins_the_same_versions_as_requirements():
     assert len(pip_pins) >= 8
     assert conda_pins == pip_pins
 
+
+
+# ----------------------------------------------------------------------- install and imports
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def tracked(*folders):
+    """The repository's files under `folders`, as git tracks them (no caches, no build output)."""
+    listed = subprocess.run(["git", "ls-files", *folders], cwd=ROOT, capture_output=True, text=True,
+                            check=True).stdout.split()
+    return [Path(name) for name in listed]
+
+
+def test_pyproject_installs_every_root_module_and_every_data_file_of_the_packages():
+    assert sorted(PYPROJECT["py-modules"]) == sorted(path.stem for path in ROOT.glob("*.py"))
+    for path in tracked("finn_demo", "bench"):
+        if path.suffix != ".py":
+            package, inside = path.parts[0], Path(*path.parts[1:])
+            assert any(inside.match(pattern) for pattern in PYPROJECT["package-data"].get(package, [])), path
+
+
+def imported_modules(source):
+    """The absolute module names `source` imports (`import a.b`, `from a.b import c`: a.b)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def imports_from(source, *modules):
+    """Those of `modules` (each with its submodules) that `source` imports."""
+    return sorted({module for name in imported_modules(source) for module in modules
+                   if name == module or name.startswith(module + ".")})
+
+
+def edits_sys_path(source):
+    """Whether `source` touches sys.path (`sys.path.insert(...)`, `from sys import path`, ...)."""
+    return any(isinstance(node, ast.Attribute) and node.attr == "path"
+               and isinstance(node.value, ast.Name) and node.value.id == "sys"
+               or isinstance(node, ast.ImportFrom) and node.module == "sys"
+               and any(alias.name == "path" for alias in node.names)
+               for node in ast.walk(ast.parse(source)))
+
+
+def sources(*patterns):
+    return {path.relative_to(ROOT).as_posix(): path.read_text()
+            for pattern in patterns for path in sorted(ROOT.glob(pattern))}
+
+
+ROOT_SCRIPTS = tuple(f"{name}.py" for name in PYPROJECT["py-modules"])
+
+
+def test_the_packages_import_nothing_from_the_tests():
+    found = {name: imports_from(text, "tests", "conftest")
+             for name, text in sources("finn_demo/**/*.py", "bench/**/*.py").items()}
+    assert not {name: modules for name, modules in found.items() if modules}
+
+
+def test_the_pipeline_imports_no_root_script():
+    """finn_demo/'s stages sit below the root scripts; only testing/ (no stage) drives the demo."""
+    found = {name: imports_from(text, *PYPROJECT["py-modules"])
+             for name, text in sources("finn_demo/**/*.py").items()
+             if not name.startswith("finn_demo/testing/")}
+    assert not {name: modules for name, modules in found.items() if modules}
+
+
+def test_no_test_imports_from_conftest_and_nothing_edits_sys_path():
+    """Tests import helpers from finn_demo.testing (pytest hands them conftest's fixtures), and
+    find the project because it is installed (`pip install -e .`), not by a sys.path edit."""
+    tests = sources("tests/**/*.py")
+    assert not [name for name, text in tests.items() if imports_from(text, "conftest")]
+    assert not [name for name, text in {**tests, **sources(*ROOT_SCRIPTS)}.items() if edits_sys_path(text)]
+
+
+def test_a_wrong_import_or_a_sys_path_edit_is_caught():
+    assert imports_from("from tests.faults import FAULTS\nimport conftest", "tests", "conftest") == [
+        "conftest", "tests"]
+    assert imports_from("from conftest import SMALL", "conftest") == ["conftest"]
+    assert not imports_from("import testsuite\nfrom finn_demo.testing import suite", "tests")
+    assert imports_from("import quant_utils as qu", "quant_utils") == ["quant_utils"]
+    assert all(map(edits_sys_path, ["import sys\nsys.path.insert(0, 'x')", "sys.path[:0] = ['x']",
+                                    "from sys import path"]))
+    assert not edits_sys_path("import os.path\nos.path.join('a', 'b')")
 
 def test_ptq_page_seeds_table_is_the_summary_of_the_committed_rows():
     """docs/ptq.md's table over three digits models is bench/seeds.py's summary of the committed

@@ -16,7 +16,7 @@ from torch import nn
 
 import quant_utils as qu
 from finn_demo.quant import learned_round
-from conftest import calibrated_model, small_digits
+from finn_demo.testing.suite import calibrated_model, small_digits
 
 CALIB = ["--calib_size=64", "--batch_size=32"]
 HELD_OUT = 128

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
 
-from conftest import ROOT
+from finn_demo.testing.suite import ROOT
 from quant_utils import (
     bit_width_maps, calibrate, default_quantize_maps_finn, preprocess_for_finn_quantize,
     quantize_finn)

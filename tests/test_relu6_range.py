@@ -11,7 +11,7 @@ from brevitas.graph.calibrate import quantization_status_manager
 
 import finn_mobilenetv2 as demo
 import quant_utils as qu
-from conftest import SMALL
+from finn_demo.testing.suite import SMALL
 from finn_demo.quant.maps import float_relu6
 
 CALIB = ["--calib_size=64", "--batch_size=32"]

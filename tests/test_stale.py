@@ -8,7 +8,7 @@ import pytest
 import bench.rows
 import bench.stale
 from bench.rows import code_hash, read_rows, resumable, write_rows
-from conftest import ROOT
+from finn_demo.testing.suite import ROOT
 
 SECTIONS = {"a.csv": ("bench/a.py",), "b.csv": ("bench/b.py",)}
 

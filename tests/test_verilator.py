@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from qonnx.core.modelwrapper import ModelWrapper
 
-from conftest import import_finn_steps
+from finn_demo.testing.suite import import_finn_steps
 
 import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402

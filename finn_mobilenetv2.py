@@ -4,9 +4,9 @@ Edit the flags below, or override any of them on the command line:
     python finn_mobilenetv2.py --weight_bit_width=4 --bias_corr=True
 The run reads top to bottom: load model and data, (1) insert quantization nodes,
 (2) recover accuracy with post-training quantization, (3) export QONNX for FINN.
-The PTQ passes run in Brevitas' order (quant_utils.quantize_and_recover): act_eq on the float
-graph, calibration, GPTQ / GPFQ / Qronos, bn_corr, the activation ranges refitted and learned,
-then bias_corr last.
+The PTQ passes run in Brevitas' order, the order of the table quant_utils.PTQ_PASSES: act_eq on
+the float graph, calibration, gptq / gpfq / qronos / learned_round, bn_corr, range_refit,
+learned_act_range, then bias_corr last.
 """
 import os
 import sys
@@ -107,9 +107,7 @@ def main(args):
     example = next(iter(calib_loader))[0][:1].to(args.device)
 
     # 1. Insert quantization nodes, then 2. keep or recover accuracy with post-training
-    # quantization, in quant_utils.quantize_and_recover's order: act_eq on the float graph,
-    # quantize + calibration, GPTQ / GPFQ / Qronos, bn_corr, range_refit, learned_act_range,
-    # bias_corr last.
+    # quantization: the passes the flags turn on, in the order of quant_utils.PTQ_PASSES.
     maps = qu.bit_width_maps(
         args.weight_bit_width, args.act_bit_width, args.depthwise_bit_width,
         args.first_conv_bit_width, args.last_linear_bit_width, args.input_bit_width,

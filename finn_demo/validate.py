@@ -14,7 +14,7 @@ from finn_demo.common.files import check_writable
 from finn_demo.data.models import MOBILENET_V2_STAGES, resolve_weights
 from finn_demo.finn_install import FINN_INSTALL_HINT, finn_installed
 from finn_demo.quant.maps import RELU6_RANGES
-from finn_demo.quant.ptq import ptq_options_problem
+from finn_demo.quant.ptq import PTQ_FLAGS, ptq_options_problem
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
 
@@ -77,9 +77,7 @@ def _check_calib_dir(calib_dir, data_dir):
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
     _check_accumulator(args)
-    problem = ptq_options_problem(args.gptq, args.gpfq, args.qronos, args.learned_round,
-                                  args.accumulator_bit_width, args.gpxq_impl,
-                                  args.learned_act_range, args.learned_act_range_bn, args.qdrop)
+    problem = ptq_options_problem(**{name: getattr(args, name) for name in PTQ_FLAGS})
     if problem:
         raise ConfigError(problem)
     _check_bit_width("weight_bit_width", args.weight_bit_width)

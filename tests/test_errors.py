@@ -1,4 +1,5 @@
 """Bad input: a one-line error naming the flag or path, exit status 2, and nothing written."""
+import dataclasses
 import subprocess
 import sys
 
@@ -141,7 +142,9 @@ def test_command_line_error_is_one_line_without_traceback(output):
 def test_ctrl_c_during_calibration_ends_cleanly(capsys, monkeypatch, output, cache_dir):
     def interrupted(loader, model):
         raise KeyboardInterrupt
-    monkeypatch.setattr(ptq, "calibrate", interrupted)
+    monkeypatch.setattr(ptq, "PTQ_PASSES", tuple(
+        dataclasses.replace(ptq_pass, run=interrupted) if ptq_pass.name == "calibration" else ptq_pass
+        for ptq_pass in ptq.PTQ_PASSES))
     status = demo.cli([f"--cache_dir={cache_dir}", *SMALL, f"--output={output}"])
     assert status == 130
     assert capsys.readouterr().err.strip().split("\r")[-1].startswith("interrupted: the run stopped")

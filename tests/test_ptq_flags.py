@@ -6,6 +6,10 @@ pointwise weights (the benchmark's PW4: the effects are clear there, and the pas
 on 64 calibration images). "Held out" images come from the test split, never calibrated on.
 """
 import copy
+import dataclasses
+import inspect
+import re
+from pathlib import Path
 
 import brevitas.nn as qnn
 import onnx
@@ -15,7 +19,7 @@ from onnx import numpy_helper
 from torch import nn
 
 import quant_utils as qu
-from finn_demo.quant import learned_round
+from finn_demo.quant import learned_round, ptq
 from finn_demo.testing.suite import calibrated_model, small_digits
 
 CALIB = ["--calib_size=64", "--batch_size=32"]
@@ -161,17 +165,19 @@ def test_blockwise_learned_rounding_trains_each_block_against_the_float_blocks_o
 
 
 def record_calls(monkeypatch):
-    """Replace calibrate and every PTQ pass where quantize_and_recover calls them (quant_utils'
-    code, finn_demo/quant/ptq.py) by a recorder; returns the record."""
-    from finn_demo.quant import ptq
+    """Replace the function of every pass in quantize_and_recover's table (ptq.PTQ_PASSES) by a
+    recorder of the pass's name; returns the record."""
     calls = []
-    names = {"apply_act_equalization": "act_eq", "calibrate": "calibration", "apply_gptq": "gptq",
-             "apply_gpfq": "gpfq", "apply_qronos": "qronos", "apply_learned_round": "learned_round",
-             "apply_bn_correction": "bn_corr",
-             "apply_bias_correction": "bias_corr"}
-    for function, name in names.items():
-        monkeypatch.setattr(ptq, function, lambda *args, name=name, **kwargs: calls.append(name))
+
+    def recorder(name):
+        return lambda *args, **kwargs: calls.append(name)
+    monkeypatch.setattr(ptq, "PTQ_PASSES", tuple(
+        dataclasses.replace(ptq_pass, run=recorder(ptq_pass.name)) for ptq_pass in ptq.PTQ_PASSES))
     return calls
+
+
+def quantized(model):
+    return any(isinstance(module, QUANT_LAYERS) for module in model.modules())
 
 
 @pytest.mark.parametrize("rounding", ["gptq", "gpfq", "qronos", "learned_round"])
@@ -180,13 +186,15 @@ def test_passes_run_in_the_documented_order(digits, monkeypatch, rounding):
     calls, stages = record_calls(monkeypatch), []
 
     def stage(name, model=None):
-        stages.append(name)
+        stages.append((name, quantized(model)))
         return torch.no_grad()  # any context manager
     qu.quantize_and_recover(float_model, loader, held_out[:1], stage=stage, act_eq=True,
-                            bias_corr=True, bn_corr=True,
+                            bias_corr=True, bn_corr=True, range_refit=True, learned_act_range=True,
                             **{rounding: "layerwise" if rounding == "learned_round" else True})
-    assert calls == ["act_eq", "calibration", rounding, "bn_corr", "bias_corr"]
-    assert stages == calls
+    assert calls == ["act_eq", "calibration", rounding, "bn_corr", "range_refit",
+                     "learned_act_range", "bias_corr"]
+    # act_eq on the float graph, every other pass on the quantized model
+    assert stages == [(name, name != "act_eq") for name in calls]
 
 
 def test_two_weight_rounding_passes_are_refused(digits):
@@ -195,6 +203,18 @@ def test_two_weight_rounding_passes_are_refused(digits):
         qu.quantize_and_recover(float_model, loader, held_out[:1], gptq=True, gpfq=True)
     with pytest.raises(ValueError, match="choose one"):
         qu.quantize_and_recover(float_model, loader, held_out[:1], gpfq=True, learned_round="layerwise")
+
+
+def test_quantize_and_recover_takes_the_demos_ptq_flags_and_refuses_others(digits, monkeypatch):
+    import finn_mobilenetv2 as demo
+    float_model, loader, held_out = digits
+    calls = record_calls(monkeypatch)
+    # the demo passes every PTQ flag; at its defaults only calibration runs
+    qu.quantize_and_recover(float_model, loader, held_out[:1],
+                            **{name: demo.FLAGS[name] for name in qu.PTQ_FLAGS})
+    assert calls == ["calibration"]
+    with pytest.raises(TypeError, match="gpfqq"):
+        qu.quantize_and_recover(float_model, loader, held_out[:1], gpfqq=True)
 
 
 def test_quantize_and_recover_leaves_the_float_model_unchanged(digits):
@@ -239,3 +259,85 @@ def test_same_flags_and_seed_give_same_accuracy_and_identical_weights(run_demo, 
 def test_another_seed_draws_another_calibration_subset(run_demo, w8a8, tmp_path):
     other = run_demo(tmp_path / "other.onnx", "--seed=1")
     assert initializers(other.output) != initializers(w8a8.output)
+
+
+# ------------------------------------------------------- the passes, declared once (PTQ_PASSES)
+# Where the order of the passes is written in prose: (file, the text just before the list, a
+# pattern that ends it). The demo's flag block comment and docstring are what --help prints.
+ORDER_TEXTS = {
+    "README": ("README.md", "runs them in one fixed order:", r"\n\n"),
+    "docs/ptq.md": ("docs/ptq.md", "one fixed order", r"```python"),
+    "demo docstring": ("finn_mobilenetv2.py", "The PTQ passes run", r'"""'),
+    "demo flag block": ("finn_mobilenetv2.py", "# 2. post-training quantization", r"\n(?!#)"),
+    "quant_utils docstring": ("quant_utils.py", "in the order of", r"\n\n"),
+}
+
+
+def order_text(place):
+    file, start, end = ORDER_TEXTS[place]
+    text = (Path(qu.__file__).parent / file).read_text(encoding="utf-8")
+    return re.search(re.escape(start) + "(.*?)" + end, text, re.S).group(1)
+
+
+def names_in_order(text, passes):
+    """The names of `passes` that `text` gives, each as a word, in the order it first gives them."""
+    found = {ptq_pass.name: re.search(rf"\b{ptq_pass.name}\b", text) for ptq_pass in passes}
+    return sorted((name for name, match in found.items() if match), key=lambda name: found[name].start())
+
+
+def flags_the_demo_lacks(passes):
+    import finn_mobilenetv2 as demo
+    return [name for name in ptq.ptq_flags(passes) if name not in demo.FLAGS]
+
+
+@pytest.mark.parametrize("place", ORDER_TEXTS)
+def test_every_text_that_states_the_pass_order_states_the_tables(place):
+    order = [ptq_pass.name for ptq_pass in qu.PTQ_PASSES]
+    assert names_in_order(order_text(place), qu.PTQ_PASSES) == order
+
+
+def test_the_table_runs_the_float_graph_passes_first_and_calibration_always():
+    float_graph = [ptq_pass.float_graph for ptq_pass in qu.PTQ_PASSES]
+    assert float_graph == sorted(float_graph, reverse=True)  # quantize_finn runs between
+    assert [ptq_pass.name for ptq_pass in qu.PTQ_PASSES if ptq_pass.flag is None] == ["calibration"]
+    assert [ptq_pass.flag for ptq_pass in qu.PTQ_PASSES if ptq_pass.sets_weights] == [
+        "gptq", "gpfq", "qronos", "learned_round"]
+
+
+def test_the_demo_has_every_ptq_flag_at_its_pass_functions_default():
+    """The demo passes all PTQ_FLAGS, a Python caller only those it sets: either way each pass
+    gets the same options, a flag left out meaning the pass off or its function's default."""
+    import finn_mobilenetv2 as demo
+    assert not flags_the_demo_lacks(qu.PTQ_PASSES)
+    assert qu.PTQ_FLAGS == ptq.ptq_flags(qu.PTQ_PASSES)
+    assert "seed" in qu.PTQ_FLAGS  # taken by the passes that draw at random
+    for ptq_pass in qu.PTQ_PASSES:
+        if ptq_pass.flag:
+            assert demo.FLAGS[ptq_pass.flag] in (False, "none"), ptq_pass.flag
+        parameters = inspect.signature(ptq_pass.run).parameters
+        for keyword, flag in ptq_pass.options.items():
+            if flag != ptq_pass.flag:  # learned_round's flag is also its mode
+                assert parameters[keyword].default == demo.FLAGS[flag], (ptq_pass.name, keyword)
+
+
+def test_a_new_pass_is_one_table_entry_and_its_function(digits, monkeypatch):
+    """A pass added to PTQ_PASSES runs in its place when its flag is on, with its options, and
+    PTQ_FLAGS (ptq_flags of the table) holds its flags. What the table does not generate is
+    held to it here: the demo's flag block (plain variables, which --help prints from the source)
+    needs the new flags added by hand, and each text that states the order the new name."""
+    float_model, loader, held_out = digits
+    calls = record_calls(monkeypatch)
+    dummy = ptq.PtqPass("dummy", "dummy", lambda loader, model, strength=1: calls.append(strength),
+                        {"strength": "dummy_strength"})
+    at = [ptq_pass.name for ptq_pass in ptq.PTQ_PASSES].index("bn_corr") + 1
+    monkeypatch.setattr(ptq, "PTQ_PASSES", ptq.PTQ_PASSES[:at] + (dummy,) + ptq.PTQ_PASSES[at:])
+    qu.quantize_and_recover(float_model, loader, held_out[:1], gpfq=True, bn_corr=True,
+                            dummy=True, dummy_strength=3, bias_corr=True)
+    assert calls == ["calibration", "gpfq", "bn_corr", 3, "bias_corr"]
+    calls.clear()
+    qu.quantize_and_recover(float_model, loader, held_out[:1], bn_corr=True, dummy_strength=3)
+    assert calls == ["calibration", "bn_corr"]
+    assert {"dummy", "dummy_strength"} <= set(ptq.ptq_flags(ptq.PTQ_PASSES))
+    assert flags_the_demo_lacks(ptq.PTQ_PASSES) == ["dummy", "dummy_strength"]
+    assert all(names_in_order(order_text(place), ptq.PTQ_PASSES) != [
+        ptq_pass.name for ptq_pass in ptq.PTQ_PASSES] for place in ORDER_TEXTS)

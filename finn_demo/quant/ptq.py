@@ -1,15 +1,18 @@
-"""Post-training quantization (step 2 of the demo): one short function per Brevitas PTQ pass, and
-`quantize_and_recover`, which quantizes (maps.py) and runs the chosen passes in their one order.
+"""Post-training quantization (step 2 of the demo): one short function per Brevitas PTQ pass,
+the passes declared once as data (PTQ_PASSES, in their run order), and `quantize_and_recover`,
+which quantizes (maps.py) and runs the passes its options turn on, looping over that table.
 
     model = quantize_and_recover(float_model, calib_loader, example, bit_width_maps(4),
                                  gpfq=True, bn_corr=True, bias_corr=True)
 
-The order and which options combine are written once, here (PTQ_ORDER, ptq_options_problem):
-the demo's flag checks (finn_demo/validate.py) ask the same function.
+The order, the flags (PTQ_FLAGS) and which options combine (ptq_options_problem) all read
+PTQ_PASSES: the demo's flag checks (finn_demo/validate.py) ask the same function.
 """
 import copy
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable
 
 import torch
 from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
@@ -36,24 +39,16 @@ from finn_demo.quant.maps import (
 
 # GPTQ, GPFQ and Qronos implementations: fast_gpxq.py's, or Brevitas' own loop (for comparison)
 GPXQ_IMPLS = ("fast", "brevitas")
-# Brevitas' ptq_evaluate.py order: act_eq rescales float weights before they are quantized; the
-# weight rounding passes (one of them) set the final integer weights; bn_corr re-estimates
-# BatchNorm on those; the activation ranges are refitted and learned on what those passes left
-# (range_refit first: learning starts from its ranges); bias_corr corrects the mean error every
-# pass before it left, so it is last.
-PTQ_ORDER = ("act_eq", "calibration", "gptq", "gpfq", "qronos", "learned_round", "bn_corr",
-             "range_refit", "learned_act_range", "bias_corr")
-# quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
-PTQ_FLAGS = ("act_eq", "act_eq_alpha", "act_eq_add_mul_node", "gptq", "gpfq", "qronos",
-             "qronos_alpha", "gpxq_impl", "accumulator_bit_width", "learned_round",
-             "learned_round_iters", "bn_corr", "range_refit", "learned_act_range",
-             "learned_act_range_iters", "learned_act_range_bn", "qdrop", "bias_corr", "seed")
 
 
-def ptq_options_problem(gptq=False, gpfq=False, qronos=False, learned_round="none",
+def ptq_options_problem(*, gptq=False, gpfq=False, learned_round="none",
                         accumulator_bit_width=None, gpxq_impl="fast", learned_act_range=False,
-                        learned_act_range_bn=False, qdrop=0.0):
-    """The first rule these PTQ options break, as one line naming the flags, or None."""
+                        learned_act_range_bn=False, qdrop=0.0, **other_flags):
+    """The first rule these PTQ options break, as one line naming the flags, or None.
+
+    Takes any of PTQ_FLAGS by keyword; those not named here are checked only for the rule that
+    the weight rounding passes (PtqPass.sets_weights) exclude each other.
+    """
     if learned_round not in LEARNED_ROUND_MODES:
         return f"--learned_round={learned_round!r}: choose {', '.join(LEARNED_ROUND_MODES)}"
     if isinstance(qdrop, bool) or not isinstance(qdrop, (int, float)) or not 0 <= qdrop < 1:
@@ -65,8 +60,9 @@ def ptq_options_problem(gptq=False, gpfq=False, qronos=False, learned_round="non
     if learned_act_range_bn and not learned_act_range:
         return ("--learned_act_range_bn=True trains BatchNorm beside the learned ranges; add "
                 "--learned_act_range=True")
-    rounding = [name for name, on in (("gptq", gptq), ("gpfq", gpfq), ("qronos", qronos),
-                                      ("learned_round", learned_round != "none")) if on]
+    flags = dict(other_flags, gptq=gptq, gpfq=gpfq, learned_round=learned_round)
+    rounding = [ptq_pass.flag for ptq_pass in PTQ_PASSES
+                if ptq_pass.sets_weights and _turned_on(flags.get(ptq_pass.flag, False))]
     if len(rounding) > 1:
         return (f"--{' and --'.join(rounding)} are all weight rounding; choose one "
                 "(set the others to False, or --learned_round=none)")
@@ -76,6 +72,11 @@ def ptq_options_problem(gptq=False, gpfq=False, qronos=False, learned_round="non
     if gpxq_impl not in GPXQ_IMPLS:
         return f"--gpxq_impl={gpxq_impl!r}: choose {' or '.join(GPXQ_IMPLS)}"
     return None
+
+
+def _turned_on(value):
+    """Whether a pass's flag asks for it: a true value, except learned_round's "none"."""
+    return bool(value) and value != "none"
 
 
 def _run(loader, model, desc):
@@ -266,74 +267,109 @@ def apply_bn_correction(loader, model):
     model.eval()  # norm_correction_mode leaves BatchNorm in training mode
 
 
+@dataclass(frozen=True)
+class PtqPass:
+    """One PTQ pass: quantize_and_recover runs `run(calib_loader, model, **options)` in the stage
+    `name` when the flag `flag` is on (None: always), passing each of `options` ({run's keyword:
+    the flag that sets it}) that the caller gave; the others keep `run`'s own default."""
+    name: str
+    flag: str | None
+    run: Callable
+    options: dict = field(default_factory=dict)
+    float_graph: bool = False  # runs on the float graph, before quantize_finn
+    sets_weights: bool = False  # weight rounding: sets the final integer weights, one per run
+
+
+_GPXQ_OPTIONS = {"impl": "gpxq_impl", "accumulator_bit_width": "accumulator_bit_width"}
+_RANDOM = {"qdrop": "qdrop", "seed": "seed"}  # the passes that draw at random (QDrop, steps' images)
+
+# The passes in the order they run, Brevitas' ptq_evaluate.py order; the float-graph ones first.
+PTQ_PASSES = (
+    # act_eq rescales float weights before they are quantized
+    PtqPass("act_eq", "act_eq", apply_act_equalization,
+            {"alpha": "act_eq_alpha", "add_mul_node": "act_eq_add_mul_node"}, float_graph=True),
+    PtqPass("calibration", None, calibrate),
+    # the weight rounding passes (ptq_options_problem allows one) set the final integer weights
+    PtqPass("gptq", "gptq", apply_gptq, _GPXQ_OPTIONS, sets_weights=True),
+    PtqPass("gpfq", "gpfq", apply_gpfq, _GPXQ_OPTIONS, sets_weights=True),
+    PtqPass("qronos", "qronos", apply_qronos, {"alpha": "qronos_alpha", "impl": "gpxq_impl"},
+            sets_weights=True),
+    PtqPass("learned_round", "learned_round", apply_learned_round,
+            {"mode": "learned_round", "iters": "learned_round_iters", **_RANDOM}, sets_weights=True),
+    # bn_corr re-estimates BatchNorm on the activations of those final weights
+    PtqPass("bn_corr", "bn_corr", apply_bn_correction),
+    # the activation ranges refitted, then learned, on what the passes before left (learning
+    # starts from range_refit's ranges)
+    PtqPass("range_refit", "range_refit", apply_range_refit),
+    PtqPass("learned_act_range", "learned_act_range", apply_learned_act_range,
+            {"iters": "learned_act_range_iters", "bn": "learned_act_range_bn", **_RANDOM}),
+    # bias_corr corrects the mean error every pass before it left, so it is last: run earlier,
+    # the weight rounding and BatchNorm re-estimation would change the error it corrected
+    PtqPass("bias_corr", "bias_corr", apply_bias_correction),
+)
+
+
+def ptq_flags(passes):
+    """The flags `passes` read, each once: every pass's own flag and its options' flags."""
+    names = []
+    for ptq_pass in passes:
+        names += ([ptq_pass.flag] if ptq_pass.flag else []) + list(ptq_pass.options.values())
+    return tuple(dict.fromkeys(names))
+
+
+# quantize_and_recover's PTQ keyword arguments: the demo's flags of the same names.
+PTQ_FLAGS = ptq_flags(PTQ_PASSES)
+
+
 def _untimed(name, model=None):
     return nullcontext()
 
 
-def quantize_and_recover(
-        float_model, calib_loader, example, maps=None, relu6_to_relu=False, *, act_eq=False,
-        act_eq_alpha=0.5, act_eq_add_mul_node=False, gptq=False, gpfq=False, qronos=False,
-        qronos_alpha=1e-3, gpxq_impl="fast", accumulator_bit_width=None, learned_round="none",
-        learned_round_iters=200, bn_corr=False, range_refit=False, learned_act_range=False,
-        learned_act_range_iters=200, learned_act_range_bn=False, qdrop=0.0, bias_corr=False,
-        seed=0, stage=_untimed):
-    """Quantize a copy of `float_model` for FINN and run the chosen PTQ passes, in this order:
-
-    1. act_eq (on the float graph: it rescales float weights before they are quantized),
-    2. quantize_finn with `maps` (default: default_quantize_maps_finn()), then calibration,
-    3. one of gptq / gpfq / qronos / learned_round (they set the final integer weights),
-    4. bn_corr (BatchNorm statistics of those final weights' activations),
-    5. range_refit (calibration again, with quantization upstream on), then learned_act_range
-       (each block's activation ranges trained, with QDrop at probability `qdrop`),
-    6. bias_corr last (it corrects the mean error that every pass before left; run earlier, the
-       weight rounding and BatchNorm re-estimation would change the error it corrected).
-
-    This is Brevitas' ptq_evaluate.py order. `example` is one input batch on the model's device.
-    `maps` and `relu6_to_relu` (as in preprocess_for_finn_quantize) choose the quantization
-    nodes; the keyword arguments after them, PTQ_FLAGS, the passes (ptq_options_problem says
-    which combine). accumulator_bit_width (with gptq or gpfq) as in apply_gpfq; `qdrop` applies to
-    learned_act_range and to blockwise learned_round. `seed` seeds the passes that draw at random
-    (which calibration images each training step of learned_round and learned_act_range uses,
-    and QDrop's masks), so a run is reproducible.
-    `stage(name, model)` is entered around each step (the demo times them with it). Returns the
-    quantized model; `float_model` is left unchanged.
-    """
-    problem = ptq_options_problem(gptq, gpfq, qronos, learned_round, accumulator_bit_width,
-                                  gpxq_impl, learned_act_range, learned_act_range_bn, qdrop)
+def _check_options(options):
+    """Raise TypeError on an option no pass reads, ValueError on options that do not combine."""
+    # the table as it is now, not PTQ_FLAGS as it was at import: a pass registered since counts
+    unknown = [name for name in options if name not in ptq_flags(PTQ_PASSES)]
+    if unknown:
+        raise TypeError(f"quantize_and_recover: unknown PTQ option(s) {', '.join(unknown)}; "
+                        f"the options are {', '.join(ptq_flags(PTQ_PASSES))}")
+    problem = ptq_options_problem(**options)
     if problem:
         raise ValueError(problem)
+
+
+def _run_passes(passes, calib_loader, model, options, stage):
+    """Each of `passes` that `options` turn on, in order, each in its own stage."""
+    for ptq_pass in passes:
+        if ptq_pass.flag is None or _turned_on(options.get(ptq_pass.flag, False)):
+            given = {keyword: options[flag] for keyword, flag in ptq_pass.options.items()
+                     if flag in options}
+            with stage(ptq_pass.name, model):
+                ptq_pass.run(calib_loader, model, **given)
+
+
+def quantize_and_recover(float_model, calib_loader, example, maps=None, relu6_to_relu=False, *,
+                         stage=_untimed, **options):
+    """Quantize a copy of `float_model` for FINN and run the PTQ passes `options` turn on, in the
+    order of PTQ_PASSES: the float-graph ones (act_eq), then quantize_finn with `maps` (default:
+    default_quantize_maps_finn()), then the others, calibration first.
+
+    `example` is one input batch on the model's device. `maps` and `relu6_to_relu` (as in
+    preprocess_for_finn_quantize) choose the quantization nodes. `options` are any of PTQ_FLAGS,
+    the demo's flags of the same names: a pass's flag turns it on (off when not given), its
+    option flags go to its function (its own default when not given); ptq_options_problem says
+    which combine. accumulator_bit_width (with gptq or gpfq) as in apply_gpfq; `qdrop` applies
+    to learned_act_range and to blockwise learned_round; `seed` seeds the passes that draw at
+    random (which calibration images each training step uses, and QDrop's masks), so a run is
+    reproducible.
+    `stage(name, model)` is entered around each pass (the demo times them with it). Returns the
+    quantized model; `float_model` is left unchanged.
+    """
+    _check_options(options)
+    float_passes = [ptq_pass for ptq_pass in PTQ_PASSES if ptq_pass.float_graph]
+    quantized_passes = [ptq_pass for ptq_pass in PTQ_PASSES if not ptq_pass.float_graph]
     model = preprocess_for_finn_quantize(copy.deepcopy(float_model), example, relu6_to_relu)
-    if act_eq:
-        with stage("act_eq", model):
-            apply_act_equalization(calib_loader, model, act_eq_alpha, act_eq_add_mul_node)
+    _run_passes(float_passes, calib_loader, model, options, stage)
     model = quantize_finn(model, **(maps or default_quantize_maps_finn())).to(example.device)
     with float_relu6(model):  # every pass below sees ReLU6 where quantization is off
-        with stage("calibration", model):
-            calibrate(calib_loader, model)
-        if gptq:
-            with stage("gptq", model):
-                apply_gptq(calib_loader, model, gpxq_impl, accumulator_bit_width)
-        if gpfq:
-            with stage("gpfq", model):
-                apply_gpfq(calib_loader, model, gpxq_impl, accumulator_bit_width)
-        if qronos:
-            with stage("qronos", model):
-                apply_qronos(calib_loader, model, qronos_alpha, gpxq_impl)
-        if learned_round != "none":
-            with stage("learned_round", model):
-                apply_learned_round(calib_loader, model, learned_round, learned_round_iters,
-                                    qdrop=qdrop, seed=seed)
-        if bn_corr:
-            with stage("bn_corr", model):
-                apply_bn_correction(calib_loader, model)
-        if range_refit:
-            with stage("range_refit", model):
-                apply_range_refit(calib_loader, model)
-        if learned_act_range:
-            with stage("learned_act_range", model):
-                apply_learned_act_range(calib_loader, model, learned_act_range_iters,
-                                        learned_act_range_bn, qdrop, seed=seed)
-        if bias_corr:
-            with stage("bias_corr", model):
-                apply_bias_correction(calib_loader, model)
+        _run_passes(quantized_passes, calib_loader, model, options, stage)
     return model

@@ -136,14 +136,14 @@ def run_row(key, passed):
         "data": "ImageNet" if "--data_dir=" in " ".join(flags) else "digits",
         "threads": str(torch.get_num_threads()),
         "val_images": str(len(result.val_loader.dataset)),
-        "float_top1": f"{result.float_top1:.2f}",
-        "quant_top1": f"{result.quant_top1:.2f}",
-        "drop": f"{result.float_top1 - result.quant_top1:.2f}",
-        "float_agreement": f"{result.quant.float_fidelity.agreement:.2f}",
-        "sqnr_db": f"{result.quant.float_fidelity.sqnr_db:.2f}",
+        "float_top1": f"{result.float_eval.top1:.2f}",
+        "quant_top1": f"{result.quant_eval.top1:.2f}",
+        "drop": f"{result.float_eval.top1 - result.quant_eval.top1:.2f}",
+        "float_agreement": f"{result.quant_eval.float_fidelity.agreement:.2f}",
+        "sqnr_db": f"{result.quant_eval.float_fidelity.sqnr_db:.2f}",
         "max_acc_bits": str(widest_hidden(result.accumulators)[1]),
-        "float_ips_eager": f"{result.float_images_per_s:.1f}",
-        "quant_ips_brevitas": f"{result.quant_images_per_s:.1f}",
+        "float_ips_eager": f"{result.float_eval.images_per_s:.1f}",
+        "quant_ips_brevitas": f"{result.quant_eval.images_per_s:.1f}",
     }
     if key["fast_eval"] == "True":
         row.update(_fast_figures(result))
@@ -161,7 +161,7 @@ def _fast_figures(result):
     fast = fast_evaluate(result.model, result.val_loader)
     return {"quant_top1_ort": f"{fast.top1:.2f}", "ort_agreement": f"{fast.agreement:.2f}",
             "quant_ips_ort": f"{fast.images_per_s:.1f}",
-            "ort_vs_float": f"{fast.images_per_s / result.float_images_per_s:.2f}",
+            "ort_vs_float": f"{fast.images_per_s / result.float_eval.images_per_s:.2f}",
             "s_qcdq_export": f"{fast.export_seconds:.1f}"}
 
 

@@ -114,7 +114,7 @@ def stage_row(result):
     """The seconds of each stage of a demo run on ImageNet (its `main()` result), and the settings
     they depend on, as strings; the float and the quantized evaluation also in their parts."""
     seconds = dict(result.seconds)
-    float_eval, quant = result.float_eval, result.quant
+    float_eval, quant = result.float_eval, result.quant_eval
     if quant.agreement is None:
         raise RuntimeError("the evaluation did not run in onnxruntime (eval_backend)")
     seconds.update({"float export": float_eval.export_seconds, "float scoring": float_eval.forward_seconds,

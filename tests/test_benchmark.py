@@ -126,11 +126,11 @@ def test_fast_eval_agrees_with_the_brevitas_model_on_top1_at_4_bit_activations(r
     result = run_demo(tmp_path / "model.onnx", *BIT_SETTINGS["PW4A4"])
     fast = fast_evaluate(result.model, result.val_loader)
     assert fast.agreement >= 99.5
-    assert fast.top1 == pytest.approx(result.quant_top1, abs=1.0)
+    assert fast.top1 == pytest.approx(result.quant_eval.top1, abs=1.0)
     assert fast.images_per_s > 0
     # Fewer bits, further from the float model: the logits' SQNR orders the two settings
     # even where their top-1 would tie.
-    assert result.quant.float_fidelity.sqnr_db < w8a8.quant.float_fidelity.sqnr_db - 3.0
+    assert result.quant_eval.float_fidelity.sqnr_db < w8a8.quant_eval.float_fidelity.sqnr_db - 3.0
 
 
 def test_the_best_ptq_setting_is_ranked_by_top1_then_by_logit_sqnr():
@@ -146,7 +146,7 @@ def test_each_new_ptq_flag_runs_to_an_export_that_passes_the_checks(run_demo, tm
     result = run_demo(tmp_path / "model.onnx", flag, *QUICK_PTQ, "--check_export=True",
                       "--check_finn=False")
     assert flag[2:].split("=")[0] in result.seconds  # the pass ran, as its own stage
-    assert result.quant_top1 > 50.0
+    assert result.quant_eval.top1 > 50.0
     assert result.report is not None and result.report.ok, str(result.report)
 
 

@@ -38,27 +38,33 @@ def _import_nodes(tree):
     return visit(tree, False)
 
 
-def _module_names(node, path, root):
-    """The modules an import statement in `path` may load: each named module with its parent
-    packages, and for `from a import b`, a.b too (b may be a submodule)."""
+def _named_files(node, path, root):
+    """The files of the modules an import statement in `path` names: `import a.b`: a.b;
+    `from a import b`: a.b where b is a submodule, else a."""
     if isinstance(node, ast.Import):
-        named = [alias.name for alias in node.names]
-    else:
-        package = list(path.relative_to(root).parent.parts)
-        base = package[:len(package) - node.level + 1] if node.level else []
-        module = ".".join([*base, *(node.module.split(".") if node.module else [])])
-        named = [module, *(f"{module}.{alias.name}".lstrip(".") for alias in node.names)]
-    parts = [name.split(".") for name in named if name]
-    return {".".join(name[:end]) for name in parts for end in range(1, len(name) + 1)}
+        return {module_file(alias.name, root) for alias in node.names}
+    package = list(path.relative_to(root).parent.parts)
+    base = package[:len(package) - node.level + 1] if node.level else []
+    module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+    return {module_file(f"{module}.{alias.name}".lstrip("."), root) or module_file(module, root)
+            for alias in node.names}
 
 
-def imported_files(path, root):
-    """({files path imports at module level}, {files it imports inside functions}), this
-    repository's files only."""
+def _with_packages(path, root):
+    """`path` and the __init__.py of each package above it: Python runs those first."""
+    parents = Path(path).relative_to(root).parents
+    return {path, *(root / folder / "__init__.py" for folder in parents if folder.parts)}
+
+
+def imported_files(path, root, packages=True):
+    """({files `path` imports at module level}, {files it imports inside functions}), this
+    repository's files only; with `packages`, also the packages' __init__.py they load first."""
     top, inner = set(), set()
     for node, in_function in _import_nodes(ast.parse(Path(path).read_text(), str(path))):
-        files = {module_file(name, root) for name in _module_names(node, Path(path), root)}
-        (inner if in_function else top).update(files - {None})
+        files = _named_files(node, Path(path), root) - {None}
+        if packages:
+            files = {found for file in files for found in _with_packages(file, root) if found.is_file()}
+        (inner if in_function else top).update(files)
     return top, inner
 
 

@@ -6,7 +6,7 @@ ImageNet-layout folder of crops of scikit-learn's two sample photos, with the de
 on `CHECK_IMAGES` validation images. The correct export must pass; each fault of
 finn_demo/testing/faults.py, written into a copy of it, must fail the equivalence check naming the
 faulty Quant; and FINN's streamlined graph with one threshold row shifted by one level must fail
-the FINN check naming its MultiThreshold. benchmark.py calls `checks_section`, then `checks_text`.
+the FINN check naming its MultiThreshold. bench/sections.py registers `checks_section` and `checks_text`.
 """
 import tempfile
 import time

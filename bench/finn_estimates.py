@@ -7,7 +7,7 @@ recalibrated BatchNorm, 16 generated calibration images, no PTQ: the costs follo
 shapes and bit widths). finn_build.py builds it for each board of --finn_boards: FINN's frontend
 to hardware layers once per setting (the next boards reuse them, `--reuse`), then per board
 FINN's partition, specialization and bit-width minimization, the fit to the board, FINN's
-estimate reports and the checks. benchmark.py calls `finn_section`, then `finn_text`.
+estimate reports and the checks. bench/sections.py registers `finn_section` and `finn_render`.
 """
 import tempfile
 import time

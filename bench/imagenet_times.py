@@ -10,7 +10,7 @@ Each row is one run of the demo's `main()` on that folder with the demo's defaul
 batch size, eval_backend auto: onnxruntime on a CPU, check_images) and one set of PTQ passes, at
 one calib_size and val_size. The table fits each stage as seconds = fixed + per image x images,
 through the stage's median seconds at two sizes of what it grows with, and says what that gives
-for the seed's run (1000 calibration, 50000 validation images). benchmark.py calls
+for the seed's run (1000 calibration, 50000 validation images). bench/sections.py registers
 `imagenet_section` (a `time_row` per row) and `imagenet_text` for its report.
 """
 import math

@@ -5,8 +5,8 @@
     python benchmark.py --data_dir=/data/imagenet --val_size=10000   # demo flags pass through
 
 The story of a run, one section each (bench/sections.py lists them, in this order): the
-accuracy grid (grid.py: every row one run of the demo's own `main()` with the row's flags on top of the pass-through flags, plus its QCDQ
-export in onnxruntime), the key grid rows (seeds_bits x seeds_ptq) again on the digits models of
+accuracy grid (grid.py: every row one run of the demo's own `main()` with the row's flags on
+top of the pass-through flags, plus its QCDQ export in onnxruntime), the key grid rows (seeds_bits x seeds_ptq) again on the digits models of
 other training seeds, as mean +- sd over the seeds with each bit-width setting's winner against
 the spread (seeds.py; digits only), FINN's estimates per bit-width setting (finn_estimates.py),
 GPFQ and Qronos in Brevitas' implementation against fast_gpxq.py (gpxq_speed.py), float vs

@@ -4,9 +4,9 @@
     python benchmark.py --bits=W8A8,PW3 --ptq=none,gpfq  # part of the grid
     python benchmark.py --data_dir=/data/imagenet --val_size=10000   # demo flags pass through
 
-The story of a run, one section each (bench/): the accuracy grid (grid.py: every row one run of
-the demo's own `main()` with the row's flags on top of the pass-through flags, plus its QCDQ
-export in onnxruntime), the key grid rows (seeds_bits x seeds_ptq) again on the digits models of
+The story of a run, one section each (bench/sections.py lists them, in this order): the
+accuracy grid (grid.py: every row one run of the demo's own `main()` with the row's flags on
+top of the pass-through flags, plus its QCDQ export in onnxruntime), the key grid rows (seeds_bits x seeds_ptq) again on the digits models of
 other training seeds, as mean +- sd over the seeds with each bit-width setting's winner against
 the spread (seeds.py; digits only), FINN's estimates per bit-width setting (finn_estimates.py),
 GPFQ and Qronos in Brevitas' implementation against fast_gpxq.py (gpxq_speed.py), float vs
@@ -25,6 +25,7 @@ rows of each CSV's newest code (dropping an old machine's model and settings who
 """
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 # Waiting OpenMP threads sleep instead of spinning (it must be set before torch loads). On a
@@ -63,23 +64,12 @@ imagenet_val_sizes = "64,512"  # and two val_size values
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
-from bench.checks224 import checks_section, checks_text  # noqa: E402
+from bench import sections  # noqa: E402
 from bench.cli import DEMO_DEFAULTS, resolve  # noqa: E402
-from bench.finn_estimates import best_accuracy, finn_plot, finn_section, finn_text  # noqa: E402
-from bench.gpxq_speed import gpxq_section, gpxq_text  # noqa: E402
-from bench.grid import grid_section, grid_text, plot  # noqa: E402
-from bench.imagenet_times import imagenet_section, imagenet_text  # noqa: E402
-from bench.report import failures_text, header_text, kept_rows, kept_text, write_report  # noqa: E402
+from bench.context import Context  # noqa: E402
+from bench.report import failures_text, header_text, kept_rows, write_report  # noqa: E402
 from bench.rows import demo_model_hash, git_commit_text  # noqa: E402
-from bench.seeds import seeds_section, seeds_text_with  # noqa: E402
-from bench.speed import demo_run_seconds, demo_text, speed_section, speed_text  # noqa: E402
-from finn_demo.finn_install import finn_available  # noqa: E402
-
-CSV_NAME, SPEED_CSV_NAME, PLOT_NAME = "benchmark.csv", "speed.csv", "benchmark.png"
-FINN_CSV_NAME, FINN_PLOT_NAME = "finn.csv", "finn.png"
-IMAGENET_CSV_NAME, GPXQ_CSV_NAME = "imagenet_times.csv", "gpxq_speed.csv"
-CHECKS_CSV_NAME = "checks224.csv"
-SEEDS_CSV_NAME = "seeds.csv"
+from bench.speed import demo_run_seconds, demo_text  # noqa: E402
 
 
 def make_args(argv=()):
@@ -90,16 +80,9 @@ def make_args(argv=()):
     return resolve(apply_overrides(FLAGS, own), passed), passed
 
 
-def section_text(ran, rows, path, text, *args):
-    """A section's lines: its table of this run's rows; where this run left the section off
-    (`ran` false), its table of the rows its CSV already holds (kept_text); nothing where it
-    ran and measured nothing."""
-    if rows:
-        return text(rows, *args)
-    return [] if ran else kept_text(path, text, *args)
-
-
 def main(args, passed, command="python benchmark.py"):
+    """Run every section of bench/sections.py in order into RESULTS.md; returns (the grid's
+    rows, this run's speed rows)."""
     out = Path(args["out_dir"])
     out.mkdir(parents=True, exist_ok=True)
     commit = git_commit_text(exclude=[out])  # before this run writes into out_dir
@@ -108,65 +91,26 @@ def main(args, passed, command="python benchmark.py"):
     passed = [*DEMO_DEFAULTS, *passed, f"--calib_size={args['calib_size']}"]
     common = {"flags": " ".join(arg for arg in passed if not arg.startswith("--cache_dir=")),
               "model": demo_model_hash(passed)}  # trains the digits model here if not cached
-    lines, failures = header_text(command, commit, common["model"]), []
-
-    grid_ran = bool(args["bits"] and args["ptq"])
-    rows, failed = grid_section(args, passed, common, out / CSV_NAME) if grid_ran else ([], [])
-    failures += failed
-    if not grid_ran:  # shown, plotted and ranked beside the FINN rows as the CSV holds them
-        rows = kept_rows(out / CSV_NAME)
-        lines += [f"*The grid was not re-run by this command: the rows {CSV_NAME} already held "
-                  "(each row's code and commit are in the CSV).*", ""] if rows else []
-    if rows:
-        plot(rows, out / PLOT_NAME)
-    lines += grid_text(rows, args, PLOT_NAME)
-
-    digits = not any(arg.startswith("--data_dir=") for arg in passed)
-    if digits:  # training seeds are the digits model's
-        seed_rows, failed = (seeds_section(args, passed, common, rows, out / SEEDS_CSV_NAME)
-                             if args["seeds"] else ([], []))
+    context = Context(args, passed, common, out)
+    lines, failures, measured = header_text(command, commit, common["model"]), [], {}
+    for section in sections.SECTIONS:
+        if section.digits_only and not context.digits:
+            continue
+        here = replace(context, path=out / section.csv)
+        ran = section.ran(args)
+        rows, failed = section.run(here) if ran else ([], [])
         failures += failed
-        lines += section_text(args["seeds"], seed_rows, out / SEEDS_CSV_NAME,
-                              seeds_text_with(args, passed, rows))
+        lines += section.lines(section.render, ran, rows, here)
+        measured[section.name] = rows
+        context.rows[section.name] = rows if ran else kept_rows(here.path)
 
-    finn_rows, failed = finn_section(args, out / FINN_CSV_NAME)
-    failures += failed
-    accuracy = best_accuracy(rows)
-    finn_ran = args["finn_bits"] and args["finn_boards"]
-    drawn_rows = finn_rows if finn_ran else kept_rows(out / FINN_CSV_NAME)
-    drawn = drawn_rows and finn_plot(drawn_rows, accuracy, out / FINN_PLOT_NAME)
-    lines += section_text(finn_ran, finn_rows,
-                          out / FINN_CSV_NAME, finn_text, accuracy,
-                          FINN_PLOT_NAME if drawn else None)
-
-    check_rows, failed = checks_section(args["checks_bits"], out / CHECKS_CSV_NAME,
-                                        finn=finn_available())
-    failures += failed
-    lines += section_text(args["checks_bits"], check_rows, out / CHECKS_CSV_NAME, checks_text)
-
-    gpxq_rows, failed = (gpxq_section(args["gpxq_bits"], args["gpxq_algorithms"],
-                                      args["gpxq_calib_size"], args["gpxq_repeats"], passed,
-                                      common, out / GPXQ_CSV_NAME) if args["gpxq"] else ([], []))
-    failures += failed
-    lines += section_text(args["gpxq"], gpxq_rows, out / GPXQ_CSV_NAME, gpxq_text)
-
-    speed_rows, failed = (speed_section(args, passed, common, out / SPEED_CSV_NAME)
-                          if args["speed"] else ([], []))
-    failures += failed
-    lines += section_text(args["speed"], speed_rows, out / SPEED_CSV_NAME, speed_text, args)
-
-    imagenet_rows, failed = imagenet_section(args, out / IMAGENET_CSV_NAME)
-    failures += failed
-    lines += section_text(args["imagenet_calib_sizes"], imagenet_rows, out / IMAGENET_CSV_NAME,
-                          imagenet_text)
-
-    if args["speed"] and args["demo_runs"] and digits:
+    if args["speed"] and args["demo_runs"] and context.digits:
         demo_seconds, failure = demo_run_seconds(passed, args["demo_runs"])
         failures += [failure] if failure else []
         lines += demo_text(demo_seconds) if demo_seconds else []
 
     write_report(out / "RESULTS.md", lines + failures_text(failures))
-    return rows, speed_rows
+    return context.grid_rows, measured.get("speed", [])
 
 
 if __name__ == "__main__":

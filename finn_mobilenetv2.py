@@ -88,7 +88,7 @@ FLAGS = flags_of(globals())
 from finn_demo.checks import check_run_export  # noqa: E402
 from finn_demo.export import export_finn_onnx  # noqa: E402
 from finn_demo.run import (  # noqa: E402
-    Stages, export_metadata, file_state, load_model_and_data, score_and_print, serve_in_netron)
+    RunResult, Stages, export_metadata, file_state, load_model_and_data, score_and_print, serve_in_netron)
 from finn_demo.validate import validate_args  # noqa: E402
 import quant_utils as qu  # noqa: E402
 
@@ -128,12 +128,9 @@ def main(args):
     build = run_finn_build(args.output, stage) if args.finn_build else None
     if args.netron:
         serve_in_netron(args.output)
-    return SimpleNamespace(
-        report=report, build=build, float_top1=float_eval.top1, quant_top1=quant.top1,
-        float_images_per_s=float_eval.images_per_s, quant_images_per_s=quant.images_per_s,
-        float_agreement=float_eval.agreement, float_eval=float_eval, quant=quant,
-        accumulators=accumulators, seconds=stage.seconds, model=model, output=args.output,
-        calib_loader=calib_loader, val_loader=val_loader, args=args)
+    return RunResult(args=args, model=model, output=args.output, calib_loader=calib_loader,
+                     val_loader=val_loader, float_eval=float_eval, quant_eval=quant,
+                     accumulators=accumulators, seconds=stage.seconds, report=report, build=build)
 
 
 def run_finn_build(path, stage):

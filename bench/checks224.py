@@ -6,7 +6,7 @@ ImageNet-layout folder of crops of scikit-learn's two sample photos, with the de
 on `CHECK_IMAGES` validation images. The correct export must pass; each fault of
 finn_demo/testing/faults.py, written into a copy of it, must fail the equivalence check naming the
 faulty Quant; and FINN's streamlined graph with one threshold row shifted by one level must fail
-the FINN check naming its MultiThreshold. benchmark.py calls `checks_section`, then `checks_text`.
+the FINN check naming its MultiThreshold. bench/sections.py registers `checks_section` and `checks_text`.
 """
 import tempfile
 import time
@@ -21,12 +21,13 @@ from finn_demo import checks as ce
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS
 from bench.report import code_line, markdown_table
-from bench.rows import code_hash, model_hash, resumable
+from bench.rows import model_hash, resumable
+from bench.section_code import code_hash
 from finn_demo.checks import layerwise
 from finn_demo.data.datasets import first_images
+from finn_demo.finn_install import finn_available
 
-CODE = ("bench/checks224.py", "bench/imagenet_shaped.py", "finn_demo/testing/faults.py",
-        "finn_demo/testing/imagenet_folder.py")
+CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 CHECK_IMAGES = 8  # the demo's default
 SETTINGS = ("W8A8", "W4A4")  # the seed's defaults; FINN's recommended design (8-bit input)
 THRESHOLD_FAULT = "threshold_row_shifted"
@@ -37,10 +38,13 @@ def cases():
     return ["correct", *(fault.__name__ for fault in FAULTS), THRESHOLD_FAULT]
 
 
-def checks_section(settings, path, finn=True):
-    """(rows, failures): one row per bit-width setting and case (the correct export, each fault)."""
+def checks_section(context):
+    """(rows, failures): one row per bit-width setting of --checks_bits and case (the correct
+    export, each fault; the threshold fault only where FINN is installed)."""
+    settings = context.args["checks_bits"]
     if not settings:
         return [], []
+    finn = finn_available()
     from bench.imagenet_shaped import load_model, make_folder, make_weights
     with tempfile.TemporaryDirectory() as folder:
         data = make_folder(folder)
@@ -54,7 +58,7 @@ def checks_section(settings, path, finn=True):
             if key["bits"] not in runs:
                 runs[key["bits"]] = _demo_run(Path(folder), data, weights, key["bits"])
             return _measure(key, runs[key["bits"]])
-        return resumable(path, keys, measure, "checks at 224x224", code_hash(*CODE))
+        return resumable(context.path, keys, measure, "checks at 224x224", code_hash(CODE))
 
 
 def _demo_run(folder, data, weights, bits):

@@ -7,7 +7,7 @@ recalibrated BatchNorm, 16 generated calibration images, no PTQ: the costs follo
 shapes and bit widths). finn_build.py builds it for each board of --finn_boards: FINN's frontend
 to hardware layers once per setting (the next boards reuse them, `--reuse`), then per board
 FINN's partition, specialization and bit-width minimization, the fit to the board, FINN's
-estimate reports and the checks. benchmark.py calls `finn_section`, then `finn_text`.
+estimate reports and the checks. bench/sections.py registers `finn_section` and `finn_render`.
 """
 import tempfile
 import time
@@ -17,10 +17,12 @@ from pathlib import Path
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, ranked_by_bits
 from bench.report import code_line, markdown_table, pyplot, save_figure
-from bench.rows import FINN_BUILD_CODE, code_hash, model_hash, resumable
+from bench.rows import model_hash, resumable
+from bench.section_code import code_hash
 from finn_demo.quant.accumulators import widest_hidden
 
-CODE = ("bench/finn_estimates.py", "bench/grid.py", "bench/imagenet_shaped.py", *FINN_BUILD_CODE)
+CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
+PLOT_NAME = "finn.png"
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 VERIFY_IMAGES = 1  # the hardware graph's check at 224x224: about 20 s per image
 # frames/s goals per board (docs/finn_build.md): (finn-examples' MobileNet-v1 anchor, the project's target)
@@ -37,8 +39,9 @@ def setting_flags(name):
     return [*BIT_SETTINGS[bits], *(PTQ_SETTINGS[ptq] if ptq else [])]
 
 
-def finn_section(args, path):
+def finn_section(context):
     """(rows, failures): one row per setting of --finn_bits and board of --finn_boards."""
+    args = context.args
     from finn_demo.finn_install import FINN_INSTALL_HINT, finn_available
     if not args["finn_bits"] or not args["finn_boards"]:
         return [], []
@@ -53,7 +56,7 @@ def finn_section(args, path):
                  "verilator_layers": args["finn_verilator"], "model": model}
                 for bits in args["finn_bits"] for board in args["finn_boards"]]
         measure = partial(_measure, folder=Path(folder), data=data, weights=weights)
-        return resumable(path, keys, measure, "FINN builds", code_hash(*CODE))
+        return resumable(context.path, keys, measure, "FINN builds", code_hash(CODE))
 
 
 def export(folder, data, weights, bits):
@@ -225,6 +228,13 @@ def front(rows, accuracy):
 def front_lines(rows, accuracy):
     """One line per board: the settings on its front (front), from the table's own figures."""
     return [f"- {board}: {', '.join(names)}" for board, names in front(rows, accuracy).items()]
+
+
+def finn_render(rows, context):
+    """finn_text with the grid's best accuracy per setting, and the plot of `rows` beside it."""
+    accuracy = best_accuracy(context.grid_rows)
+    drawn = finn_plot(rows, accuracy, context.out / PLOT_NAME)
+    return finn_text(rows, accuracy, PLOT_NAME if drawn else None)
 
 
 def finn_text(rows, accuracy, plot_name=None):

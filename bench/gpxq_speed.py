@@ -36,11 +36,13 @@ FLAGS = flags_of(globals())
 
 import finn_mobilenetv2 as demo  # noqa: E402
 import quant_utils as qu  # noqa: E402
+from bench.context import Context  # noqa: E402
 from bench.grid import BIT_SETTINGS, choose  # noqa: E402
 from bench.report import code_line, markdown_table  # noqa: E402
-from bench.rows import code_hash, demo_model_hash, resumable  # noqa: E402
+from bench.rows import demo_model_hash, resumable  # noqa: E402
+from bench.section_code import code_hash  # noqa: E402
 
-CODE = ("bench/gpxq_speed.py", "bench/grid.py")  # the rows use the grid's bit-width settings
+CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 ALGORITHMS = ("gptq", "gpfq", "qronos")
 CSV_NAME = "gpxq_speed.csv"
 
@@ -58,12 +60,14 @@ def make_args(argv=()):
     return args, passed
 
 
-def gpxq_section(bits_names, algorithm_names, calib_images, runs, passed, common, path):
-    """(rows, failures) of the comparison in the CSV at `path`; `common`: every key's flags and model."""
-    keys = [{"bits": bits_name, "algorithm": algorithm, **common, "calib_size": str(calib_images),
-             "repeats": str(runs)} for bits_name in bits_names for algorithm in algorithm_names]
-    return resumable(path, keys, partial(compare_row, passed=passed), "GPxQ speed",
-                     code_hash(*CODE))
+def gpxq_section(context):
+    """(rows, failures) of the comparison of --gpxq_bits x --gpxq_algorithms in the section's CSV."""
+    args = context.args
+    keys = [{"bits": bits_name, "algorithm": algorithm, **context.common,
+             "calib_size": str(args["gpxq_calib_size"]), "repeats": str(args["gpxq_repeats"])}
+            for bits_name in args["gpxq_bits"] for algorithm in args["gpxq_algorithms"]]
+    return resumable(context.path, keys, partial(compare_row, passed=context.passed), "GPxQ speed",
+                     code_hash(CODE))
 
 
 def calibrated_model(flags):
@@ -159,8 +163,9 @@ def main(args, passed):
     out.mkdir(parents=True, exist_ok=True)
     common = {"flags": " ".join(arg for arg in passed if not arg.startswith("--cache_dir=")),
               "model": demo_model_hash(passed)}
-    rows, failures = gpxq_section(args["bits"], args["algorithms"], args["calib_size"],
-                                  args["repeats"], passed, common, out / CSV_NAME)
+    section_args = {"gpxq_bits": args["bits"], "gpxq_algorithms": args["algorithms"],
+                    "gpxq_calib_size": args["calib_size"], "gpxq_repeats": args["repeats"]}
+    rows, failures = gpxq_section(Context(section_args, passed, common, out, out / CSV_NAME))
     print("\n".join(gpxq_text(rows) if rows else []))
     for key, message in failures:
         print(f"failed: {key}: {message}")

@@ -14,13 +14,15 @@ from statistics import median
 import torch
 
 import finn_mobilenetv2 as demo
-from bench.report import code_line, markdown_table, pyplot, save_figure
-from bench.rows import code_hash, resumable
+from bench.report import code_line, kept_rows, markdown_table, pyplot, save_figure
+from bench.rows import resumable
+from bench.section_code import code_hash
 from finn_demo.quant.accumulators import widest_hidden
 from finn_demo.common.configurator import ConfigError
 from finn_demo.fast_eval import fast_evaluate
 
-CODE = ("bench/grid.py",)  # this section's own code, hashed with the shared code (bench/rows.py)
+PLOT_NAME = "benchmark.png"
+CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 
 # Bit widths: weights of the pointwise (1x1) convs, and of depthwise / first conv where they
 # differ. As in the README's layer-map snippets (which change Conv2d weights only), the classifier
@@ -96,10 +98,12 @@ def choose(names, settings, flag):
     return chosen
 
 
-def grid_section(args, passed, common, path):
-    """(rows, failures) of the grid in the CSV at `path`; `common`: every key's flags and model."""
-    keys = grid_keys(args["bits"], args["ptq"], common, args["fast_eval"])
-    return measure_rows(args, keys, partial(run_row, passed=passed), path, "benchmark grid", CODE)
+def grid_section(context):
+    """(rows, failures) of the grid in the section's CSV (bench/sections.py Context)."""
+    args = context.args
+    keys = grid_keys(args["bits"], args["ptq"], context.common, args["fast_eval"])
+    return measure_rows(args, keys, partial(run_row, passed=context.passed), context.path,
+                        "benchmark grid", CODE)
 
 
 def grid_keys(bits_names, ptq_names, common, fast_eval):
@@ -110,15 +114,15 @@ def grid_keys(bits_names, ptq_names, common, fast_eval):
             for bits_name in bits_names for ptq_name in ptq_names]
 
 
-def measure_rows(args, keys, measure, path, desc, code_files):
-    """`resumable` on grid-like rows, `args["grid_jobs"]` at once, at the code of `code_files`."""
+def measure_rows(args, keys, measure, path, desc, module):
+    """`resumable` on grid-like rows, `args["grid_jobs"]` at once, at the code of `module`."""
     # On a machine shared with other jobs, one thread per process avoids the threads of one
     # process spinning while waiting for a descheduled sibling: the grid finishes sooner.
     default_threads = torch.get_num_threads()
     threads = args["grid_threads"] or max(1, default_threads // args["grid_jobs"])
     torch.set_num_threads(threads)
     try:
-        return resumable(path, keys, measure, desc, code_hash(*code_files), args["grid_jobs"], threads)
+        return resumable(path, keys, measure, desc, code_hash(module), args["grid_jobs"], threads)
     finally:
         torch.set_num_threads(default_threads)
 
@@ -136,14 +140,14 @@ def run_row(key, passed):
         "data": "ImageNet" if "--data_dir=" in " ".join(flags) else "digits",
         "threads": str(torch.get_num_threads()),
         "val_images": str(len(result.val_loader.dataset)),
-        "float_top1": f"{result.float_top1:.2f}",
-        "quant_top1": f"{result.quant_top1:.2f}",
-        "drop": f"{result.float_top1 - result.quant_top1:.2f}",
-        "float_agreement": f"{result.quant.float_fidelity.agreement:.2f}",
-        "sqnr_db": f"{result.quant.float_fidelity.sqnr_db:.2f}",
+        "float_top1": f"{result.float_eval.top1:.2f}",
+        "quant_top1": f"{result.quant_eval.top1:.2f}",
+        "drop": f"{result.float_eval.top1 - result.quant_eval.top1:.2f}",
+        "float_agreement": f"{result.quant_eval.float_fidelity.agreement:.2f}",
+        "sqnr_db": f"{result.quant_eval.float_fidelity.sqnr_db:.2f}",
         "max_acc_bits": str(widest_hidden(result.accumulators)[1]),
-        "float_ips_eager": f"{result.float_images_per_s:.1f}",
-        "quant_ips_brevitas": f"{result.quant_images_per_s:.1f}",
+        "float_ips_eager": f"{result.float_eval.images_per_s:.1f}",
+        "quant_ips_brevitas": f"{result.quant_eval.images_per_s:.1f}",
     }
     if key["fast_eval"] == "True":
         row.update(_fast_figures(result))
@@ -161,7 +165,7 @@ def _fast_figures(result):
     fast = fast_evaluate(result.model, result.val_loader)
     return {"quant_top1_ort": f"{fast.top1:.2f}", "ort_agreement": f"{fast.agreement:.2f}",
             "quant_ips_ort": f"{fast.images_per_s:.1f}",
-            "ort_vs_float": f"{fast.images_per_s / result.float_images_per_s:.2f}",
+            "ort_vs_float": f"{fast.images_per_s / result.float_eval.images_per_s:.2f}",
             "s_qcdq_export": f"{fast.export_seconds:.1f}"}
 
 
@@ -231,6 +235,22 @@ def _goal(bits_name, best, plain):
     margin = max_drop - float(judged["drop"])
     return (f"drop <= {max_drop} with {'no PTQ' if ptq_scope == 'none' else 'best PTQ'}: "
             f"{'met' if margin >= 0 else 'NOT met'} ({margin:+.2f} points)")
+
+
+def grid_lines(render, ran, rows, context):
+    """The grid's lines, its table even when empty: where this run left the grid off, the rows
+    its CSV keeps, with a note above the title (they are also plotted, and ranked beside the
+    FINN rows)."""
+    shown = rows if ran else kept_rows(context.path)
+    note = [f"*The grid was not re-run by this command: the rows {context.path.name} already held "
+            "(each row's code and commit are in the CSV).*", ""] if not ran and shown else []
+    if shown:
+        plot(shown, context.out / PLOT_NAME)
+    return note + render(shown, context)
+
+
+def grid_render(rows, context):
+    return grid_text(rows, context.args, PLOT_NAME)
 
 
 def grid_text(rows, args, plot_name):

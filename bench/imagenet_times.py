@@ -10,7 +10,7 @@ Each row is one run of the demo's `main()` on that folder with the demo's defaul
 batch size, eval_backend auto: onnxruntime on a CPU, check_images) and one set of PTQ passes, at
 one calib_size and val_size. The table fits each stage as seconds = fixed + per image x images,
 through the stage's median seconds at two sizes of what it grows with, and says what that gives
-for the seed's run (1000 calibration, 50000 validation images). benchmark.py calls
+for the seed's run (1000 calibration, 50000 validation images). bench/sections.py registers
 `imagenet_section` (a `time_row` per row) and `imagenet_text` for its report.
 """
 import math
@@ -23,11 +23,12 @@ import torch
 
 import finn_mobilenetv2 as demo
 from bench.report import code_line, markdown_table
-from bench.rows import code_hash, resumable
+from bench.rows import resumable
+from bench.section_code import code_hash
 from finn_demo.data.datasets import IMAGENET_WNIDS
 from finn_demo.testing.imagenet_folder import make_imagenet_folder
 
-CODE = ("bench/imagenet_times.py", "finn_demo/testing/imagenet_folder.py")  # the rows and their generated data
+CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 
 # The PTQ passes of each run. GPTQ, GPFQ and Qronos each set the final weights: one per run.
 RUNS = {
@@ -75,16 +76,17 @@ def generated_imagenet(root, train_images, val_images):
 
 
 # ----------------------------------------------------------------------------------- the rows
-def imagenet_section(args, path):
-    """(rows, failures) of the time table in the CSV at `path`, on a folder generated for the run."""
+def imagenet_section(context):
+    """(rows, failures) of the time table in the section's CSV, on a folder generated for the run."""
+    args = context.args
     if not args["imagenet_calib_sizes"]:
         return [], []
     keys = time_keys(args["imagenet_calib_sizes"], args["imagenet_val_sizes"])
     with tempfile.TemporaryDirectory() as folder:
         data_dir, weights = generated_imagenet(Path(folder), args["imagenet_calib_sizes"][-1],
                                                args["imagenet_val_sizes"][-1])
-        return resumable(path, keys, partial(time_row, data_dir=data_dir, weights=weights),
-                         "ImageNet time table", code_hash(*CODE))
+        return resumable(context.path, keys, partial(time_row, data_dir=data_dir, weights=weights),
+                         "ImageNet time table", code_hash(CODE))
 
 
 def time_keys(calib_sizes, val_sizes):
@@ -114,7 +116,7 @@ def stage_row(result):
     """The seconds of each stage of a demo run on ImageNet (its `main()` result), and the settings
     they depend on, as strings; the float and the quantized evaluation also in their parts."""
     seconds = dict(result.seconds)
-    float_eval, quant = result.float_eval, result.quant
+    float_eval, quant = result.float_eval, result.quant_eval
     if quant.agreement is None:
         raise RuntimeError("the evaluation did not run in onnxruntime (eval_backend)")
     seconds.update({"float export": float_eval.export_seconds, "float scoring": float_eval.forward_seconds,

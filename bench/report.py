@@ -1,6 +1,6 @@
 """The benchmark's RESULTS.md: the header that says what made it, each section's code hash,
-the model check across sections, and the file written whole. The sections' own tables and
-texts are in their modules (grid, speed, finn_estimates, imagenet_times, gpxq_speed)."""
+the model check across sections, a section's lines, and the file written whole. The sections'
+own tables and texts are in their modules (bench/sections.py lists them)."""
 import os
 import platform
 from pathlib import Path
@@ -8,7 +8,8 @@ from importlib.metadata import version
 
 import torch
 
-from bench.rows import FINN_BUILD_CODE, SHARED_CODE
+from bench.rows import ROOT
+from bench.section_code import module_file, section_status
 from finn_demo.common.files import atomic_path
 
 
@@ -40,10 +41,11 @@ def header_text(command, commit, model):
         f"Made by `{command}` with benchmark.py at {commit} ({platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}, brevitas {version('brevitas')}, "
         f"onnxruntime {version('onnxruntime')}). Every row of every section is keyed by its flags, "
-        f"its model and its *code*: a sha256 (first 12 hex digits) over the files {', '.join(SHARED_CODE)} "
-        f"and the section's own bench module (the FINN section also {', '.join(FINN_BUILD_CODE)}, "
-        "which only it runs), named under each section with the commit its newest row was measured "
-        "at. A resumed row was measured at that same code; one measured at other code is measured "
+        "its model and its *code*: a sha256 (first 12 hex digits) over the section's own bench "
+        "module and every file of this repository it imports (bench/section_code.py: function-level "
+        "imports only from the section's module and the tools it calls, so only the FINN section "
+        "hashes the FINN build's code), named under each section with the commit its newest row "
+        "was measured at. A resumed row was measured at that same code; one measured at other code is measured "
         "again. `python -m bench.stale` names the sections whose code has changed since, and the "
         "files that changed.", "",
         f"Model: the float weights' sha256 (first 12 hex digits, bench/rows.py `model_hash`) is "
@@ -53,18 +55,19 @@ def header_text(command, commit, model):
         "name their own (the ImageNet-shaped model).", ""]
 
 
-def code_line(rows, files):
-    """Which code measured a section's rows (the rows' code column), over which files, at which
-    commit, and whether that code has changed since (bench/stale.py, as of writing the report)."""
-    from bench.stale import section_status
+def code_line(rows, module):
+    """Which code measured a section's rows (the rows' code column), at which commit, and whether
+    that code (`module` and what it imports) has changed since, as of writing the report."""
     if not rows:  # a section with nothing measured has no code to name
         return []
     codes = sorted({row.get("code", "?") for row in rows})
-    status = section_status("", rows, files)
+    status = section_status("", rows, [module])
+    path = module_file(module, ROOT)
+    own = path.relative_to(ROOT).as_posix() if path else module
     since = ("has not changed since" if status.fresh else
              f"has changed since, in {', '.join(status.changed) or 'files git cannot name'}")
-    return [f"*Code* of this section's rows: `{'`, `'.join(codes)}` (shared files and "
-            f"{', '.join(files)}). Its newest row was measured at commit "
+    return [f"*Code* of this section's rows: `{'`, `'.join(codes)}` ({own} and the "
+            "repository files it imports). Its newest row was measured at commit "
             f"{status.commit or '(not recorded)'}; the code it depends on {since} "
             "(`python -m bench.stale` tells for today's code).", ""]
 
@@ -95,6 +98,15 @@ def kept_text(path, text, *args):
     title, *rest = text(rows, *args)
     return [title, "", f"*Not re-run by this command: the rows {Path(path).name} already held.*",
             *rest]
+
+
+def section_lines(render, ran, rows, context):
+    """A section's lines: `render` of this run's rows; where this run left the section off
+    (`ran` false), of the rows its CSV already holds (kept_text); nothing where it ran and
+    measured nothing."""
+    if rows:
+        return render(rows, context)
+    return [] if ran else kept_text(context.path, render, context)
 
 
 def failures_text(failures):

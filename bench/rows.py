@@ -3,8 +3,9 @@ measured and the code that measured them.
 
 A CSV is rewritten whole after every new row, so an interrupted run picks up where it stopped.
 A saved row is resumed only if its key matches: its flags, its `model` (the float weights'
-fingerprint) and its `code` (a hash of the source files that compute it, `code_hash`). A row
-whose flags match but whose code differs is stale: it is measured again and replaces the old one.
+fingerprint) and its `code` (a hash of the source files that compute it, bench/section_code.py).
+A row whose flags match but whose code differs is stale: it is measured again and replaces the
+old one.
 """
 import csv
 import hashlib
@@ -20,30 +21,6 @@ from tqdm import tqdm
 from finn_demo.common.files import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The code every section runs: the demo, its helper module, the export check, the package they
-# are made of, and this file. Each section adds its own bench module; the FINN section also the
-# FINN build's code (FINN_BUILD_CODE), which no other section runs. Whole files, not functions:
-# a change anywhere in them re-measures the rows (simple beats clever).
-# Not hashed: the installed libraries (their versions are in the report's first lines).
-SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_demo/**/*.py",
-               "bench/rows.py")
-FINN_BUILD_CODE = ("finn_build.py", "finn_demo/finn_steps.py", "finn_demo/hw/*.py")
-
-
-def code_files(*section_files):
-    """The files a section's rows are computed by, relative to the repository root, sorted."""
-    def matches(patterns):
-        return {path for pattern in patterns for path in ROOT.glob(pattern)}
-    found = (matches(SHARED_CODE) - matches(FINN_BUILD_CODE)) | matches(section_files)
-    return sorted(path.relative_to(ROOT).as_posix() for path in found)
-
-
-def code_hash(*section_files):
-    """The first 12 hex digits of a sha256 over the names and contents of `code_files`."""
-    digest = hashlib.sha256()
-    for name in code_files(*section_files):
-        digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes() + b"\0")
-    return digest.hexdigest()[:12]
 
 
 def model_hash(model):

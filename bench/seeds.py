@@ -17,7 +17,7 @@ from bench.report import code_line, markdown_table
 from bench.rows import demo_model_hash
 from finn_demo.common.configurator import ConfigError
 
-CODE = ("bench/grid.py", "bench/seeds.py")  # the rows are grid rows, run by this module
+CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 
 
 def parse_seeds(text, base_seed):
@@ -36,10 +36,11 @@ def parse_seeds(text, base_seed):
 
 
 # ---------------------------------------------------------------------------------- the rows
-def seeds_section(args, passed, common, grid_rows, path):
+def seeds_section(context):
     """(rows, failures): every seed's rows of seeds_bits x seeds_ptq, each with its `seed`.
-    The pass-through model's rows come from `grid_rows` where the grid ran them; the others are
-    measured (or resumed) in the CSV at `path`."""
+    The pass-through model's rows come from the grid's rows where the grid ran them; the others
+    are measured (or resumed) in the section's CSV."""
+    args, passed, common, grid_rows = context.args, context.passed, context.common, context.grid_rows
     base_seed = demo.make_args(passed).digits_seed
     wanted = {(bits, ptq) for bits in args["seeds_bits"] for ptq in args["seeds_ptq"]}
     reused = [{**row, "seed": str(base_seed)} for row in grid_rows if (row["bits"], row["ptq"]) in wanted]
@@ -47,7 +48,7 @@ def seeds_section(args, passed, common, grid_rows, path):
     keys = [key for key in _seed_keys(args, base_seed, common) if (key["bits"], key["ptq"]) not in done]
     for seed in args["seeds"]:
         keys += _seed_keys(args, seed, _seed_common(passed, common, seed))
-    measured, failures = measure_rows(args, keys, partial(run_seed_row, passed=passed), path,
+    measured, failures = measure_rows(args, keys, partial(run_seed_row, passed=passed), context.path,
                                       "seeds", CODE)
     return in_row_order(args, reused + measured), failures
 
@@ -68,11 +69,12 @@ def in_row_order(args, rows):
     return sorted(rows, key=partial(_row_order, args))
 
 
-def seeds_text_with(args, passed, grid_rows):
+def seeds_render(rows, context):
     """seeds_text for rows with or without the pass-through model's (as seeds.csv holds them,
-    when the section is kept): those come from `grid_rows`, as seeds_section takes them."""
-    base_seed = demo.make_args(passed).digits_seed
-    return lambda rows: seeds_text(in_row_order(args, with_base_rows(rows, grid_rows, base_seed)))
+    when the section is kept): those come from the grid's rows, as seeds_section takes them."""
+    base_seed = demo.make_args(context.passed).digits_seed
+    with_base = with_base_rows(rows, context.grid_rows, base_seed)
+    return seeds_text(in_row_order(context.args, with_base))
 
 
 def _row_order(args, row):

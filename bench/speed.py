@@ -20,22 +20,24 @@ from tqdm import tqdm
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_SETTINGS
 from bench.report import code_line, markdown_table
-from bench.rows import ROOT, code_hash, resumable
+from bench.rows import ROOT, resumable
+from bench.section_code import code_hash
 from finn_demo.fast_eval import export_qcdq, ort_session
 
-CODE = ("bench/speed.py", "bench/grid.py")  # the rows use the grid's bit-width settings
+CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 MODEL_FLAGS = ("--cache_dir=", "--digits_")  # the flags that choose the digits model
 
 
-def speed_section(args, passed, common, path):
-    """(rows, failures) of the speed table in the CSV at `path`."""
+def speed_section(context):
+    """(rows, failures) of the speed table in the section's CSV."""
+    args, passed, common = context.args, context.passed, context.common
     sources = {"demo data": common, "224x224": {"flags": f"{args['speed_224_images']} images",
                                                 "model": "random (seed 0)"}}
     keys = [{"input": source, "bits": name, **identity, "row_flags": " ".join(BIT_SETTINGS[name])}
             for source, identity in sources.items() for name in args["speed_bits"]]
     measure = partial(speed_row, passed=passed, repeats=args["speed_repeats"],
                       images_224=args["speed_224_images"])
-    return resumable(path, keys, measure, "speed", code_hash(*CODE))
+    return resumable(context.path, keys, measure, "speed", code_hash(CODE))
 
 
 def speed_row(key, passed, repeats, images_224):
@@ -136,6 +138,10 @@ def demo_run_seconds(passed, runs):
 
 
 # ---------------------------------------------------------------------------------- the report
+def speed_render(rows, context):
+    return speed_text(rows, context.args)
+
+
 def speed_text(rows, args):
     header = ["input", "bits", "threads", "float img/s (eager)", "Brevitas img/s (eager)",
               "ORT QCDQ img/s", "Brevitas / float", "ORT / float", "load average (before -> after)"]

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.rows import ROOT, code_hash, git_commit, read_rows, write_rows
+from bench.rows import ROOT, git_commit, read_rows, write_rows
+from bench.section_code import files_hash
 from finn_demo.common.configurator import ConfigError, flags_of, run_module
 
 runs = 3  # fresh-clone runs, one after another
@@ -28,7 +29,16 @@ FLAGS = flags_of(globals())
 
 CSV_NAME = "suite_time.csv"
 # What a run's time depends on: the suite, the set-up and everything the tests import.
-CODE = ("tests/*.py", ".ci/run", "Makefile", "pyproject.toml", "requirements*.txt", "bench/*.py")
+CODE = ("*.py", "finn_demo/**/*.py", "bench/*.py", "tests/*.py", ".ci/run", "Makefile", "pyproject.toml",
+        "requirements*.txt")
+
+
+def code_files():
+    """The files of CODE, relative to the repository root, sorted."""
+    found = {path for pattern in CODE for path in ROOT.glob(pattern) if path.is_file()}
+    return sorted(path.relative_to(ROOT).as_posix() for path in found)
+
+
 ONE_WORKER = "make .venv/.finn && .venv/bin/python -m pytest tests -q -p no:xdist"
 
 
@@ -59,7 +69,7 @@ def main(args):
     if not commit or dirty:
         raise ConfigError("uncommitted changes: each run clones HEAD, so commit them first (the "
                           "row names the commit it measured)")
-    path, code = Path(args["out_dir"]) / CSV_NAME, code_hash(*CODE)
+    path, code = Path(args["out_dir"]) / CSV_NAME, files_hash(code_files())
     for run in range(1, args["runs"] + 1):
         with tempfile.TemporaryDirectory() as folder:
             seconds, status, line = timed_run(args["workers"], Path(folder))

@@ -3,6 +3,8 @@ data, time each step, score and print the float and quantized models, the export
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
@@ -13,6 +15,25 @@ from finn_demo.evaluate import evaluate
 from finn_demo.export import run_metadata
 from finn_demo.fast_eval import evaluate_float_and_quantized
 from finn_demo.quant.accumulators import accumulator_bits, widest_hidden
+
+
+@dataclass
+class RunResult:
+    """What one demo run made and measured (finn_mobilenetv2.main's return value), each figure
+    under one name; the two evaluations carry top1, images_per_s, backend, agreement (None
+    without onnxruntime), agreement_images, scored and export_seconds."""
+
+    args: SimpleNamespace  # the run's flags
+    model: object  # the quantized Brevitas model, after every PTQ pass
+    output: str  # the exported QONNX file
+    calib_loader: object  # the calibration images
+    val_loader: object  # the validation images both models were scored on
+    float_eval: SimpleNamespace  # the float model's evaluation
+    quant_eval: SimpleNamespace  # the quantized model's, plus float_fidelity and agreement_seconds
+    accumulators: dict  # {layer name: accumulator bits FINN gives it}
+    seconds: dict  # {stage name: wall seconds}
+    report: object = None  # the export checks' report (None with check_export off)
+    build: object = None  # finn_build.py's result (None without finn_build)
 
 
 def load_model_and_data(args):

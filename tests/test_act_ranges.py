@@ -187,5 +187,5 @@ def test_learned_ranges_with_qdrop_and_refit_export_the_same_graph_and_pass_the_
     # A pass gone wrong falls to chance; a working one stays nearer the float model of this
     # run than chance. (How near depends on the model a machine trains: no fixed margin.)
     chance = 100.0 / 10
-    assert result.quant_top1 > (result.float_top1 + chance) / 2, (result.quant_top1,
-                                                                  result.float_top1)
+    quant_top1, float_top1 = result.quant_eval.top1, result.float_eval.top1
+    assert quant_top1 > (float_top1 + chance) / 2, (quant_top1, float_top1)

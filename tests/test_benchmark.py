@@ -10,15 +10,20 @@ import pytest
 import torch
 
 import benchmark
+import bench.finn_estimates
 import bench.grid
 import bench.gpxq_speed
 import bench.rows
 import bench.speed
 import finn_mobilenetv2 as demo
+from bench.section_code import code_files, code_hash
+from bench.context import Context
 from bench.grid import BIT_SETTINGS
+from bench.sections import section
 from finn_demo.testing.suite import SMALL
 from finn_demo.fast_eval import fast_evaluate
 
+GRID_CSV, FINN_CSV, SPEED_CSV = (section(name).csv for name in ("grid", "finn", "speed"))
 QUICK_PTQ = ["--calib_size=128"]  # GPxQ re-runs the model per layer: keep calibration small
 
 
@@ -31,7 +36,7 @@ def run_benchmark(out_dir, cache_dir, *flags):
 
 
 def csv_rows(out_dir):
-    with open(out_dir / benchmark.CSV_NAME, newline="") as file:
+    with open(out_dir / GRID_CSV, newline="") as file:
         return list(csv.DictReader(file))
 
 
@@ -92,7 +97,7 @@ def test_an_interrupted_benchmark_keeps_finished_rows_and_resumes_without_redoin
     assert f"at commit {commit}" in report  # the code the table was made at ...
     assert f"`{rows[0]['code']}`" in report and len(rows[0]["code"]) == 12  # ... and the grid's code hash
     assert f"`{rows[0]['model']}`" in report  # the model every section measured
-    assert (tmp_path / benchmark.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / bench.grid.PLOT_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     with counting_demo_runs() as calls:
         run_benchmark(tmp_path, cache_dir, "--bits=W8A8", "--ptq=none", "--val_size=100")
@@ -126,11 +131,11 @@ def test_fast_eval_agrees_with_the_brevitas_model_on_top1_at_4_bit_activations(r
     result = run_demo(tmp_path / "model.onnx", *BIT_SETTINGS["PW4A4"])
     fast = fast_evaluate(result.model, result.val_loader)
     assert fast.agreement >= 99.5
-    assert fast.top1 == pytest.approx(result.quant_top1, abs=1.0)
+    assert fast.top1 == pytest.approx(result.quant_eval.top1, abs=1.0)
     assert fast.images_per_s > 0
     # Fewer bits, further from the float model: the logits' SQNR orders the two settings
     # even where their top-1 would tie.
-    assert result.quant.float_fidelity.sqnr_db < w8a8.quant.float_fidelity.sqnr_db - 3.0
+    assert result.quant_eval.float_fidelity.sqnr_db < w8a8.quant_eval.float_fidelity.sqnr_db - 3.0
 
 
 def test_the_best_ptq_setting_is_ranked_by_top1_then_by_logit_sqnr():
@@ -146,7 +151,7 @@ def test_each_new_ptq_flag_runs_to_an_export_that_passes_the_checks(run_demo, tm
     result = run_demo(tmp_path / "model.onnx", flag, *QUICK_PTQ, "--check_export=True",
                       "--check_finn=False")
     assert flag[2:].split("=")[0] in result.seconds  # the pass ran, as its own stage
-    assert result.quant_top1 > 50.0
+    assert result.quant_eval.top1 > 50.0
     assert result.report is not None and result.report.ok, str(result.report)
 
 
@@ -177,7 +182,7 @@ def test_finn_section_reports_each_setting_and_board_with_its_fit(
                         exported.append(bits) or folder / bits / "model.onnx")
     monkeypatch.setattr(finn_build, "main", lambda args: built.append(args.board) or result)
     run_benchmark(tmp_path, cache_dir, "--bits=", "--finn_bits=W4A4", "--finn_boards=ZCU104,U250")
-    rows = list(csv.DictReader(open(tmp_path / benchmark.FINN_CSV_NAME, newline="")))
+    rows = list(csv.DictReader(open(tmp_path / FINN_CSV, newline="")))
     assert built == ["ZCU104", "U250"] and [row["board"] for row in rows] == built
     estimates = result.estimates
     for row in rows:
@@ -189,7 +194,7 @@ def test_finn_section_reports_each_setting_and_board_with_its_fit(
     assert f"| W4A4 | ZCU104 | yes | {rows[0]['estimated_fps']} |" in report
     assert "- ZCU104: " in report and "(goal 450, target 1000)" in report
     assert "| - (not in the grid) |" in report  # --bits= ran no grid row: no accuracy, no plot
-    assert not (tmp_path / benchmark.FINN_PLOT_NAME).exists()
+    assert not (tmp_path / bench.finn_estimates.PLOT_NAME).exists()
 
 
 def test_finn_table_and_plot_put_each_settings_best_grid_accuracy_beside_its_design(tmp_path):
@@ -229,12 +234,12 @@ def test_the_front_holds_the_fitting_settings_no_other_beats_on_both_speed_and_a
 
 def test_a_section_turned_off_keeps_the_rows_its_csv_holds_in_the_report(cache_dir, tmp_path):
     import shutil
-    shutil.copy(bench.rows.ROOT / "results" / benchmark.SPEED_CSV_NAME, tmp_path)
+    shutil.copy(bench.rows.ROOT / "results" / SPEED_CSV, tmp_path)
     run_benchmark(tmp_path, cache_dir, "--bits=")  # --speed=False, --gpxq=False, ...
     report = (tmp_path / "RESULTS.md").read_text()
     section = report.split("## Speed", 1)[1]
-    assert f"Not re-run by this command: the rows {benchmark.SPEED_CSV_NAME} already held" in section
-    kept = list(csv.DictReader(open(tmp_path / benchmark.SPEED_CSV_NAME, newline="")))
+    assert f"Not re-run by this command: the rows {SPEED_CSV} already held" in section
+    kept = list(csv.DictReader(open(tmp_path / SPEED_CSV, newline="")))
     assert all(f"| {row['ips_float_eager']} |" in section for row in kept)
     assert "## GPFQ" not in report and "## FINN" not in report  # no CSV there: nothing to keep
 
@@ -254,13 +259,13 @@ def test_kept_rows_are_each_keys_newest_row_of_the_newest_codes_models(tmp_path)
 
 def test_a_run_without_grid_rows_shows_the_grid_its_csv_holds(cache_dir, tmp_path):
     import shutil
-    shutil.copy(bench.rows.ROOT / "results" / benchmark.CSV_NAME, tmp_path)
+    shutil.copy(bench.rows.ROOT / "results" / GRID_CSV, tmp_path)
     run_benchmark(tmp_path, cache_dir, "--bits=")
     report = (tmp_path / "RESULTS.md").read_text()
-    assert f"The grid was not re-run by this command: the rows {benchmark.CSV_NAME} already held" in report
+    assert f"The grid was not re-run by this command: the rows {GRID_CSV} already held" in report
     held = csv_rows(tmp_path)
     assert all(f"| {row['bits']} | {row['ptq']} |" in report for row in held)
-    assert (tmp_path / benchmark.PLOT_NAME).exists()
+    assert (tmp_path / bench.grid.PLOT_NAME).exists()
 
 
 def test_finn_rows_carry_the_simulated_layers_and_the_restated_frame_rate():
@@ -330,32 +335,55 @@ def test_a_row_saved_before_rows_had_a_code_is_measured_again(tmp_path):
     assert [row["top1"] for row in bench.rows.read_rows(path)] == ["new"]
 
 
+def write_files(root, files):
+    """A tiny repository: {path: text} written under `root`."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+# A demo whose optional FINN build is a function-level import, as finn_mobilenetv2.py's.
+TINY_REPO = {
+    "finn_mobilenetv2.py": "from finn_demo.data import datasets\n\ndef build():\n    import finn_build\n",
+    "finn_demo/data/datasets.py": "import torch\n",
+    "finn_demo/hw/fit.py": "# fit\n",
+    "finn_build.py": "def main():\n    from finn_demo.hw import fit\n",
+    "bench/rows.py": "# rows\n",
+    "bench/grid.py": "import finn_mobilenetv2 as demo\nfrom bench.rows import ROOT\n",
+    "bench/speed.py": "from bench import grid\n",
+    "bench/finn_estimates.py": "from bench.grid import x\n\ndef measure():\n    import finn_build\n",
+    "README.md": "not code",
+}
+
+
 def test_the_code_hash_changes_with_any_code_file_and_with_the_section_module(tmp_path, monkeypatch):
-    for name in ("finn_mobilenetv2.py", "quant_utils.py", "finn_demo/data/datasets.py", "bench/grid.py",
-                 "bench/speed.py", "README.md"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(name)
+    write_files(tmp_path, TINY_REPO)
     monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
-    grid = bench.rows.code_hash("bench/grid.py")
-    assert grid != bench.rows.code_hash("bench/speed.py")
-    (tmp_path / "README.md").write_text("not code")
-    assert bench.rows.code_hash("bench/grid.py") == grid
-    (tmp_path / "finn_demo/data/datasets.py").write_text("changed")
-    assert bench.rows.code_hash("bench/grid.py") != grid
+    grid = code_hash("bench.grid")
+    assert grid != code_hash("bench.speed")
+    (tmp_path / "README.md").write_text("changed, but not code")
+    assert code_hash("bench.grid") == grid
+    (tmp_path / "finn_demo/data/datasets.py").write_text("changed")  # imported by the demo
+    assert code_hash("bench.grid") != grid
 
 
 def test_only_the_finn_section_hashes_the_finn_build_code(tmp_path, monkeypatch):
-    for name in ("finn_mobilenetv2.py", "finn_demo/data/datasets.py", "finn_demo/hw/fit.py", "finn_build.py"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(name)
+    write_files(tmp_path, TINY_REPO)
     monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
-    finn_section = ("bench/finn_estimates.py", *bench.rows.FINN_BUILD_CODE)
-    assert bench.rows.code_files("bench/grid.py") == ["finn_demo/data/datasets.py", "finn_mobilenetv2.py"]
-    assert "finn_demo/hw/fit.py" in bench.rows.code_files(*finn_section)
-    grid, finn = bench.rows.code_hash("bench/grid.py"), bench.rows.code_hash(*finn_section)
+    assert code_files("bench.grid") == ["bench/grid.py", "bench/rows.py", "finn_demo/data/datasets.py",
+                                        "finn_mobilenetv2.py"]
+    assert {"finn_build.py", "finn_demo/hw/fit.py"} <= set(code_files("bench.finn_estimates"))
+    grid, finn = code_hash("bench.grid"), code_hash("bench.finn_estimates")
     (tmp_path / "finn_demo/hw/fit.py").write_text("changed")
-    assert bench.rows.code_hash("bench/grid.py") == grid
-    assert bench.rows.code_hash(*finn_section) != finn
+    assert code_hash("bench.grid") == grid
+    assert code_hash("bench.finn_estimates") != finn
+
+
+def test_the_real_finn_section_hashes_the_finn_build_and_the_grid_does_not():
+    finn, grid = set(code_files("bench.finn_estimates")), set(code_files("bench.grid"))
+    build = {"finn_build.py", "finn_demo/finn_steps.py", "finn_demo/hw/build.py", "finn_demo/hw/fit.py"}
+    assert build <= finn and not build & grid
+    assert {"bench/grid.py", "finn_mobilenetv2.py", "quant_utils.py", "finn_demo/quant/ptq.py"} <= grid
 
 
 def test_gpxq_rows_alternate_the_implementations_and_count_differing_integer_weights(monkeypatch):
@@ -459,7 +487,8 @@ def test_seeds_section_reuses_the_grids_rows_and_runs_the_other_seeds_with_their
     grid_rows = [{**seed_row("W4A4", "none", 0, 3.0, 12.0), "flags": common["flags"]},
                  {**seed_row("PW4", "none", 0, 1.0, 20.0), "flags": common["flags"]}]
     path = tmp_path / "seeds.csv"
-    rows, failures = bench.seeds.seeds_section(args, ["--val_size=100"], common, grid_rows, path)
+    context = Context(args, ["--val_size=100"], common, tmp_path, path, {"grid": grid_rows})
+    rows, failures = bench.seeds.seeds_section(context)
     assert not failures
     assert calls == [("0", "gpfq", "m0", "--digits_seed=0"),  # not in the grid: measured here
                      ("1", "none", "model_of_--digits_seed=1", "--digits_seed=1"),
@@ -469,5 +498,31 @@ def test_seeds_section_reuses_the_grids_rows_and_runs_the_other_seeds_with_their
     assert rows[0]["drop"] == "3.00"  # the grid's own row
     assert rows[1]["flags"] == "--val_size=100 --digits_seed=1"
     assert len(bench.rows.read_rows(path)) == 3
-    bench.seeds.seeds_section(args, ["--val_size=100"], common, grid_rows, path)
+    bench.seeds.seeds_section(context)
     assert len(calls) == 3  # resumed, not measured again
+
+
+def test_a_section_is_one_registry_entry_that_main_runs_in_its_place_and_stale_checks(
+        cache_dir, tmp_path, monkeypatch):
+    import bench.sections
+    import bench.stale
+    seen = []
+
+    def run(context):
+        seen.append(sorted(context.rows))  # the sections before it, by name
+        return bench.rows.resumable(context.path, [{"n": "1"}], lambda key: {"value": "42"},
+                                    "dummy", "dummy code")
+
+    def render(rows, context):
+        return ["## Dummy section", "", *[f"value {row['value']}" for row in rows], ""]
+    dummy = bench.sections.Section("dummy", "dummy.csv", run, render, flags=("fast_eval",))
+    registry = bench.sections.SECTIONS
+    monkeypatch.setattr(bench.sections, "SECTIONS", (registry[0], dummy, *registry[1:]))
+    run_benchmark(tmp_path, cache_dir, "--bits=")
+    assert seen == [["grid"]]  # after the grid, before the others
+    report = (tmp_path / "RESULTS.md").read_text()
+    assert report.index("## Bit-width settings") < report.index("## Dummy section\n\nvalue 42")
+    assert [status.name for status in bench.stale.statuses(tmp_path)] == ["dummy.csv"]
+    run_benchmark(tmp_path, cache_dir, "--bits=", "--fast_eval=False")  # off: its CSV's rows
+    assert "*Not re-run by this command: the rows dummy.csv already held.*" in (
+        tmp_path / "RESULTS.md").read_text()

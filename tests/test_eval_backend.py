@@ -21,8 +21,8 @@ def test_onnxruntime_measures_what_pytorch_measures(w8a8):
     float_eval, quant, data_seconds = evaluate_float_and_quantized(
         float_model, w8a8.model, w8a8.val_loader, example, "onnxruntime", sample=1000)
     scored = len(w8a8.val_loader.dataset)
-    assert float_eval.scored == quant.scored == w8a8.quant.scored == scored
-    for result, eager_top1 in ((float_eval, w8a8.float_top1), (quant, w8a8.quant_top1)):
+    assert float_eval.scored == quant.scored == w8a8.quant_eval.scored == scored
+    for result, eager_top1 in ((float_eval, w8a8.float_eval.top1), (quant, w8a8.quant_eval.top1)):
         assert result.agreement_images == scored
         assert result.agreement >= 99.5
         # Each image that disagrees moves top-1 by at most one image's share.
@@ -31,16 +31,16 @@ def test_onnxruntime_measures_what_pytorch_measures(w8a8):
     assert (float_eval.backend, quant.backend) == ("onnxruntime (ONNX export)", "onnxruntime (QCDQ export)")
     assert quant.agreement_seconds > 0 and data_seconds >= 0
     # The exports' fidelity to each other is the PyTorch models' (float sums differ, not much).
-    eager = w8a8.quant.float_fidelity
+    eager = w8a8.quant_eval.float_fidelity
     assert quant.float_fidelity.agreement == pytest.approx(eager.agreement, abs=1.0)
     assert quant.float_fidelity.sqnr_db == pytest.approx(eager.sqnr_db, abs=1.0)
 
 
 def test_pytorch_scores_both_models_in_the_demos_run(w8a8):
-    assert (w8a8.float_eval.backend, w8a8.quant.backend) == ("PyTorch (eager)", "Brevitas (PyTorch)")
-    assert w8a8.float_eval.scored == w8a8.quant.scored == len(w8a8.val_loader.dataset)
-    assert w8a8.float_agreement is None and w8a8.quant.agreement is None
-    assert w8a8.float_images_per_s > 0 and w8a8.quant_images_per_s > 0
+    assert (w8a8.float_eval.backend, w8a8.quant_eval.backend) == ("PyTorch (eager)", "Brevitas (PyTorch)")
+    assert w8a8.float_eval.scored == w8a8.quant_eval.scored == len(w8a8.val_loader.dataset)
+    assert w8a8.float_eval.agreement is None and w8a8.quant_eval.agreement is None
+    assert w8a8.float_eval.images_per_s > 0 and w8a8.quant_eval.images_per_s > 0
     assert set(w8a8.seconds) >= {"float evaluation", "quantized evaluation", "validation data"}
 
 
@@ -81,6 +81,6 @@ def test_fidelity_is_the_top1_agreement_and_logit_sqnr_against_the_reference():
 
 
 def test_the_demo_reports_its_fidelity_to_the_float_model(w8a8):
-    fidelity_ = w8a8.quant.float_fidelity
+    fidelity_ = w8a8.quant_eval.float_fidelity
     assert 95.0 <= fidelity_.agreement <= 100.0
     assert 10.0 < fidelity_.sqnr_db < math.inf

@@ -49,7 +49,7 @@ def test_imagenet_mode_runs_to_an_export_with_local_weights(imagenet_run):
     graph = onnx.load(str(output))
     assert [dim.dim_value for dim in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 224, 224]
     assert dict((p.key, p.value) for p in graph.metadata_props)["dataset"].startswith("ImageNet")
-    assert 0.0 <= result.quant_top1 <= 100.0
+    assert 0.0 <= result.quant_eval.top1 <= 100.0
     # The untrained weights' equal BatchNorm statistics reach the exporter as one constant and
     # 182 Identity nodes, which made qonnx's cleanup take minutes: the export folds them.
     assert not [node for node in graph.graph.node if node.op_type == "Identity"]
@@ -65,7 +65,7 @@ def test_the_float_export_agrees_with_the_float_model_in_pytorch(imagenet_run):
     result, printed = imagenet_run[:2]
     assert result.float_eval.backend == "onnxruntime (ONNX export)"
     # The same float graph in onnxruntime: it must pick the same class on every checked image.
-    assert result.float_agreement == 100.0 and result.float_eval.agreement_images == 2
+    assert result.float_eval.agreement == 100.0 and result.float_eval.agreement_images == 2
     float_line = printed.index("float model: top-1")
     assert printed.index("its top-1 agrees with the PyTorch float model's on 100.00% of 2 images",
                          float_line) < printed.index("quantized model: top-1")

@@ -2,11 +2,13 @@
 and data file, and imports run one way (no test helper reached through tests/ or conftest, no
 sys.path edit); the README and docs/ quote the committed results, and link only to files that exist."""
 import ast
+import graphlib
 import re
 import subprocess
 import tomllib
 from pathlib import Path
 
+from bench.section_code import imported_files
 from finn_demo.testing.suite import ROOT
 
 
@@ -106,6 +108,40 @@ def test_a_wrong_import_or_a_sys_path_edit_is_caught():
     assert all(map(edits_sys_path, ["import sys\nsys.path.insert(0, 'x')", "sys.path[:0] = ['x']",
                                     "from sys import path"]))
     assert not edits_sys_path("import os.path\nos.path.join('a', 'b')")
+
+
+def import_cycle(root, *folders):
+    """A circle of imports among the modules under `folders` (the files, first one repeated
+    last), or None. Every `import` and `from` statement counts, a function-level one too (it
+    runs when its function does); a package's __init__.py counts only where it is named."""
+    graph = {}
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            top, inner = imported_files(path, root, packages=False)
+            graph[path] = {file for file in top | inner if file.relative_to(root).parts[0] in folders} - {path}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as error:
+        return [path.relative_to(root).as_posix() for path in error.args[1]]
+    return None
+
+
+def test_finn_demo_and_bench_import_each_other_in_no_circle():
+    assert import_cycle(ROOT, "finn_demo", "bench") is None
+
+
+def test_a_planted_import_circle_is_found(tmp_path):
+    for name, text in {"bench/report.py": "from bench.rows import ROOT\n",
+                       "bench/rows.py": "def later():\n    from bench import stale\n",
+                       "bench/stale.py": "import bench.report\n", "bench/__init__.py": ""}.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    circle = import_cycle(tmp_path, "bench")
+    assert circle[0] == circle[-1] and sorted(circle[1:]) == ["bench/report.py", "bench/rows.py",
+                                                             "bench/stale.py"]
+    (tmp_path / "bench/rows.py").write_text("def later():\n    pass\n")  # the circle broken
+    assert import_cycle(tmp_path, "bench") is None
+
 
 def test_ptq_page_seeds_table_is_the_summary_of_the_committed_rows():
     """docs/ptq.md's table over three digits models is bench/seeds.py's summary of the committed

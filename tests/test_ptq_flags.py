@@ -229,15 +229,15 @@ def initializers(path):
 
 
 def test_default_run_keeps_accuracy_of_the_trained_model(w8a8):
-    assert w8a8.float_top1 > 80.0  # a trained model, not a degenerate one
-    assert abs(w8a8.quant_top1 - w8a8.float_top1) <= 2.0
+    assert w8a8.float_eval.top1 > 80.0  # a trained model, not a degenerate one
+    assert abs(w8a8.quant_eval.top1 - w8a8.float_eval.top1) <= 2.0
 
 
 def test_bias_correction_run_keeps_accuracy(bias_corrected):
     assert "bias_corr" in bias_corrected.seconds
     # Estimated from 256 images on a small model it may cost a point or two; a broken pass
     # falls to chance (10%).
-    assert bias_corrected.quant_top1 >= bias_corrected.float_top1 - 5.0
+    assert bias_corrected.quant_eval.top1 >= bias_corrected.float_eval.top1 - 5.0
 
 
 def test_demo_flags_run_every_pass_in_order_to_an_export(run_demo, tmp_path):
@@ -247,12 +247,12 @@ def test_demo_flags_run_every_pass_in_order_to_an_export(run_demo, tmp_path):
                                                        "bias_corr")]
     assert ptq == ["act_eq", "calibration", "gpfq", "bn_corr", "bias_corr"]
     assert len(onnx.load(str(tmp_path / "model.onnx")).graph.node) > 100
-    assert result.quant_top1 >= result.float_top1 - 5.0  # a pass gone wrong falls to chance
+    assert result.quant_eval.top1 >= result.float_eval.top1 - 5.0  # a pass gone wrong falls to chance
 
 
 def test_same_flags_and_seed_give_same_accuracy_and_identical_weights(run_demo, w8a8, tmp_path):
     again = run_demo(tmp_path / "again.onnx")
-    assert (again.float_top1, again.quant_top1) == (w8a8.float_top1, w8a8.quant_top1)
+    assert (again.float_eval.top1, again.quant_eval.top1) == (w8a8.float_eval.top1, w8a8.quant_eval.top1)
     assert initializers(again.output) == initializers(w8a8.output)
 
 

@@ -2,15 +2,23 @@
 since, and the report names the files whose change made it so."""
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 import bench.rows
+import bench.sections
 import bench.stale
-from bench.rows import code_hash, read_rows, resumable, write_rows
+from bench.rows import read_rows, resumable, write_rows
+from bench.section_code import code_hash
 from finn_demo.testing.suite import ROOT
 
-SECTIONS = {"a.csv": ("bench/a.py",), "b.csv": ("bench/b.py",)}
+# Two sections, a and b, of a tiny repository: each imports the demo and bench/rows.py.
+SECTIONS = (SimpleNamespace(csv="a.csv", modules=("bench.a",)),
+            SimpleNamespace(csv="b.csv", modules=("bench.b",)))
+FILES = {"finn_mobilenetv2.py": "import finn_demo.data\n", "finn_demo/data.py": "# data\n",
+         "bench/rows.py": "# rows\n", "bench/a.py": "import finn_mobilenetv2\nfrom bench import rows\n",
+         "bench/b.py": "import finn_mobilenetv2\nfrom bench import rows\n"}
 
 
 def git(path, *command):
@@ -22,22 +30,24 @@ def git(path, *command):
 def repo(tmp_path, monkeypatch):
     """A tiny repository with the shared code and two sections, committed, and results/ whose
     rows were measured at that commit."""
-    for name in ("finn_mobilenetv2.py", "finn_demo/data.py", "bench/rows.py", "bench/a.py", "bench/b.py"):
+    for name, text in FILES.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
-        (tmp_path / name).write_text(f"# {name}\n")
+        (tmp_path / name).write_text(text)
     monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
+    monkeypatch.setattr(bench.sections, "SECTIONS", SECTIONS)
     git(tmp_path, "init", "-q")
     git(tmp_path, "add", ".")
     git(tmp_path, "commit", "-qm", "code")
     commit = bench.rows.git_commit()[0]
     (tmp_path / "results").mkdir()
-    for name, files in SECTIONS.items():
-        write_rows(tmp_path / "results" / name, [{"bits": "W8A8", "code": code_hash(*files), "commit": commit}])
+    for section in SECTIONS:
+        write_rows(tmp_path / "results" / section.csv,
+                   [{"bits": "W8A8", "code": code_hash(*section.modules), "commit": commit}])
     return tmp_path
 
 
 def lines(folder):
-    return {status.name: status.line() for status in bench.stale.statuses(folder, SECTIONS)}
+    return {status.name: status.line() for status in bench.stale.statuses(folder)}
 
 
 def test_unchanged_code_is_fresh(repo):
@@ -45,7 +55,7 @@ def test_unchanged_code_is_fresh(repo):
 
 
 def test_a_section_whose_code_file_changed_is_stale_naming_that_file(repo):
-    (repo / "bench/a.py").write_text("# changed\n")
+    (repo / "bench/a.py").write_text(FILES["bench/a.py"] + "# changed\n")
     found = lines(repo / "results")
     assert "stale" in found["a.csv"] and found["a.csv"].endswith("changed since: bench/a.py)")
     assert ": fresh" in found["b.csv"]

@@ -3,7 +3,7 @@
     python finn_build.py --model=quant_mobilenet_v2.onnx --board=ZCU104 --out_dir=finn_output
 
 FINN's `build_dataflow_cfg` runs one DataflowBuildConfig whose steps read top to bottom:
-the project's MobileNetV2 steps (finn_demo/finn_steps.py; the build: finn_demo/hw/): (1) FINN's frontend, (2) streamlining
+the project's MobileNetV2 steps (finn_demo/hw/steps.py; the build: finn_demo/hw/): (1) FINN's frontend, (2) streamlining
 through the inverted residuals, (3) lowering convs to MatMuls, (4) conversion to FINN's hardware
 layers, then their check, executed by FINN in Python: exact against the streamlined graph of
 step 2, and layer by layer against the QONNX graph; FINN's own partition, specialization and

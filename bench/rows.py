@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Not hashed: the installed libraries (their versions are in the report's first lines).
 SHARED_CODE = ("finn_mobilenetv2.py", "quant_utils.py", "check_export.py", "finn_demo/**/*.py",
                "bench/rows.py")
-FINN_BUILD_CODE = ("finn_build.py", "finn_demo/finn_steps.py", "finn_demo/hw/*.py")
+FINN_BUILD_CODE = ("finn_build.py", "finn_demo/hw/*.py")
 
 
 def code_files(*section_files):

@@ -360,7 +360,7 @@ def test_a_design_that_fits_nowhere_is_named_with_what_would_fit_and_by_the_exit
                  "fits_per_board": {"U250": 2000, "ZCU102": 900, "U200": 2000}}
     monkeypatch.setattr(finn_build, "main", lambda args: type("Result", (), {
         "failures": failures, "design": design, "fits": False, "estimates": estimates})())
-    monkeypatch.setattr(alternatives, "FINN_ROWS", finn_rows(tmp_path))
+    monkeypatch.setattr(finn_build, "FINN_ROWS", finn_rows(tmp_path))
     assert finn_build.cli(["--board=ZCU104"]) == status  # 1 when a check failed as well
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [f"FAILED {failure}" for failure in failures] + [
@@ -389,15 +389,17 @@ def finn_rows(folder):
 
 
 def test_what_would_fit_says_so_when_no_board_and_no_setting_fits(tmp_path):
-    assert alternatives.fitting_settings("Pynq-Z1", finn_rows(tmp_path)) == []
-    assert alternatives.fitting_settings("ZCU104", tmp_path / "none.csv") == []
+    rows = finn_build.read_finn_rows(finn_rows(tmp_path))
+    assert alternatives.fitting_settings(rows, "Pynq-Z1") == []
+    assert finn_build.read_finn_rows(tmp_path / "none.csv") == []
     assert alternatives.what_would_fit({}, [], "Pynq-Z1") == [
         "fits no board FINN knows, by this build's estimates"]
 
 
 def test_the_committed_finn_rows_give_flags_the_demo_takes():
     import finn_mobilenetv2 as demo
-    settings = alternatives.fitting_settings("ZCU104")
+    committed = finn_build.read_finn_rows(finn_build.FINN_ROWS)
+    settings = alternatives.fitting_settings(committed, "ZCU104")
     assert settings, "results/finn.csv has no setting that fits the ZCU104"
     for bits, fps, flags in settings:
         args = demo.make_args(flags.split())

@@ -328,13 +328,14 @@ def over_line(result, board):
             + ", ".join(needs))
 
 
-def print_build_failures(result, board):
+def print_build_failures(result, board, finn_rows):
     """A FAILED line per failure, then, for a design that misses `board` (checks or not), the
-    over_line and what would fit (alternatives.py)."""
+    over_line and what would fit (alternatives.py; `finn_rows`: the benchmark's FINN rows)."""
     for failure in result.failures:
         print(f"FAILED {failure}")
     if result.design is not None and not result.fits:
         print(over_line(result, board))
         for line in alternatives.what_would_fit(result.estimates["fits_per_board"],
-                                                alternatives.fitting_settings(board), board):
+                                                alternatives.fitting_settings(finn_rows, board),
+                                                board):
             print("  " + line)

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -284,9 +285,21 @@ def check_inputs_of(args, qonnx_model):
     return inputs
 
 
+@dataclass
+class BuildResult:
+    """What run_build returns; each finding is None where the step that makes it did not run."""
+    failures: list  # one line per failed check, or why the build stopped; empty when all passed
+    estimates: dict | None  # estimates.json's content (step_summary)
+    seconds: dict  # {step: seconds} of steps 1-4, run or loaded from the cache
+    fits: bool  # a design was fitted and it fits the board's budget
+    design: fit.Design | None  # the fit's design (step_fit_to_board)
+    simulated: dict | None  # verilator.json's content, with --outputs=verilator
+    inputs: object  # the tensor the hardware check and Verilator ran on (check_inputs_of), or None
+    hw_check: object  # the hardware graph's CheckResult, or None
+
+
 def run_build(args):
-    """Build, check, fit and estimate; returns the failures, estimates (or None), seconds, fits,
-    design, simulated, and the hardware check's inputs and CheckResult (hw_check).
+    """Build, check, fit and estimate: a BuildResult.
 
     Flags and the check's inputs are settled before anything is written. An earlier build's
     outputs in out_dir are removed first: a build that stops early never leaves them looking
@@ -313,9 +326,9 @@ def run_build(args):
     if build.simulated is not None:
         verilator.print_table(build.simulated, build.estimates)
     fits = build.design is not None and build.design.fits
-    return SimpleNamespace(failures=build.failures, estimates=build.estimates,
-                           seconds=build.cache.seconds, fits=fits, design=build.design,
-                           simulated=build.simulated, inputs=inputs, hw_check=build.hw_check)
+    return BuildResult(failures=build.failures, estimates=build.estimates,
+                       seconds=build.cache.seconds, fits=fits, design=build.design,
+                       simulated=build.simulated, inputs=inputs, hw_check=build.hw_check)
 
 
 def over_line(result, board):

@@ -3,7 +3,7 @@
     python finn_build.py --model=quant_mobilenet_v2.onnx --board=ZCU104 --out_dir=finn_output
 
 FINN's `build_dataflow_cfg` runs one DataflowBuildConfig whose steps read top to bottom:
-the project's MobileNetV2 steps (finn_demo/finn_steps.py; the build: finn_demo/hw/): (1) FINN's frontend, (2) streamlining
+the project's MobileNetV2 steps (finn_demo/hw/steps.py; the build: finn_demo/hw/): (1) FINN's frontend, (2) streamlining
 through the inverted residuals, (3) lowering convs to MatMuls, (4) conversion to FINN's hardware
 layers, then their check, executed by FINN in Python: exact against the streamlined graph of
 step 2, and layer by layer against the QONNX graph; FINN's own partition, specialization and
@@ -18,7 +18,9 @@ By default only estimates are made (no Xilinx tools needed); --outputs asks FINN
 Vivado and Vitis HLS are installed. Exit status 1 when a self-check fails, 2 on bad flags,
 3 when no design fits the board.
 """
+import csv
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from finn_demo import finn_install
@@ -40,6 +42,9 @@ reuse = False  # load steps 1-4 from out_dir/intermediate/ when made from the sa
 FLAGS = flags_of(globals())
 # -----------------------------------------------------------------------------------------------
 
+# The benchmark's FINN rows: a design that misses its board is told which settings fit it.
+FINN_ROWS = Path(__file__).resolve().parent / "results" / "finn.csv"
+
 
 def make_args(argv=()):
     """The flags above with `--name=value` overrides from `argv` applied."""
@@ -56,6 +61,14 @@ def main(args):
     return run_build(args)
 
 
+def read_finn_rows(path):
+    """The rows of a results/finn.csv as dicts; none without the file."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
 def cli(argv):
     """Run from command-line arguments; exit status 0, 1 (a check failed), 2 (bad flags) or 3
     (no design fits the board, every check passed). A design that does not fit is named in one
@@ -67,7 +80,7 @@ def cli(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     from finn_demo.hw.build import print_build_failures
-    print_build_failures(result, args.board or args.fpga_part)
+    print_build_failures(result, args.board or args.fpga_part, read_finn_rows(FINN_ROWS))
     misfit = result.design is not None and not result.fits
     if result.failures or misfit:
         return 1 if result.failures else 3

@@ -142,7 +142,8 @@ def run_finn_build(path, stage):
     args = finn_build.make_args([f"--model={path}", f"--out_dir={out_dir}"])
     with stage("finn_build"):
         result = finn_build.main(args)
-        print_build_failures(result, args.board)
+        finn_rows = finn_build.read_finn_rows(finn_build.FINN_ROWS)  # what would fit, if it misses
+        print_build_failures(result, args.board, finn_rows)
     return result
 
 

@@ -15,8 +15,8 @@ def finn_installed():
     return importlib.util.find_spec("finn") is not None
 
 
-def finn_import_error(module="finn_demo.finn_steps"):
-    """None when `module` (the project's code on FINN: finn_steps, or the build's modules)
+def finn_import_error(module="finn_demo.hw.steps"):
+    """None when `module` (the project's code on FINN: hw.steps, or the build's modules)
     imports, else the ImportError."""
     try:
         importlib.import_module(module)

@@ -1,6 +1,6 @@
 """Activation equalization with add_mul_node reaches FINN: Brevitas puts a positive per-channel
 Mul between each quantized ReLU6's Relu and its Quant; FINN's frontend step moves it before the
-Relu (finn_steps.MoveReluPastPositiveMul), where Streamline folds it into the thresholds. One
+Relu (hw.steps.MoveReluPastPositiveMul), where Streamline folds it into the thresholds. One
 build of the suite's small model with `--act_eq=True --act_eq_add_mul_node=True`, and the
 refusal of a scale that cannot move, on a tiny graph and through finn_build.py."""
 import numpy as np

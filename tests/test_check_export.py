@@ -297,10 +297,10 @@ def test_without_finn_the_finn_check_is_skipped_with_the_install_command(w8a8, m
 
 def test_a_broken_finn_install_fails_the_finn_check_naming_the_module(monkeypatch):
     monkeypatch.setattr(finn_install, "finn_installed", lambda: True)
-    monkeypatch.setitem(sys.modules, "finn_demo.finn_steps", None)  # its import now fails
+    monkeypatch.setitem(sys.modules, "finn_demo.hw.steps", None)  # its import now fails
     result = ce.check_finn(None, images=None)
     assert result.failed, str(result)
-    assert "finn_demo.finn_steps does not import" in result.summary
+    assert "finn_demo.hw.steps does not import" in result.summary
     assert "ModuleNotFoundError" in result.summary
 
 

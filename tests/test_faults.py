@@ -15,7 +15,7 @@ from qonnx.util.basic import qonnx_make_model
 
 import finn_mobilenetv2 as demo
 from finn_demo import finn_install, run
-from finn_demo.hw import reuse
+from finn_demo.hw import cache
 from finn_demo.checks import file as checks_file
 from finn_demo.testing.suite import ROOT
 from finn_demo.data import models
@@ -105,19 +105,19 @@ def count_runs(calls):
 
 def test_reuse_loads_only_intermediates_of_the_same_model_and_flags(tmp_path, sources):
     out_dir, calls = tmp_path / "build", []
-    reuse.Steps(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
-    reuse.Steps(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
+    cache.StepCache(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
+    cache.StepCache(out_dir, True, sources[0])("fold", count_runs(calls), identity_model(), 1000)
     assert len(calls) == 1  # the second build loaded it
-    reuse.Steps(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 1000)
+    cache.StepCache(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 1000)
     assert len(calls) == 2  # another --model: run again
-    reuse.Steps(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 500)
+    cache.StepCache(out_dir, True, sources[1])("fold", count_runs(calls), identity_model(), 500)
     assert len(calls) == 3  # another --target_fps: run again
 
 
 def test_after_a_step_runs_again_the_later_steps_run_again(tmp_path, sources):
     out_dir, calls = tmp_path / "build", []
     for part in ("xczu7ev-ffvc1156-2-e", "xcu250-figd2104-2L-e"):
-        step = reuse.Steps(out_dir, True, sources[0])
+        step = cache.StepCache(out_dir, True, sources[0])
         step("specialize", count_runs(calls), identity_model(), part)
         step("fold", count_runs(calls), identity_model(), 1000)
     # Another --fpga_part: specialize runs again, and fold too, on the new specialized model,
@@ -132,7 +132,7 @@ def test_an_interrupted_save_leaves_no_intermediate_to_reuse(tmp_path, sources, 
             file.write(b"half a model")
         raise KeyboardInterrupt
     monkeypatch.setattr(ModelWrapper, "save", save_half)
-    step = reuse.Steps(tmp_path / "build", True, sources[0])
+    step = cache.StepCache(tmp_path / "build", True, sources[0])
     with pytest.raises(KeyboardInterrupt):
         step("frontend", count_runs([]), identity_model())
     assert os.listdir(tmp_path / "build" / "intermediate") == []

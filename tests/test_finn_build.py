@@ -18,7 +18,7 @@ from finn_demo.testing.suite import import_finn_steps
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from finn_demo import finn_install  # noqa: E402
-from finn_demo.hw import alternatives, boards, build, builder, fit, hw_checks, reuse  # noqa: E402
+from finn_demo.hw import alternatives, boards, build, cache, finn_builder, fit, hw_checks  # noqa: E402
 from finn_demo.quant.accumulators import widest_hidden  # noqa: E402
 from finn_demo.checks import check_inputs, layerwise, metadata_of  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
@@ -261,7 +261,7 @@ def test_composed_gives_the_graph_of_qonnxs_composed_transformation(built, monke
         ComposedTransformation(transformations)))
     theirs = fs.lower_convs(ModelWrapper(str(intermediate / "2_streamline.onnx")))
     ours = ModelWrapper(str(intermediate / "3_lower_convs.onnx"))
-    key = reuse.SOURCE_KEY  # the step name the build saved with the graph
+    key = cache.SOURCE_KEY  # the step name the build saved with the graph
     theirs.set_metadata_prop(key, ours.get_metadata_prop(key))
     assert theirs.model.SerializeToString() == ours.model.SerializeToString()
 
@@ -311,17 +311,17 @@ def test_demo_flag_builds_the_export_beside_it_and_says_how_the_build_ended(
 
 def test_the_builder_config_asks_finn_for_the_outputs_named():
     steps = ["step_a"]
-    estimates = builder.make_config("out", steps, builder.output_types([]), "xczu7ev-ffvc1156-2-e",
+    estimates = finn_builder.make_dataflow_config("out", steps, finn_builder.output_types([]), "xczu7ev-ffvc1156-2-e",
                                     "ZCU104", True, 5.0)
     assert estimates.steps == steps and estimates.generate_outputs == ["estimate_reports"]
-    bitfile = builder.make_config("out", steps, builder.output_types(["bitfile", "driver"]),
+    bitfile = finn_builder.make_dataflow_config("out", steps, finn_builder.output_types(["bitfile", "driver"]),
                                   boards.PARTS["ZCU104"], "ZCU104", True, 5.0)
-    assert bitfile.steps == steps + builder.HARDWARE_STEPS
+    assert bitfile.steps == steps + finn_builder.HARDWARE_STEPS
     assert "step_synthesize_bitfile" in bitfile.steps and "step_make_driver" in bitfile.steps
     assert set(bitfile.generate_outputs) == {"estimate_reports", "stitched_ip", "bitfile",
                                              "pynq_driver"}
     assert bitfile.shell_flow_type == "vivado_zynq" and bitfile.board == "ZCU104"
-    alveo = builder.make_config("out", steps, builder.output_types(["bitfile"]),
+    alveo = finn_builder.make_dataflow_config("out", steps, finn_builder.output_types(["bitfile"]),
                                 boards.PARTS["U250"], "U250", boards.is_zynq("U250"), 4.0)
     assert alveo.shell_flow_type == "vitis_alveo" and alveo.synth_clk_period_ns == 4.0
 
@@ -360,7 +360,7 @@ def test_a_design_that_fits_nowhere_is_named_with_what_would_fit_and_by_the_exit
                  "fits_per_board": {"U250": 2000, "ZCU102": 900, "U200": 2000}}
     monkeypatch.setattr(finn_build, "main", lambda args: type("Result", (), {
         "failures": failures, "design": design, "fits": False, "estimates": estimates})())
-    monkeypatch.setattr(alternatives, "FINN_ROWS", finn_rows(tmp_path))
+    monkeypatch.setattr(finn_build, "FINN_ROWS", finn_rows(tmp_path))
     assert finn_build.cli(["--board=ZCU104"]) == status  # 1 when a check failed as well
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [f"FAILED {failure}" for failure in failures] + [
@@ -389,15 +389,17 @@ def finn_rows(folder):
 
 
 def test_what_would_fit_says_so_when_no_board_and_no_setting_fits(tmp_path):
-    assert alternatives.fitting_settings("Pynq-Z1", finn_rows(tmp_path)) == []
-    assert alternatives.fitting_settings("ZCU104", tmp_path / "none.csv") == []
+    rows = finn_build.read_finn_rows(finn_rows(tmp_path))
+    assert alternatives.fitting_settings(rows, "Pynq-Z1") == []
+    assert finn_build.read_finn_rows(tmp_path / "none.csv") == []
     assert alternatives.what_would_fit({}, [], "Pynq-Z1") == [
         "fits no board FINN knows, by this build's estimates"]
 
 
 def test_the_committed_finn_rows_give_flags_the_demo_takes():
     import finn_mobilenetv2 as demo
-    settings = alternatives.fitting_settings("ZCU104")
+    committed = finn_build.read_finn_rows(finn_build.FINN_ROWS)
+    settings = alternatives.fitting_settings(committed, "ZCU104")
     assert settings, "results/finn.csv has no setting that fits the ZCU104"
     for bits, fps, flags in settings:
         args = demo.make_args(flags.split())
@@ -433,13 +435,13 @@ def test_the_builder_gives_back_stdout_logging_and_warnings(monkeypatch, tmp_pat
         logging.captureWarnings(True)
         seen["vivado"] = os.environ.get("XILINX_VIVADO")
         return 0
-    monkeypatch.setattr(builder, "build_dataflow_cfg", fake_build)
-    cfg = builder.make_config(tmp_path, [], builder.output_types([]), "xczu7ev-ffvc1156-2-e", "",
+    monkeypatch.setattr(finn_builder, "build_dataflow_cfg", fake_build)
+    cfg = finn_builder.make_dataflow_config(tmp_path, [], finn_builder.output_types([]), "xczu7ev-ffvc1156-2-e", "",
                               False, 5.0)
-    assert builder.run(tmp_path / "model.onnx", cfg) == 0
+    assert finn_builder.run(tmp_path / "model.onnx", cfg) == 0
     assert (sys.stdout, sys.stderr, list(logging.getLogger().handlers),
             warnings.showwarning) == before
-    if not builder.VIVADO:  # an empty XILINX_VIVADO during the build only
+    if not finn_builder.VIVADO:  # an empty XILINX_VIVADO during the build only
         assert seen["vivado"] == "" and "XILINX_VIVADO" not in os.environ
 
 

@@ -143,6 +143,30 @@ def test_a_planted_import_circle_is_found(tmp_path):
     assert import_cycle(tmp_path, "bench") is None
 
 
+def shared_function_names(modules):
+    """{name: [paths]} of each public top-level function name that more than one of `modules`
+    ({path: source}) defines."""
+    where = {}
+    for path, text in modules.items():
+        for node in ast.parse(text).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(path)
+    return {name: paths for name, paths in where.items() if len(paths) > 1}
+
+
+def test_no_two_modules_of_the_package_define_a_function_of_the_same_name():
+    """A name says which function it is: finn_build.py's validate_build_args is not the demo's
+    validate_args, FINN's make_dataflow_config not the build's make_build_config."""
+    assert not shared_function_names(sources("finn_demo/**/*.py"))
+
+
+def test_a_function_name_two_modules_define_is_caught():
+    modules = {"a.py": "def summarize(rows):\n    pass\ndef _rows():\n    pass\n",
+               "b.py": "class Design:\n    def summarize(self):\n        pass\n"
+                       "def summarize():\n    pass\ndef _rows():\n    pass\n"}
+    assert shared_function_names(modules) == {"summarize": ["a.py", "b.py"]}
+    assert not shared_function_names({"a.py": modules["a.py"], "c.py": "def summarize_design(): pass"})
+
 def test_ptq_page_seeds_table_is_the_summary_of_the_committed_rows():
     """docs/ptq.md's table over three digits models is bench/seeds.py's summary of the committed
     rows: seeds.csv, and the grid's rows of the same settings for the pass-through seed 0."""

@@ -18,7 +18,7 @@ from finn_demo.testing.suite import import_finn_steps
 import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from finn_demo.hw import build as hw_build  # noqa: E402
-from finn_demo.hw import builder, verilator  # noqa: E402
+from finn_demo.hw import finn_builder, verilator  # noqa: E402
 from finn.util.fpgadataflow import is_rtl_node  # noqa: E402
 
 # FINN's get_exp_cycles against the simulated cycles per frame. The matrix, threshold and
@@ -61,7 +61,7 @@ def design(finn_build_run):
     out_dir, the layers chosen)."""
     require_verilator()
     result, out_dir = finn_build_run
-    builder.prepare(out_dir)  # FINN's settings: where finn-rtllib is
+    finn_builder.prepare(out_dir)  # FINN's settings: where finn-rtllib is
     estimates = json.loads((out_dir / "estimates.json").read_text())
     model = ModelWrapper(str(out_dir / "hw_layers.onnx"))
     parent = ModelWrapper(str(out_dir / "intermediate_models" / "dataflow_parent.onnx"))
@@ -211,7 +211,7 @@ def test_an_unknown_verilator_layers_choice_is_refused_in_one_line(capsys, tmp_p
 def test_verilator_asks_finns_builder_for_no_product():
     args = finn_build.make_args(["--outputs=estimates,verilator"])
     build = type("Build", (), {"steps": lambda self: []})()
-    cfg = hw_build.make_config(args, build, SimpleNamespace(part="xczu7ev-ffvc1156-2-e",
+    cfg = hw_build.make_build_config(args, build, SimpleNamespace(part="xczu7ev-ffvc1156-2-e",
                                                               board="ZCU104"))
     assert cfg.generate_outputs == ["estimate_reports"] and cfg.steps == []
 

@@ -33,7 +33,7 @@ UNIT_ROUNDOFF = 2.0 ** -24  # float32: every rounded operation is exact to a rel
 QUANT_OPS = ("Quant", "IntQuant")
 # The nodes that round onto an activation quantizer's levels in FINN's graphs: MultiThreshold in
 # the converted and streamlined graphs, Thresholding in the hardware graph (FINN's layout, NHWC),
-# and there a Quant on the input too (finn_steps.software_input_quantizer).
+# and there a Quant on the input too (hw.steps.software_input_quantizer).
 THRESHOLD_OPS = ("MultiThreshold", "Thresholding")
 
 
@@ -620,7 +620,7 @@ def end_to_end(logits, reference):
     return agree, sqnr
 
 
-def summarize(layers, what):
+def summarize_layers(layers, what):
     """One line over layer checks: how many quantizers, how many broke the rule, the flips."""
     failures = [layer for layer in layers if not layer.ok]
     differing = sum(layer.differing for layer in layers)

@@ -1,7 +1,9 @@
-"""The export's numbers, layer by layer at every quantizer (finn_demo/checks/layerwise.py): the
-QONNX graph, executed node by node, computes the Brevitas model's integer levels, and FINN's own
-conversion and streamlining compute the QONNX graph's; each layer is fed the reference's input,
-and may differ by one level only where float rounding decides (docs/checks.md)."""
+"""The export's numbers checked layer by layer at every quantizer, Brevitas to QONNX to FINN.
+
+Layer by layer is finn_demo/checks/layerwise.py's rule: the QONNX graph, executed node by node,
+computes the Brevitas model's integer levels, and FINN's own conversion and streamlining compute
+the QONNX graph's; each layer is fed the reference's input, and may differ by one level only
+where float rounding decides (docs/checks.md)."""
 import time
 import warnings
 from collections import Counter
@@ -20,7 +22,7 @@ def layerwise_result(name, what, layers, problem, figures):
         return CheckResult(name, "fail", f"{what}: {problem}", figures=figures)
     if not layers:  # nothing was compared: a pass would prove nothing
         return CheckResult(name, "fail", f"{what}: no quantizer to compare", figures=figures)
-    summary, failures = layerwise.summarize(layers, what)
+    summary, failures = layerwise.summarize_layers(layers, what)
     figures.update(layers=len(layers), failing_layers=[layer.node for layer in failures],
                    differing_elements=sum(layer.differing for layer in layers),
                    near_tie_elements=sum(layer.near_ties for layer in layers),
@@ -61,16 +63,16 @@ def check_equivalence(model, images, brevitas_model):
 # ------------------------------------------------------------------------------------ FINN
 def finn_frontend(model):
     """(converted, streamlined, seconds of each) from FINN's frontend on a cleaned QONNX model,
-    the same two steps finn_build.py starts with (finn_steps.frontend and .streamline)."""
-    from finn_demo import finn_steps
+    the same two steps finn_build.py starts with (hw.steps.frontend and .streamline)."""
+    from finn_demo.hw import steps
     with warnings.catch_warnings():
         # FINN's passes warn once per node they leave alone; the report says what is left.
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        converted = finn_steps.frontend(model)
+        converted = steps.frontend(model)
         convert_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        streamlined = finn_steps.streamline(converted)
+        streamlined = steps.streamline(converted)
     return converted, streamlined, {"convert": convert_seconds,
                                     "streamline": time.perf_counter() - start}
 
@@ -78,7 +80,7 @@ def finn_frontend(model):
 def finn_import_problem():
     """None when FINN's frontend imports. Otherwise the finn check's result: skipped when the
     `finn` package is not installed, failed naming the module when it is installed but it (or
-    finn_demo.finn_steps) does not import: a broken install is not a missing one."""
+    finn_demo.hw.steps) does not import: a broken install is not a missing one."""
     if not finn_install.finn_installed():
         return CheckResult("finn", "skipped", f"skipped: {finn_install.FINN_INSTALL_HINT}")
     error = finn_install.finn_import_error()
@@ -89,7 +91,7 @@ def finn_import_problem():
 
 
 def check_finn(model, images):
-    """FINN's ConvertQONNXtoFINN and streamlining (finn_steps.streamline: through the residuals, then
+    """FINN's ConvertQONNXtoFINN and streamlining (hw.steps.streamline: through the residuals, then
     Streamline) run, and their graphs compute the QONNX graph's integers: each MultiThreshold,
     fed the QONNX graph's levels before it, gives the levels of the QONNX activation Quant it
     replaces, at most one level off and only on ties (finn_demo.checks.layerwise). `model`: cleaned.
@@ -100,7 +102,7 @@ def check_finn(model, images):
         return problem
     if images is None:
         return CheckResult("finn", "skipped", "skipped: no images (pass images=...)")
-    from finn_demo.finn_steps import ScaleAfterReluError
+    from finn_demo.hw.steps import ScaleAfterReluError
     try:
         converted, streamlined, seconds = finn_frontend(model)
     except ScaleAfterReluError as error:  # a graph FINN's thresholds cannot compute

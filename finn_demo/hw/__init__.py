@@ -1,1 +1,5 @@
-"""FINN's hardware flow (needs FINN installed): builder, boards, fit, resources, checks, build."""
+"""FINN's hardware flow, the build finn_build.py runs (needs FINN installed).
+
+steps (FINN's transformations per step), finn_builder (FINN's builder where no Xilinx tools are),
+cache (the steps cache behind --reuse), boards, resources, fit, alternatives, hw_checks,
+verilator, and build (the Build with its steps, run by FINN's builder)."""

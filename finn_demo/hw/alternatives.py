@@ -1,20 +1,17 @@
-"""What would fit when the design does not: the boards FINN knows on which this export fits, and
-the bit-width settings of the benchmark's FINN rows that fit the board asked for.
+"""What would fit when the design does not: other boards, and settings that fit this board.
+
+The boards FINN knows on which this export fits, and the bit-width settings of the benchmark's
+FINN rows that fit the board asked for.
 
 The boards come from the designs the fit already tried (fit.search: its frame rates from
 SetFolding's least parallel design up), each re-placed for every board's budget (fit.fits_budget):
 arithmetic on the build's own estimates, no new FINN build. They are estimates for the build's
 part; a board of another family (the Zynq-7000 Pynq boards) specializes some layers differently,
-so `finn_build.py --board=NAME` confirms. The settings are the committed rows of
-results/finn.csv, measured on the benchmark's 224x224 MobileNetV2 (bench/finn_estimates.py).
+so `finn_build.py --board=NAME` confirms. The settings come from the benchmark's FINN rows
+(results/finn.csv, measured on its 224x224 MobileNetV2 by bench/finn_estimates.py), which the
+command line reads and hands in.
 """
-import csv
-from pathlib import Path
-
 from finn_demo.hw import boards, fit
-
-FINN_ROWS_NAME = "results/finn.csv"  # the benchmark's FINN rows, from the repository's root
-FINN_ROWS = Path(__file__).resolve().parents[2] / FINN_ROWS_NAME
 
 
 def fastest_per_board(tried, limits):
@@ -30,14 +27,10 @@ def fastest_per_board(tried, limits):
     return fastest
 
 
-def fitting_settings(board, path=None):
-    """[(bits, frames/s, demo flags)] of the FINN rows in `path` (FINN_ROWS) that fit `board`,
-    fastest first (the last row of a setting counts; none without the file)."""
-    path = Path(path or FINN_ROWS)
-    if not path.is_file():
-        return []
-    with open(path, newline="") as file:
-        rows = {row["bits"]: row for row in csv.DictReader(file) if row["board"] == board}
+def fitting_settings(finn_rows, board):
+    """[(bits, frames/s, demo flags)] of the benchmark's FINN rows (dicts of results/finn.csv's
+    columns) that fit `board`, fastest first (the last row of a setting counts)."""
+    rows = {row["bits"]: row for row in finn_rows if row["board"] == board}
     fitting = [(row["bits"], int(float(row["estimated_fps"])), row["row_flags"])
                for row in rows.values() if row.get("fits") == "yes"]
     return sorted(fitting, key=lambda setting: -setting[1])
@@ -54,7 +47,7 @@ def what_would_fit(fits_per_board, settings, board):
               + "; confirm with finn_build.py --board=NAME") if others
              else "fits no board FINN knows, by this build's estimates"]
     if settings:
-        lines.append(f"settings that fit {board} in the benchmark's FINN rows ({FINN_ROWS_NAME}, "
+        lines.append(f"settings that fit {board} in the benchmark's FINN rows (results/finn.csv, "
                      "MobileNetV2 at 224x224); export with finn_mobilenetv2.py and:")
         lines += [f"  {bits} ({fps} frames/s): {flags or '(the default flags)'}"
                   for bits, fps, flags in settings]

@@ -1,10 +1,13 @@
-"""The FINN build behind finn_build.py: FINN's build_dataflow_cfg runs one DataflowBuildConfig
-whose steps are the project's (finn_demo/finn_steps.py, checked by hw_checks.py, fitted by
-fit.py) and FINN's own named steps; see finn_build.py's docstring for the story of a build."""
+"""The FINN build finn_build.py runs: the project's builder steps and FINN's, in one config.
+
+FINN's build_dataflow_cfg runs one DataflowBuildConfig whose steps are the project's (steps.py,
+checked by hw_checks.py, fitted by fit.py) and FINN's own named steps; see finn_build.py's
+docstring for the story of a build."""
 import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,14 +17,14 @@ from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.util.cleanup import cleanup_model
 
-from finn_demo import finn_steps as fs
+from finn_demo.hw import steps as fs
 from finn_demo.checks import check_inputs
 from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import atomic_path
 from finn_demo.data.datasets import images_to_check
-from finn_demo.hw import alternatives, boards, builder, fit, verilator
+from finn_demo.hw import alternatives, boards, finn_builder, fit, verilator
 from finn_demo.hw.hw_checks import check_hw_graph, check_partition, nodes_between_hw_layers
-from finn_demo.hw.reuse import Steps
+from finn_demo.hw.cache import StepCache
 
 class BuildStopped(Exception):
     """A check found what makes the later steps meaningless (the failures are recorded)."""
@@ -35,7 +38,7 @@ class Build:
         self.args, self.qonnx_model, self.target = args, qonnx_model, target
         self.inputs = inputs  # what the hardware check and Verilator run on (check_inputs_of)
         self.hw_check = None  # the hardware graph's CheckResult, where it ran
-        self.cache = Steps(args.out_dir, args.reuse, args.model)
+        self.cache = StepCache(args.out_dir, args.reuse, args.model)
         self.failures, self.design, self.tried, self.estimates = [], None, [], None
         self.streamlined = None  # step 2's graph, the hardware graph's exact reference
         self.simulated = None  # verilator.json, with --outputs=verilator
@@ -105,7 +108,7 @@ class Build:
         reported = json.loads((cfg.get_report_directory() / "estimate_layer_resources.json")
                               .read_text())
         self.failures += reproduction_failures(self.design, reported)
-        self.estimates = summarize(self.design, self.tried, self.target, self.args)
+        self.estimates = summarize_design(self.design, self.tried, self.target, self.args)
         self.estimates["failures"] = self.failures
         self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded
         self.estimates["accumulator_bits"] = accumulator_widths(model)
@@ -148,7 +151,7 @@ def reproduction_failures(design, reported):
     return failures
 
 
-def summarize(design, tried, target, args):
+def summarize_design(design, tried, target, args):
     """The project's summary of the design: what estimates.json holds."""
     totals = {key: round(value) for key, value in design.totals.items()}
     finn_only = {key: round(sum(layer[key] for layer in design.layers)) for key in boards.RESOURCES}
@@ -174,7 +177,7 @@ def summarize(design, tried, target, args):
         "model": args.model}
 
 
-def print_table(estimates):
+def print_design_table(estimates):
     """Resources and cycles per layer type, the stream buffers, then the totals against the board."""
     rows = {}
     for layer in estimates["layers"]:
@@ -219,7 +222,7 @@ def resolve_target(args):
                            limits=limits, available=boards.available(args.board),
                            budget=boards.budget(args.board, limits))
 
-def validate_args(args):
+def validate_build_args(args):
     """Raise ConfigError on the first flag that cannot work (FINN imports: finn_build.py checked)."""
     if not os.path.isfile(args.model):
         raise ConfigError(f"--model={args.model}: no such file; export one with "
@@ -246,10 +249,10 @@ def validate_args(args):
         boards.parse_limits(args.res_limits)
     except ValueError as error:
         raise ConfigError(f"--res_limits={args.res_limits}: {error}") from None
-    unknown = set(output_names(args)) - set(builder.OUTPUTS) - {verilator.OUTPUT}
+    unknown = set(output_names(args)) - set(finn_builder.OUTPUTS) - {verilator.OUTPUT}
     if unknown:
         raise ConfigError(f"--outputs={args.outputs}: unknown {', '.join(sorted(unknown))}; use "
-                          f"{', '.join(builder.OUTPUTS)}, {verilator.OUTPUT}")
+                          f"{', '.join(finn_builder.OUTPUTS)}, {verilator.OUTPUT}")
     if args.verilator_layers not in verilator.LAYER_CHOICES:
         raise ConfigError(f"--verilator_layers={args.verilator_layers}: use "
                           f"{' or '.join(verilator.LAYER_CHOICES)}")
@@ -261,9 +264,9 @@ def output_names(args):
     return [name.strip() for name in args.outputs.split(",") if name.strip()]
 
 
-def make_config(args, build, target):
-    products = [name for name in output_names(args) if name in builder.OUTPUTS]  # FINN's own
-    return builder.make_config(args.out_dir, build.steps(), builder.output_types(products),
+def make_build_config(args, build, target):
+    products = [name for name in output_names(args) if name in finn_builder.OUTPUTS]  # FINN's own
+    return finn_builder.make_dataflow_config(args.out_dir, build.steps(), finn_builder.output_types(products),
                                target.part, target.board, boards.is_zynq(target.board),
                                args.clock_ns)
 
@@ -282,14 +285,26 @@ def check_inputs_of(args, qonnx_model):
     return inputs
 
 
+@dataclass
+class BuildResult:
+    """What run_build returns; each finding is None where the step that makes it did not run."""
+    failures: list  # one line per failed check, or why the build stopped; empty when all passed
+    estimates: dict | None  # estimates.json's content (step_summary)
+    seconds: dict  # {step: seconds} of steps 1-4, run or loaded from the cache
+    fits: bool  # a design was fitted and it fits the board's budget
+    design: fit.Design | None  # the fit's design (step_fit_to_board)
+    simulated: dict | None  # verilator.json's content, with --outputs=verilator
+    inputs: object  # the tensor the hardware check and Verilator ran on (check_inputs_of), or None
+    hw_check: object  # the hardware graph's CheckResult, or None
+
+
 def run_build(args):
-    """Build, check, fit and estimate; returns the failures, estimates (or None), seconds, fits,
-    design, simulated, and the hardware check's inputs and CheckResult (hw_check).
+    """Build, check, fit and estimate: a BuildResult.
 
     Flags and the check's inputs are settled before anything is written. An earlier build's
     outputs in out_dir are removed first: a build that stops early never leaves them looking
     like its own."""
-    validate_args(args)
+    validate_build_args(args)
     qonnx_model = cleanup_model(ModelWrapper(args.model))
     inputs = check_inputs_of(args, qonnx_model)
     os.makedirs(args.out_dir, exist_ok=True)
@@ -301,19 +316,19 @@ def run_build(args):
     qonnx_model.save(source)
     build = Build(args, qonnx_model, target, inputs)
     try:
-        status = builder.run(source, make_config(args, build, target))
+        status = finn_builder.run(source, make_build_config(args, build, target))
     except BuildStopped:
         status = -1
     if status != 0 and not build.failures:
         build.failures.append(f"FINN's builder stopped: see {args.out_dir}/build_dataflow.log")
     if build.estimates is not None:
-        print_table(build.estimates)
+        print_design_table(build.estimates)
     if build.simulated is not None:
         verilator.print_table(build.simulated, build.estimates)
     fits = build.design is not None and build.design.fits
-    return SimpleNamespace(failures=build.failures, estimates=build.estimates,
-                           seconds=build.cache.seconds, fits=fits, design=build.design,
-                           simulated=build.simulated, inputs=inputs, hw_check=build.hw_check)
+    return BuildResult(failures=build.failures, estimates=build.estimates,
+                       seconds=build.cache.seconds, fits=fits, design=build.design,
+                       simulated=build.simulated, inputs=inputs, hw_check=build.hw_check)
 
 
 def over_line(result, board):
@@ -326,13 +341,14 @@ def over_line(result, board):
             + ", ".join(needs))
 
 
-def print_build_failures(result, board):
+def print_build_failures(result, board, finn_rows):
     """A FAILED line per failure, then, for a design that misses `board` (checks or not), the
-    over_line and what would fit (alternatives.py)."""
+    over_line and what would fit (alternatives.py; `finn_rows`: the benchmark's FINN rows)."""
     for failure in result.failures:
         print(f"FAILED {failure}")
     if result.design is not None and not result.fits:
         print(over_line(result, board))
         for line in alternatives.what_would_fit(result.estimates["fits_per_board"],
-                                                alternatives.fitting_settings(board), board):
+                                                alternatives.fitting_settings(finn_rows, board),
+                                                board):
             print("  " + line)

@@ -1,13 +1,15 @@
-"""The FINN build's own checks of FINN's graphs: the dataflow partition holds every layer as a
-hardware layer on integers, and the hardware graph computes the streamlined graph's logits and,
-layer by layer, the QONNX graph's levels (finn_demo/checks/layerwise.py)."""
+"""The FINN build's own checks of FINN's graphs, after conversion and after partitioning.
+
+The dataflow partition holds every layer as a hardware layer on integers, and the hardware
+graph computes the streamlined graph's logits and, layer by layer, the QONNX graph's levels
+(finn_demo/checks/layerwise.py)."""
 from collections import Counter
 
 import numpy as np
 from finn.core.onnx_exec import execute_onnx
 from finn.util.basic import getHWCustomOp
 
-from finn_demo import finn_steps as fs
+from finn_demo.hw import steps as fs
 from finn_demo.checks import CheckResult, finn_graph_result, layerwise
 
 HW_DOMAIN = "finn.custom_op.fpgadataflow"

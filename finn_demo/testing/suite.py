@@ -1,6 +1,7 @@
-"""What the test files share and import by name (pytest's fixtures stay in tests/conftest.py,
-where pytest finds them itself): the repository's root, the flags of the suite's small digits
-model, the PTQ tests' model and loaders, and the FINN tests' skip."""
+"""What the test files share and import by name (not pytest's fixtures: tests/conftest.py).
+
+pytest finds the fixtures in tests/conftest.py itself; here are the repository's root, the flags
+of the suite's small digits model, the PTQ tests' model and loaders, and the FINN tests' skip."""
 import importlib
 import importlib.util
 import os
@@ -38,10 +39,10 @@ def calibrated_model(float_model, calib_loader, example, maps):
 
 
 def import_finn_steps():
-    """finn_demo.finn_steps for the FINN tests. Only a missing `finn` package skips them, and
+    """finn_demo.hw.steps (FINN's steps) for the FINN tests. Only a missing `finn` package skips them, and
     not in CI (the CI variable set): there they must run, so a missing FINN is an error too."""
     if not os.environ.get("CI") and importlib.util.find_spec("finn") is None:
         import pytest  # here: only the tests call this, and the package needs no pytest
         from finn_demo.finn_install import FINN_INSTALL_HINT
         pytest.skip(f"FINN is not installed: {FINN_INSTALL_HINT}", allow_module_level=True)
-    return importlib.import_module("finn_demo.finn_steps")
+    return importlib.import_module("finn_demo.hw.steps")

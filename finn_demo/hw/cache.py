@@ -1,5 +1,7 @@
-"""The build's reuse of its own steps 1-4 (finn_build.py --reuse): each step's model saved with
-what made it, loaded again only when the same source file and flags would make it. Needs no FINN."""
+"""The cache of the build's steps 1-4 in out_dir/intermediate/, behind finn_build.py --reuse.
+
+Each step's model is saved with what made it, and loaded again only when the same source file
+and flags would make it. Needs no FINN."""
 import hashlib
 import json
 import os
@@ -15,7 +17,7 @@ from finn_demo.common.files import atomic_path
 SOURCE_KEY = "finn_build_source"  # metadata of each intermediate model: what it was made from
 
 
-class Steps:
+class StepCache:
     """Runs each step on a model, prints one line with its seconds, saves the result.
 
     With reuse on, a step whose model is already in out_dir/intermediate/ is loaded instead, if

@@ -57,7 +57,7 @@ def needs_hardware(types):
     return any(kind != DataflowOutputType.ESTIMATE_REPORTS for kind in types)
 
 
-def make_config(out_dir, steps, types, part, board, zynq, clock_ns, verbose=False):
+def make_dataflow_config(out_dir, steps, types, part, board, zynq, clock_ns, verbose=False):
     """FINN's DataflowBuildConfig: `steps` (functions and FINN's step names), then FINN's own
     hardware steps when an output beyond estimates is asked for. `target_fps` is left unset:
     the folding comes from the fit's folding config, which the fit step hands to FINN."""

@@ -24,7 +24,7 @@ from finn_demo.quant.accumulators import widest_hidden
 CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 PLOT_NAME = "finn.png"
 RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
-VERIFY_IMAGES = 1  # the hardware graph's check at 224x224: about 20 s per image
+VERIFY_IMAGES = 1  # the hardware graph's check at 224x224 runs FINN's Python execution: one image
 # frames/s goals per board (docs/finn_build.md): (finn-examples' MobileNet-v1 anchor, the project's target)
 GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
 # What FINN compiles: (bit-width setting, PTQ setting). Each grid bit-width setting without PTQ

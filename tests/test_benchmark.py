@@ -381,7 +381,7 @@ def test_only_the_finn_section_hashes_the_finn_build_code(tmp_path, monkeypatch)
 
 def test_the_real_finn_section_hashes_the_finn_build_and_the_grid_does_not():
     finn, grid = set(code_files("bench.finn_estimates")), set(code_files("bench.grid"))
-    build = {"finn_build.py", "finn_demo/finn_steps.py", "finn_demo/hw/build.py", "finn_demo/hw/fit.py"}
+    build = {"finn_build.py", "finn_demo/hw/steps.py", "finn_demo/hw/build.py", "finn_demo/hw/fit.py"}
     assert build <= finn and not build & grid
     assert {"bench/grid.py", "finn_mobilenetv2.py", "quant_utils.py", "finn_demo/quant/ptq.py"} <= grid
 

@@ -98,17 +98,18 @@ def suite_time_text(time_rows):
     """README's sentence on how long the test command takes, from results/suite_time.csv's rows
     of the newest commit measured (bench/suite_time.py)."""
     newest = [row for row in time_rows if row["commit"] == time_rows[-1]["commit"]]
-    text = []
-    for workers, how in (("2", "`CI=1 bash .ci/run`"), ("1", "set-up, then the suite in one process")):
-        minutes = [int(row["seconds"]) / 60 for row in newest if row["workers"] == workers]
-        if minutes:
-            passed = all(row["exit_status"] == "0" for row in newest if row["workers"] == workers)
-            text.append(f"{how}: {len(minutes)} run{'s' * (len(minutes) > 1)}, "
-                        f"{min(minutes):.1f} to {max(minutes):.1f} min"
-                        + ("" if passed else ", not every run passed"))
-    return (f"From a fresh clone on a {newest[-1]['machine'].split(', ')[-1].replace(' cores', '-core')} "
-            f"machine with empty caches ({'; '.join(text)}; `python -m bench.suite_time`, "
-            "results/suite_time.csv).")
+    parts = []
+    for workers, how in (("2", "`CI=1 bash .ci/run` took"), ("1", "the set-up and then the suite in one process took")):
+        runs = [row for row in newest if row["workers"] == workers]
+        if runs:
+            minutes = sorted(int(row["seconds"]) / 60 for row in runs)
+            span = (f"{minutes[0]:.1f} min" if len(minutes) == 1 else
+                    f"{minutes[0]:.1f} to {minutes[-1]:.1f} min in {len(minutes)} runs")
+            failed = sum(row["exit_status"] != "0" for row in runs)
+            parts.append(f"{how} {span}" + (f", {failed} of them failing" if failed else ""))
+    cores = newest[-1]["machine"].split(", ")[-1].replace(" cores", "")
+    return (f"Timed from a fresh clone on a {cores}-core machine with empty caches, "
+            f"{'; '.join(parts)} (`python -m bench.suite_time`, results/suite_time.csv).")
 
 
 def main():

@@ -48,8 +48,15 @@ def closing_line(output):
     return lines[-1] if lines else ""
 
 
+def failed_lines(output):
+    """pytest's FAILED/ERROR summary lines, and the output's last line: what a failed run shows."""
+    lines = output.strip().splitlines()
+    return [line for line in lines if line.startswith(("FAILED ", "ERROR "))] + lines[-1:]
+
+
 def timed_run(workers_, folder):
-    """(seconds, exit status, pytest's closing line) of one fresh-clone run in `folder`."""
+    """(seconds, exit status, pytest's closing line) of one fresh-clone run in `folder`; a failed
+    run's summary lines are printed."""
     clone = folder / "clone"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     env = {**os.environ, "CI": "1", "XDG_CACHE_HOME": str(folder / "cache")}
@@ -57,8 +64,10 @@ def timed_run(workers_, folder):
     start = time.perf_counter()
     done = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    (folder / "output.txt").write_text(done.stdout + done.stderr)
-    return seconds, done.returncode, closing_line(done.stdout + done.stderr)
+    output = done.stdout + done.stderr
+    if done.returncode:
+        print("\n".join(failed_lines(output)))
+    return seconds, done.returncode, closing_line(output)
 
 
 def main(args):

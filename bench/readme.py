@@ -8,19 +8,20 @@ SQNR (bench/seeds.py `winner`). Where the seeds section ran a bit-width setting,
 on three models (seed 0's rows are the grid's); elsewhere the grid's rows on the one model, where
 the rule is the grid's own ranking (bench/grid.py `ranked`).
 """
-import csv
 from pathlib import Path
+from statistics import median
 
-from bench.grid import BIT_SETTINGS, PTQ_SETTINGS
+from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, PTQ_SETTINGS
 from bench.report import markdown_table
+from bench.rows import read_rows
 from bench.seeds import summarize, winner, with_base_rows
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def read_csv(name, results=RESULTS):
-    with open(Path(results) / name, newline="") as file:
-        return list(csv.DictReader(file))
+    """The rows of results/`name` (bench.rows.read_rows)."""
+    return read_rows(Path(results) / name)
 
 
 def recipe_summary(grid_rows, seeds_rows):
@@ -54,7 +55,6 @@ def _mean_sd(value, sd):
 
 def recipe_table(grid_rows, seeds_rows):
     """The README's accuracy table: per bit-width setting, the recipe the rule picks."""
-    from bench.grid import BIT_DESCRIPTIONS
     cells = []
     for bits, (ptq, figures, plain) in recipes(grid_rows, seeds_rows).items():
         cells.append([bits, BIT_DESCRIPTIONS[bits], len(figures["seeds"]), f"{figures['float_top1']:.2f}",
@@ -73,7 +73,6 @@ def recipe_command(grid_rows, seeds_rows, bits):
 
 def build_times_text(finn_rows):
     """docs/finn_build.md's sentence on build times, from results/finn.csv's `s_build`."""
-    from statistics import median
     boards = list(dict.fromkeys(row["board"] for row in finn_rows))
     settings = list(dict.fromkeys(row["bits"] for row in finn_rows))
     seconds = {(row["bits"], row["board"]): int(row["s_build"]) for row in finn_rows}

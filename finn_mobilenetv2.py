@@ -6,7 +6,8 @@ The run reads top to bottom: load model and data, (1) insert quantization nodes,
 (2) recover accuracy with post-training quantization, (3) export QONNX for FINN.
 The PTQ passes run in Brevitas' order, the order of the table quant_utils.PTQ_PASSES: act_eq on
 the float graph, calibration, gptq / gpfq / qronos / learned_round, bn_corr, range_refit,
-learned_act_range, then bias_corr last.
+learned_act_range, then bias_corr last. Quantization-aware training (--qat_epochs) then trains
+the PTQ result, where PTQ alone loses too much (3- and 4-bit designs).
 """
 import os
 import sys
@@ -70,6 +71,13 @@ learned_act_range_iters = 200  # its training steps per block (batches of 32 cal
 learned_act_range_bn = False  # with learned_act_range, train the block's BatchNorm weights and biases too
 qdrop = 0.0  # QDrop: while a block trains (learned_act_range, blockwise learned_round), each activation element stays float with this probability (0 = off; 0.5 is QDrop's)
 bias_corr = False  # bias correction: each layer's mean output error, measured after every other pass
+# quantization-aware training (QAT), after PTQ: the quantized model trained end to end to follow the
+# float model's logits (distillation: labels unused), BatchNorm statistics frozen (docs/qat.md)
+qat_epochs = 0  # passes over the training images (0 = off): digits' training split, ImageNet's train/
+qat_lr = 3e-4  # Adam's learning rate (cosine to 0) for weights, biases and BatchNorm; ranges step relative to their size
+qat_images = 0  # train on a seeded subset of this many training images (0 = all of them)
+qat_checkpoint = ""  # written after every epoch; "" = the output's name with .qat.pt
+resume = False  # continue QAT from qat_checkpoint (a finished run exports without training again)
 # evaluation, after PTQ: one pass over the validation images scores the float and the quantized model
 eval_backend = "auto"  # "onnxruntime" runs both exported (float as ONNX, quantized as QCDQ; faster on
 #   CPU), "brevitas" both in PyTorch (the quantized one as the fake-quantized Brevitas model);
@@ -88,7 +96,8 @@ FLAGS = flags_of(globals())
 from finn_demo.checks import check_run_export  # noqa: E402
 from finn_demo.export import export_finn_onnx  # noqa: E402
 from finn_demo.run import (  # noqa: E402
-    RunResult, Stages, export_metadata, file_state, load_model_and_data, score_and_print, serve_in_netron)
+    RunResult, Stages, export_metadata, file_state, load_model_and_data, qat_checkpoint_path, run_qat,
+    score_and_print, serve_in_netron)
 from finn_demo.validate import validate_args  # noqa: E402
 import quant_utils as qu  # noqa: E402
 
@@ -114,11 +123,15 @@ def main(args):
         add_bit_width=args.add_bit_width, relu6_range=args.relu6_range)
     model = qu.quantize_and_recover(float_model, calib_loader, example, maps, args.relu6_to_relu,
                                     stage=stage, **{name: getattr(args, name) for name in qu.PTQ_FLAGS})
+    flags = {name: getattr(args, name) for name in FLAGS if name != "cache_dir"}
+    qat_history = None
+    if args.qat_epochs:  # ... and where PTQ runs out, quantization-aware training
+        with stage("qat", model):
+            qat_history = run_qat(float_model, model, val_loader, args, flags)
     float_eval, quant, dataset, accumulators, widest_bits = score_and_print(
         float_model, model, val_loader, example, args, data_name, stage)
 
     # 3. Export QONNX for FINN
-    flags = {name: getattr(args, name) for name in FLAGS if name != "cache_dir"}
     with stage("export"):
         export_finn_onnx(model, example, args.output,
                          export_metadata(flags, float_eval, quant, dataset, widest_bits))
@@ -130,7 +143,8 @@ def main(args):
         serve_in_netron(args.output)
     return RunResult(args=args, model=model, output=args.output, calib_loader=calib_loader,
                      val_loader=val_loader, float_eval=float_eval, quant_eval=quant,
-                     accumulators=accumulators, seconds=stage.seconds, report=report, build=build)
+                     accumulators=accumulators, seconds=stage.seconds, qat_history=qat_history,
+                     report=report, build=build)
 
 
 def run_finn_build(path, stage):
@@ -169,6 +183,9 @@ def cli(argv):
         print("interrupted: the run stopped cleanly; " + (
             f"the export {args.output} was written; the steps after it did not finish" if written
             else "no output file was written or changed"), file=sys.stderr)
+        if args is not None and args.qat_epochs and os.path.isfile(qat_checkpoint_path(args)):
+            print(f"QAT's last finished epoch is in {qat_checkpoint_path(args)}: the same command "
+                  "with --resume=True continues from it", file=sys.stderr)
         return 130
     failed_checks = result.report is not None and not result.report.ok
     build = result.build

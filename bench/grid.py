@@ -40,6 +40,8 @@ BIT_SETTINGS = {
     "W4A4": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
     "PW3A4": ["--weight_bit_width=3", "--depthwise_bit_width=8", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS],
     "W4A4+add8": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, *_FOUR_BIT_ACTS, "--add_bit_width=8"],
+    "W3A3": ["--weight_bit_width=3", *_EIGHT_BIT_EDGES, "--act_bit_width=3", "--input_bit_width=8"],
+    "W4A4+in4": ["--weight_bit_width=4", *_EIGHT_BIT_EDGES, "--act_bit_width=4", "--input_bit_width=4"],
 }
 BIT_DESCRIPTIONS = {
     "W8A8": "8-bit weights and activations (the demo's default)",
@@ -54,7 +56,11 @@ BIT_DESCRIPTIONS = {
     "PW3A4": "pointwise convs 3-bit; depthwise, first conv and classifier 8-bit; activations 4-bit, "
              "input 8-bit",
     "W4A4+add8": "as W4A4, with the residual stream (every Add's inputs and output) at 8 bits",
+    "W3A3": "every conv and activation 3-bit; first conv and classifier 8-bit, input 8-bit",
+    "W4A4+in4": "as W4A4, with the network input 4-bit too (only first conv and classifier 8-bit)",
 }
+# QAT in the benchmark's rows: every digits training image, this many epochs at this rate.
+QAT_FLAGS = ["--qat_epochs=15", "--qat_lr=3e-4"]
 PTQ_SETTINGS = {
     "none": [],
     "bias_corr": ["--bias_corr=True"],
@@ -80,6 +86,9 @@ PTQ_SETTINGS = {
     "relu6_calibrated+qronos+bn_corr+learned_act_range+qdrop": [
         "--relu6_range=calibrated", "--qronos=True", "--bn_corr=True", "--learned_act_range=True",
         "--qdrop=0.5"],
+    # ... then quantization-aware training on top of that PTQ result (QAT_FLAGS)
+    "relu6_calibrated+qronos+bn_corr+qat": ["--relu6_range=calibrated", "--qronos=True",
+                                            "--bn_corr=True", *QAT_FLAGS],
     # not PTQ, the other ReLU6 choice: an unclipped ReLU with a calibrated range (Brevitas' default)
     "relu6_to_relu": ["--relu6_to_relu=True"],
     "relu6_to_relu+act_eq+bias_corr+gpfq": ["--relu6_to_relu=True", "--act_eq=True",

@@ -4,17 +4,21 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
 from finn_demo.data.datasets import (
-    calibrates_on_val, digits_datasets, imagenet_calib_and_val, make_loader, random_subset)
-from finn_demo.data.models import imagenet_transform, load_digits_model, load_imagenet_model
+    calibrates_on_val, calibration_folder, digits_datasets, imagenet_calib_and_val, imagenet_split,
+    make_loader, random_subset, split_off_calibration)
+from finn_demo.data.models import (
+    imagenet_train_transform, imagenet_transform, load_digits_model, load_imagenet_model)
 from finn_demo.evaluate import evaluate
 from finn_demo.export import run_metadata
 from finn_demo.fast_eval import evaluate_float_and_quantized
 from finn_demo.quant.accumulators import accumulator_bits, widest_hidden
+from finn_demo.quant.qat import apply_qat
 
 
 @dataclass
@@ -32,6 +36,7 @@ class RunResult:
     quant_eval: SimpleNamespace  # the quantized model's, plus float_fidelity and agreement_seconds
     accumulators: dict  # {layer name: accumulator bits FINN gives it}
     seconds: dict  # {stage name: wall seconds}
+    qat_history: list = None  # QAT's held-out figures per epoch, epoch 0 its start (None: no QAT)
     report: object = None  # the export checks' report (None with check_export off)
     build: object = None  # finn_build.py's result (None without finn_build)
 
@@ -65,6 +70,48 @@ def imagenet_data(args):
     print(f"no train/ and no --calib_dir: {len(calib_set)} images of val/ calibrate, the other "
           f"{len(val_set)} remain for validation")
     return calib_set, val_set, "ImageNet val/ less its calibration images"
+
+
+# Flags that do not change what QAT trains: a run may resume with other values of these.
+QAT_NEUTRAL_FLAGS = ("output", "qat_checkpoint", "resume", "cache_dir", "device", "workers",
+                     "val_size", "eval_backend", "agreement_images", "check_export", "check_finn",
+                     "check_images", "finn_build", "netron", "verbose")
+
+
+def qat_checkpoint_path(args):
+    """--qat_checkpoint, or the output's name with .qat.pt ("" = the default)."""
+    return args.qat_checkpoint or os.path.splitext(args.output)[0] + ".qat.pt"
+
+
+def qat_train_set(args):
+    """QAT's training images: the digits' training split as it is (random shifts and turns of
+    these small digits trained worse on the benchmark's model: docs/qat.md), or ImageNet's train/ (else
+    --calib_dir, else val/'s calibration part, which validation leaves out) with the usual
+    augmentation; a seeded subset of --qat_images of them (0 = all). Labels are not used."""
+    if not args.data_dir:
+        images = digits_datasets()[0]
+    elif calibrates_on_val(args.data_dir, args.calib_dir):
+        val_set = imagenet_split(args.data_dir, "val", imagenet_train_transform(args.weights))
+        images = split_off_calibration(val_set, args.calib_size, args.seed)[0]
+    elif (Path(args.data_dir) / "train").is_dir():
+        images = imagenet_split(args.data_dir, "train", imagenet_train_transform(args.weights))
+    else:
+        images = calibration_folder(args.calib_dir, imagenet_train_transform(args.weights))
+    return random_subset(images, args.qat_images or len(images), args.seed)
+
+
+def run_qat(float_model, model, val_loader, args, flags):
+    """QAT on the PTQ result (in place), distilled from `float_model`; checkpointed after each
+    epoch, resumed with --resume. `flags`: the run's flags, checked on resume. Returns the
+    per-epoch history."""
+    train_set = qat_train_set(args)
+    print(f"QAT: {args.qat_epochs} epochs over {len(train_set)} training images, distilled "
+          f"from the float model's logits; checkpoint {qat_checkpoint_path(args)}")
+    fingerprint = {name: value for name, value in flags.items() if name not in QAT_NEUTRAL_FLAGS}
+    return apply_qat(model, float_model, train_set, val_loader, args.qat_epochs, lr=args.qat_lr,
+                     batch_size=args.batch_size, workers=args.workers if args.data_dir else 0,
+                     seed=args.seed, checkpoint=qat_checkpoint_path(args), resume=args.resume,
+                     fingerprint=fingerprint)
 
 
 def resolve_backend(args):

@@ -15,6 +15,7 @@ from finn_demo.data.models import MOBILENET_V2_STAGES, resolve_weights
 from finn_demo.finn_install import FINN_INSTALL_HINT, finn_installed
 from finn_demo.quant.maps import RELU6_RANGES
 from finn_demo.quant.ptq import PTQ_FLAGS, ptq_options_problem
+from finn_demo.run import qat_checkpoint_path
 
 MAX_BIT_WIDTH = 16  # Brevitas' integer quantizers go higher, but FINN's thresholds grow as 2**bits
 
@@ -74,6 +75,23 @@ def _check_calib_dir(calib_dir, data_dir):
                           "validation leaves out")
 
 
+def _check_qat(args):
+    if args.qat_epochs < 0 or args.qat_images < 0:
+        name = "qat_epochs" if args.qat_epochs < 0 else "qat_images"
+        raise ConfigError(f"--{name}={getattr(args, name)}: must be 0 (qat_epochs: off; "
+                          "qat_images: all) or more")
+    _check_positive("qat_lr", args.qat_lr)
+    checkpoint = qat_checkpoint_path(args)
+    if args.resume and not args.qat_epochs:
+        raise ConfigError("--resume=True continues quantization-aware training; add "
+                          "--qat_epochs=N (the run's own), or drop --resume")
+    if args.resume and not Path(checkpoint).is_file():
+        raise ConfigError(f"--resume=True: no QAT checkpoint {checkpoint}; run without --resume, "
+                          "or pass --qat_checkpoint=FILE of the run to continue")
+    if args.qat_epochs:
+        check_writable(checkpoint, "--qat_checkpoint")
+
+
 def validate_args(args):
     """Raise ConfigError on the first flag that cannot work."""
     _check_accumulator(args)
@@ -86,6 +104,7 @@ def validate_args(args):
                  "input_bit_width", "add_bit_width"):
         _check_bit_width(name, getattr(args, name), optional=True)
     _check_relu6_range(args.relu6_range, args.relu6_to_relu)
+    _check_qat(args)
     if not 0.0 <= args.act_eq_alpha <= 1.0:
         raise ConfigError(f"--act_eq_alpha={args.act_eq_alpha}: must lie in [0, 1]")
     for name in ("calib_size", "val_size", "batch_size", "digits_epochs", "digits_width",

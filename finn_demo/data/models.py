@@ -74,6 +74,17 @@ def imagenet_transform(weights, crop_size=None):
                   resize_size=round(crop_size * own.resize_size[0] / own.crop_size[0]))
 
 
+def imagenet_train_transform(weights):
+    """The usual ImageNet training augmentation, at the chosen weights' crop size and
+    normalization (imagenet_transform): a random resized crop and a horizontal flip."""
+    from torchvision import transforms
+    preset = imagenet_transform(weights)
+    return transforms.Compose([
+        transforms.RandomResizedCrop(preset.crop_size[0]), transforms.RandomHorizontalFlip(),
+        transforms.PILToTensor(), transforms.ConvertImageDtype(torch.float),
+        transforms.Normalize(preset.mean, preset.std)])
+
+
 def load_imagenet_model(weights):
     """MobileNetV2 from a torchvision weights name (IMAGENET1K_V2, the default, or IMAGENET1K_V1),
     or from a local file.

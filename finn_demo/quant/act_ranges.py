@@ -70,7 +70,7 @@ def range_parameters(model, part):
 
 
 @torch.no_grad()
-def _clamp_ranges(ranges):
+def clamp_ranges(ranges):
     for value, cap in ranges:
         value.clamp_(min=MIN_RANGE, max=cap)
 
@@ -84,4 +84,4 @@ def train_ranges(model, part, data, ranges, norms, iters, batch_size, generator,
     with trainable(parameters):
         optimizer = torch.optim.Adam(groups)
         reconstruct(model, part, data, optimizer, iters, batch_size, generator, qdrop=qdrop,
-                    after_step=partial(_clamp_ranges, ranges))
+                    after_step=partial(clamp_ranges, ranges))

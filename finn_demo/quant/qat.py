@@ -127,11 +127,36 @@ def apply_qat(model, float_model, train_set, val_loader, epochs, lr=3e-4, batch_
     `float_model`'s logits: Adam, a cosine schedule over every step, each epoch's order seeded
     by `seed` and the epoch. Evaluates on `val_loader` before training and after each epoch,
     and writes `checkpoint` after each epoch; `resume` continues from it (its `fingerprint`,
-    the run's flags, must match). Returns the history: one dict per epoch, epoch 0 the start."""
+    the run's flags, must match). Returns the history: one dict per epoch, epoch 0 the start,
+    each with its held-out figures and, from epoch 1, its training loss and seconds."""
     device = next(model.parameters()).device
     float_model.eval()
     model.eval()  # BatchNorm statistics frozen, Dropout off (module docstring)
     fingerprint = fingerprint or {}
+    optimizer, scheduler, ranges, history = _start(model, float_model, train_set, val_loader, epochs,
+                                                    lr, batch_size, checkpoint, resume, fingerprint)
+    for epoch in range(len(history), epochs + 1):
+        epoch_seed = seed * 100003 + epoch  # each epoch's order and augmentation, resumable
+        torch.manual_seed(epoch_seed)
+        loader = make_loader(train_set, batch_size, workers, shuffle=True, seed=epoch_seed)
+        start = time.perf_counter()
+        train_loss = train_epoch(model, float_model, loader, optimizer, scheduler, ranges,
+                                 desc=f"QAT epoch {epoch}/{epochs}")
+        history.append({"epoch": epoch, "train_loss": train_loss,
+                        "seconds": time.perf_counter() - start,
+                        **held_out(model, float_model, val_loader, device)})
+        _print_epoch(history[-1], epochs)
+        if checkpoint:
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, history, fingerprint)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return history
+
+
+def _start(model, float_model, train_set, val_loader, epochs, lr, batch_size, checkpoint, resume,
+           fingerprint):
+    """(optimizer, scheduler, ranges, history) at the start of training: new, or as the
+    checkpoint left them with `resume` (the model's state loaded from it too)."""
     state = _load_checkpoint(checkpoint, fingerprint) if resume else None
     if state is not None:
         # before the optimizer is made: Brevitas replaces a loaded range's Parameter object, so
@@ -143,28 +168,16 @@ def apply_qat(model, float_model, train_set, val_loader, epochs, lr=3e-4, batch_
     optimizer = torch.optim.Adam(groups)
     steps = epochs * len(make_loader(train_set, batch_size))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    if state is not None:  # the saved learning rates replace those made from the loaded ranges
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = state["history"]
-        print(f"QAT: resumed from {checkpoint} after epoch {len(history) - 1} of {epochs}")
-    else:
-        history = [{"epoch": 0, **held_out(model, float_model, val_loader, device)}]
+    if state is None:
+        history = [{"epoch": 0, **held_out(model, float_model, val_loader,
+                                           next(model.parameters()).device)}]
         _print_epoch(history[-1], epochs)
-    for epoch in range(len(history), epochs + 1):
-        epoch_seed = seed * 100003 + epoch  # each epoch's order and augmentation, resumable
-        torch.manual_seed(epoch_seed)
-        loader = make_loader(train_set, batch_size, workers, shuffle=True, seed=epoch_seed)
-        train_loss = train_epoch(model, float_model, loader, optimizer, scheduler, ranges,
-                                 desc=f"QAT epoch {epoch}/{epochs}")
-        history.append({"epoch": epoch, "train_loss": train_loss,
-                        **held_out(model, float_model, val_loader, device)})
-        _print_epoch(history[-1], epochs)
-        if checkpoint:
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, history, fingerprint)
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return history
+        return optimizer, scheduler, ranges, history
+    # the saved learning rates replace those made from the loaded ranges
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    print(f"QAT: resumed from {checkpoint} after epoch {len(state['history']) - 1} of {epochs}")
+    return optimizer, scheduler, ranges, state["history"]
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, history, fingerprint):
@@ -175,6 +188,7 @@ def _save_checkpoint(path, model, optimizer, scheduler, history, fingerprint):
 
 
 def _print_epoch(figures, epochs):
-    trained = f"train loss {figures['train_loss']:.4f}, " if "train_loss" in figures else ""
+    trained = (f"train loss {figures['train_loss']:.4f} in {figures['seconds']:.0f} s, "
+               if "train_loss" in figures else "")
     print(f"QAT epoch {figures['epoch']}/{epochs}: {trained}held-out distillation loss "
           f"{figures['loss']:.4f}, top-1 {figures['top1']:.2f}% (float {figures['float_top1']:.2f}%)")

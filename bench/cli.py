@@ -25,12 +25,14 @@ def resolve(args, passed):
             raise ConfigError("--output: the benchmark exports each row to a temporary file")
     demo_args = demo.make_args(passed)  # refuse unknown flags and wrong types now, not an hour in
     for name, settings in (("bits", BIT_SETTINGS), ("ptq", PTQ_SETTINGS), ("seeds_bits", BIT_SETTINGS),
-                           ("seeds_ptq", PTQ_SETTINGS)):
+                           ("seeds_ptq", PTQ_SETTINGS), ("qat_bits", BIT_SETTINGS), ("qat_ptq", PTQ_SETTINGS)):
         args[name] = choose(args[name], settings, name)
     args["seeds"] = parse_seeds(args["seeds"], demo_args.digits_seed)
     _validate_rows(passed, args, "bits", "ptq")
     if args["seeds"] and not demo_args.data_dir:  # the seeds section runs on the digits only
         _validate_rows(passed, args, "seeds_bits", "seeds_ptq")
+    if not demo_args.data_dir:  # so does the QAT section
+        _validate_rows(passed, args, "qat_bits", "qat_ptq")
     for name in ("speed_bits", "gpxq_bits", "checks_bits"):
         args[name] = choose(args[name], BIT_SETTINGS, name)
     args["finn_bits"] = choose(args["finn_bits"], FINN_SETTINGS, "finn_bits")
@@ -48,7 +50,7 @@ def resolve(args, passed):
 
 def _validate_rows(passed, args, bits_flag, ptq_flag):
     """Run the demo's own flag checks on the flags of every row of the flags `bits_flag` x
-    `ptq_flag` (the grid's, the seeds section's) now, not an hour in."""
+    `ptq_flag` (the grid's, the seeds and QAT sections') now, not an hour in."""
     output = f"--output={Path(tempfile.gettempdir()) / 'model.onnx'}"  # as each row's temporary file
     for bits_name in args[bits_flag]:
         for ptq_name in args[ptq_flag]:

@@ -7,7 +7,7 @@ section means one entry here plus its own module with a run and a render.
 from dataclasses import dataclass
 from typing import Callable
 
-from bench import checks224, finn_estimates, gpxq_speed, grid, imagenet_times, seeds, speed
+from bench import checks224, finn_estimates, gpxq_speed, grid, imagenet_times, qat, seeds, speed
 from bench.report import section_lines
 
 
@@ -48,8 +48,10 @@ def rows_only(text):
 SECTIONS = (
     Section("grid", "benchmark.csv", grid.grid_section, grid.grid_render, ("bits", "ptq"),
             lines=grid.grid_lines),
-    Section("seeds", "seeds.csv", seeds.seeds_section, seeds.seeds_render, ("seeds",),
+    Section("seeds", "seeds.csv", seeds.seeds_section, seeds.seeds_render, ("seeds", "seeds_bits"),
             digits_only=True),  # training seeds are the digits model's
+    Section("qat", "qat.csv", qat.qat_section, rows_only(qat.qat_text), ("qat_bits", "qat_ptq"),
+            digits_only=True),  # on the digits models of the seeds section
     Section("finn", "finn.csv", finn_estimates.finn_section, finn_estimates.finn_render,
             ("finn_bits", "finn_boards")),
     Section("checks224", "checks224.csv", checks224.checks_section,

@@ -45,9 +45,10 @@ def seeds_section(context):
     wanted = {(bits, ptq) for bits in args["seeds_bits"] for ptq in args["seeds_ptq"]}
     reused = [{**row, "seed": str(base_seed)} for row in grid_rows if (row["bits"], row["ptq"]) in wanted]
     done = {(row["bits"], row["ptq"]) for row in reused}
-    keys = [key for key in _seed_keys(args, base_seed, common) if (key["bits"], key["ptq"]) not in done]
+    keys = [key for key in seed_keys(args["seeds_bits"], args["seeds_ptq"], base_seed, common)
+            if (key["bits"], key["ptq"]) not in done]
     for seed in args["seeds"]:
-        keys += _seed_keys(args, seed, _seed_common(passed, common, seed))
+        keys += seed_keys(args["seeds_bits"], args["seeds_ptq"], seed, seed_common(passed, common, seed))
     measured, failures = measure_rows(args, keys, partial(run_seed_row, passed=passed), context.path,
                                       "seeds", CODE)
     return in_row_order(args, reused + measured), failures
@@ -84,13 +85,15 @@ def _row_order(args, row):
             int(row["seed"]))
 
 
-def _seed_keys(args, seed, common):
+def seed_keys(bits_names, ptq_names, seed, common):
+    """The grid's keys of `bits_names` x `ptq_names` on seed `seed`'s model (`common`: its flags
+    and model, seed_common's), with their `seed`."""
     # Only the Brevitas model's figures are reported here: no onnxruntime evaluation.
     return [{"seed": str(seed), **key}
-            for key in grid_keys(args["seeds_bits"], args["seeds_ptq"], common, fast_eval=False)]
+            for key in grid_keys(bits_names, ptq_names, common, fast_eval=False)]
 
 
-def _seed_common(passed, common, seed):
+def seed_common(passed, common, seed):
     """The flags and model of seed `seed`'s rows (the model trained and cached here, not in a job)."""
     flag = f"--digits_seed={seed}"
     return {"flags": f"{common['flags']} {flag}", "model": demo_model_hash([*passed, flag])}

@@ -28,10 +28,13 @@ VERIFY_IMAGES = 1  # the hardware graph's check at 224x224 runs FINN's Python ex
 # frames/s goals per board (docs/finn_build.md): (finn-examples' MobileNet-v1 anchor, the project's target)
 GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
 # What FINN compiles: (bit-width setting, PTQ setting). Each grid bit-width setting without PTQ
-# (the costs follow the shapes and bit widths), and AXE's GPFQ, whose narrower accumulators (and
-# thresholds) change the design.
+# (the costs follow the shapes and bit widths), AXE's GPFQ, whose narrower accumulators (and
+# thresholds) change the design, and the low-bit settings trained with QAT (the designs QAT makes
+# accurate: their exports must build and pass the checks too).
+QAT = "relu6_calibrated+qronos+bn_corr+qat"
 FINN_SETTINGS = {**{name: (name, None) for name in BIT_SETTINGS},
-                 "W4A4+acc14": ("W4A4", "gpfq+acc14")}
+                 "W4A4+acc14": ("W4A4", "gpfq+acc14"),
+                 **{f"{name}+qat": (name, QAT) for name in ("W4A4", "W3A3", "W4A4+in4")}}
 
 
 def setting_flags(name):
@@ -118,6 +121,20 @@ def simulated_columns(result):
             "sim_bit_exact": f"{sum(layer['bit_exact'] for layer in layers)}/{len(layers)}",
             "simulated_fps": f"{simulated_rate(result.simulated, result.estimates)[0]:.0f}",
             "simulator": result.simulated["simulator"]}
+
+
+def qat_accuracy(qat_rows):
+    """{FINN setting with QAT: (mean top-1 %, its description)} from the QAT section's rows (mean
+    over its digits models, the drop beside it)."""
+    from bench.qat import qat_summary
+    summary, found = qat_summary(qat_rows), {}
+    for name, (bits, ptq) in FINN_SETTINGS.items():
+        figures = summary.get((bits, ptq))
+        if figures is not None:
+            sd = "" if figures["drop_sd"] is None else f" +- {figures['drop_sd']:.2f}"
+            found[name] = (figures["float_top1"] - figures["drop"],
+                           f"{ptq}; drop {figures['drop']:.2f}{sd}, {len(figures['seeds'])} models")
+    return found
 
 
 def best_accuracy(grid_rows):
@@ -232,7 +249,7 @@ def front_lines(rows, accuracy):
 
 def finn_render(rows, context):
     """finn_text with the grid's best accuracy per setting, and the plot of `rows` beside it."""
-    accuracy = best_accuracy(context.grid_rows)
+    accuracy = {**best_accuracy(context.grid_rows), **qat_accuracy(context.rows.get("qat", []))}
     drawn = finn_plot(rows, accuracy, context.out / PLOT_NAME)
     return finn_text(rows, accuracy, PLOT_NAME if drawn else None)
 
@@ -243,7 +260,8 @@ def finn_text(rows, accuracy, plot_name=None):
         "## FINN: MobileNetV2 at 224x224 fitted to each board", "",
         "Each row: finn_build.py (FINN's builder) on one setting's 224x224 export of the "
         "ImageNet-shaped model (bench/imagenet_shaped.py: torchvision's MobileNetV2 with 1000 "
-        "classes, random weights, BatchNorm recalibrated on generated images; no PTQ), fitted "
+        "classes, random weights, BatchNorm recalibrated on generated images; no PTQ but a "
+        "setting's own, such as QAT's on those images), fitted "
         "to the board: the highest frame rate at a 5 ns clock whose estimate fits FINN's "
         "utilization limits of the board (70% of LUTs, 80% of BRAM, URAM, DSPs). FINN's "
         "analytical estimates, not synthesis. *LUT*: FINN's per-layer estimates plus the "
@@ -254,7 +272,8 @@ def finn_text(rows, accuracy, plot_name=None):
         "and layer by layer against the QONNX graph (docs/checks.md), one dataflow "
         "partition, FINN's estimates after applying the folding config equal to the fit's. "
         "These weights are random: the accuracy beside each row is the same setting's best "
-        "top-1 in the grid above (digits data, the PTQ setting in brackets). *W4A4+acc14*: W4A4 "
+        "top-1 in the grid above (digits data, the PTQ setting in brackets), and a `+qat` "
+        "setting's the QAT section's mean over its models, with its drop. *W4A4+acc14*: W4A4 "
         "with AXE's GPFQ at 14-bit accumulators (`--gpfq=True --accumulator_bit_width=14`); "
         "*widest hidden accumulator*: FINN's widest accumulator after its bit-width "
         "minimization, first conv and classifier aside (AXE leaves them). *simulated*: "

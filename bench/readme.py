@@ -12,6 +12,7 @@ from pathlib import Path
 from statistics import median
 
 from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, PTQ_SETTINGS
+from bench.qat import qat_summary
 from bench.report import markdown_table
 from bench.rows import read_rows
 from bench.seeds import summarize, winner, with_base_rows
@@ -71,6 +72,26 @@ def recipe_command(grid_rows, seeds_rows, bits):
     return " ".join(["python finn_mobilenetv2.py", *BIT_SETTINGS[bits], *PTQ_SETTINGS[ptq]])
 
 
+def qat_table(qat_rows):
+    """The README's QAT table: per bit-width setting of results/qat.csv, the mean drop without
+    PTQ, with the PTQ QAT starts from and with QAT on top, and what QAT costs on a CPU core."""
+    summary, cells = qat_summary(qat_rows), []
+    for bits in dict.fromkeys(bits for bits, _ in summary):
+        settings = {ptq: figures for (name, ptq), figures in summary.items() if name == bits}
+        trained = next((ptq for ptq in settings if ptq.endswith("+qat")), None)
+        start = trained and trained[:-len("+qat")]
+        if trained is None or start not in settings or "none" not in settings:
+            continue
+        qat = settings[trained]
+        cells.append([bits, len(qat["seeds"]), f"{qat['float_top1']:.2f}",
+                      *(_mean_sd(settings[name]["drop"], settings[name]["drop_sd"])
+                        for name in ("none", start, trained)),
+                      _mean_sd(qat["sqnr_db"], qat["sqnr_sd"]), f"{qat['qat_seconds'] / 60:.1f}"])
+    return markdown_table(["bits", "models", "float top-1 % (mean)", "drop without PTQ (points)",
+                           "drop with `relu6_calibrated+qronos+bn_corr`", "drop with that + QAT",
+                           "QAT's logit SQNR (dB)", "QAT's CPU minutes (one thread)"], cells)
+
+
 def build_times_text(finn_rows):
     """docs/finn_build.md's sentence on build times, from results/finn.csv's `s_build`."""
     boards = list(dict.fromkeys(row["board"] for row in finn_rows))
@@ -117,6 +138,8 @@ def main():
     print(recipe_table(grid, seeds))
     print("\nREADME.md, the 4-bit-activation command:\n")
     print(recipe_command(grid, seeds, "W4A4"))
+    print("\nREADME.md, the QAT table:\n")
+    print(qat_table(read_csv("qat.csv")))
     print("\ndocs/finn_build.md, build times:\n")
     print(build_times_text(finn))
     print("\nREADME.md, the test command's time:\n")

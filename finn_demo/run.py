@@ -84,10 +84,10 @@ def qat_checkpoint_path(args):
 
 
 def qat_train_set(args):
-    """QAT's training images: the digits' training split as it is (random shifts and turns of
-    these small digits trained worse on the benchmark's model: docs/qat.md), or ImageNet's train/ (else
-    --calib_dir, else val/'s calibration part, which validation leaves out) with the usual
-    augmentation; a seeded subset of --qat_images of them (0 = all). Labels are not used."""
+    """QAT's training images (docs/qat.md): the digits' training split as it is (the digits model
+    trained without augmentation), or ImageNet's train/ (else --calib_dir, else val/'s
+    calibration part, which validation leaves out) with the usual augmentation; a seeded subset
+    of --qat_images of them (0 = all). Labels are not used."""
     if not args.data_dir:
         images = digits_datasets()[0]
     elif calibrates_on_val(args.data_dir, args.calib_dir):

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import finn_mobilenetv2 as demo
-from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, ranked_by_bits
+from bench.grid import BIT_SETTINGS, PTQ_SETTINGS, QAT, ranked_by_bits
 from bench.report import code_line, markdown_table, pyplot, save_figure
 from bench.rows import model_hash, resumable
 from bench.section_code import code_hash
@@ -31,7 +31,6 @@ GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
 # (the costs follow the shapes and bit widths), AXE's GPFQ, whose narrower accumulators (and
 # thresholds) change the design, and the low-bit settings trained with QAT (the designs QAT makes
 # accurate: their exports must build and pass the checks too).
-QAT = "relu6_calibrated+qronos+bn_corr+qat"
 FINN_SETTINGS = {**{name: (name, None) for name in BIT_SETTINGS},
                  "W4A4+acc14": ("W4A4", "gpfq+acc14"),
                  **{f"{name}+qat": (name, QAT) for name in ("W4A4", "W3A3", "W4A4+in4")}}

@@ -59,8 +59,10 @@ BIT_DESCRIPTIONS = {
     "W3A3": "every conv and activation 3-bit; first conv and classifier 8-bit, input 8-bit",
     "W4A4+in4": "as W4A4, with the network input 4-bit too (only first conv and classifier 8-bit)",
 }
-# QAT in the benchmark's rows: every digits training image, this many epochs at this rate.
+# QAT in the benchmark's rows: every digits training image, this many epochs at this rate, on
+# top of the PTQ setting QAT (its name) extends.
 QAT_FLAGS = ["--qat_epochs=15", "--qat_lr=3e-4"]
+QAT = "relu6_calibrated+qronos+bn_corr+qat"
 PTQ_SETTINGS = {
     "none": [],
     "bias_corr": ["--bias_corr=True"],
@@ -87,8 +89,7 @@ PTQ_SETTINGS = {
         "--relu6_range=calibrated", "--qronos=True", "--bn_corr=True", "--learned_act_range=True",
         "--qdrop=0.5"],
     # ... then quantization-aware training on top of that PTQ result (QAT_FLAGS)
-    "relu6_calibrated+qronos+bn_corr+qat": ["--relu6_range=calibrated", "--qronos=True",
-                                            "--bn_corr=True", *QAT_FLAGS],
+    QAT: ["--relu6_range=calibrated", "--qronos=True", "--bn_corr=True", *QAT_FLAGS],
     # not PTQ, the other ReLU6 choice: an unclipped ReLU with a calibrated range (Brevitas' default)
     "relu6_to_relu": ["--relu6_to_relu=True"],
     "relu6_to_relu+act_eq+bias_corr+gpfq": ["--relu6_to_relu=True", "--act_eq=True",

@@ -11,7 +11,7 @@ the rule is the grid's own ranking (bench/grid.py `ranked`).
 from pathlib import Path
 from statistics import median
 
-from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, PTQ_SETTINGS
+from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, PTQ_SETTINGS, QAT
 from bench.qat import qat_summary
 from bench.report import markdown_table
 from bench.rows import read_rows
@@ -92,6 +92,11 @@ def qat_table(qat_rows):
                            "QAT's logit SQNR (dB)", "QAT's CPU minutes (one thread)"], cells)
 
 
+def qat_command(bits):
+    """The demo's command line for `bits` with QAT on its PTQ recipe, as the QAT section runs it."""
+    return " ".join(["python finn_mobilenetv2.py", *BIT_SETTINGS[bits], *PTQ_SETTINGS[QAT]])
+
+
 def build_times_text(finn_rows):
     """docs/finn_build.md's sentence on build times, from results/finn.csv's `s_build`."""
     boards = list(dict.fromkeys(row["board"] for row in finn_rows))
@@ -140,6 +145,8 @@ def main():
     print(recipe_command(grid, seeds, "W4A4"))
     print("\nREADME.md, the QAT table:\n")
     print(qat_table(read_csv("qat.csv")))
+    print("\nREADME.md and docs/qat.md, the QAT command:\n")
+    print(qat_command("W3A3"))
     print("\ndocs/finn_build.md, build times:\n")
     print(build_times_text(finn))
     print("\nREADME.md, the test command's time:\n")

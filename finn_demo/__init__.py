@@ -11,7 +11,8 @@ hw/steps, see hw/; and nothing here imports a root script, but testing/, which i
   weights, the digits model trained and cached on first use)
 - quant/: maps (the FINN quantization nodes), ptq (the PTQ passes, their one order and which
   options combine), fast_gpxq, reconstruction (the block-by-block training loop and QDrop),
-  learned_round, act_ranges, accumulators; quant_utils.py re-exports them
+  learned_round, act_ranges, accumulators, qat (quantization-aware training after PTQ);
+  quant_utils.py re-exports them
 - top level, the stage between quantization and checks, one module each because each is small:
   evaluate (top-1 of PyTorch models), fast_eval (the exports in onnxruntime), export (the QONNX
   file), run (the parts of one demo run), finn_install (whether FINN imports, and the install

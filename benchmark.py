@@ -9,7 +9,8 @@ accuracy grid (grid.py: every row one run of the demo's own `main()` with the ro
 top of the pass-through flags, plus its QCDQ export in onnxruntime), the key grid rows (seeds_bits x seeds_ptq) again on the digits models of
 other training seeds, as mean +- sd over the seeds with each bit-width setting's winner against
 the spread (seeds.py; digits only), quantization-aware training beside the PTQ it starts from
-on those models (qat.py; digits only), FINN's estimates per bit-width setting (finn_estimates.py),
+on those models (qat.py; digits only), one QAT epoch's time at 224x224 per device (qat_time.py),
+FINN's estimates per bit-width setting (finn_estimates.py),
 GPFQ and Qronos in Brevitas' implementation against fast_gpxq.py (gpxq_speed.py), float vs
 Brevitas vs onnxruntime speed (speed.py), and every stage of the demo at 224x224 on a generated
 ImageNet-layout folder (imagenet_times.py; time only). Every section that uses the demo's model
@@ -48,6 +49,8 @@ seeds_bits = "W4A4,PW4A4"  # the key rows: these bit-width settings (names of BI
 seeds_ptq = "none,gpfq,qronos,qronos+bn_corr,relu6_to_relu+qronos,relu6_calibrated+qronos+bn_corr,relu6_calibrated+qronos+bn_corr+learned_act_range+qdrop,learned_round_blockwise"  # ... x these PTQ settings (PTQ_SETTINGS)
 qat_bits = "W4A4,PW3A4,W3A3,W4A4+in4"  # QAT section (digits; the pass-through model and each of --seeds'): these bit-width settings ...
 qat_ptq = "none,relu6_calibrated+qronos+bn_corr,relu6_calibrated+qronos+bn_corr+qat"  # ... x these settings: no PTQ, the PTQ QAT starts from, and QAT on top (minutes a row); "" = skip
+qat_time_devices = "cpu"  # QAT time section: devices one 224x224 QAT epoch is timed on ("cpu,cuda" with a GPU); "" = skip
+qat_time_epochs = 3  # its epochs per run (the first warms up and is left out)
 finn_bits = "W4A4,W4A4+add8,W8A8,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
 finn_verilator = "slowest"  # RTL layers of each FINN row simulated in Verilator (finn_build.py --verilator_layers): slowest, all, or "" = none

@@ -35,6 +35,10 @@ def resolve(args, passed):
         _validate_rows(passed, args, "qat_bits", "qat_ptq")
     for name in ("speed_bits", "gpxq_bits", "checks_bits"):
         args[name] = choose(args[name], BIT_SETTINGS, name)
+    args["qat_time_devices"] = _devices(args["qat_time_devices"])
+    if args["qat_time_epochs"] < 2:
+        raise ConfigError(f"--qat_time_epochs={args['qat_time_epochs']}: must be 2 or more (the first "
+                          "warms up and is not counted)")
     args["finn_bits"] = choose(args["finn_bits"], FINN_SETTINGS, "finn_bits")
     args["finn_boards"] = _boards(args["finn_boards"])
     args["finn_verilator"] = _verilator_layers(args["finn_verilator"], bool(args["finn_bits"]))
@@ -61,6 +65,18 @@ def _validate_rows(passed, args, bits_flag, ptq_flag):
             except ConfigError as error:
                 raise ConfigError(f"{error} (in the row --{bits_flag}={bits_name} "
                                   f"--{ptq_flag}={ptq_name})") from None
+
+
+def _devices(text):
+    """The --qat_time_devices names: cpu, or cuda where a GPU is."""
+    import torch
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name != "cpu" and not name.startswith("cuda"):
+            raise ConfigError(f"--qat_time_devices={text}: {name} is no device; use cpu or cuda")
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--qat_time_devices={text}: no CUDA GPU is available here; use cpu")
+    return names
 
 
 def _boards(text):

@@ -97,6 +97,19 @@ def qat_command(bits):
     return " ".join(["python finn_mobilenetv2.py", *BIT_SETTINGS[bits], *PTQ_SETTINGS[QAT]])
 
 
+def qat_cost_text(time_rows):
+    """docs/qat.md's sentence on an ImageNet epoch's cost, from results/qat_time.csv's rows."""
+    from bench.qat_time import IMAGENET_TRAIN_IMAGES, imagenet_epoch_hours
+    parts = [f"{imagenet_epoch_hours(row):.0f} hours on {row['device']} ({row['processor']}, "
+             f"{row['threads']} threads: {row['images_per_s']} training images/s)" for row in time_rows]
+    measured = "; ".join(parts) if parts else "not measured yet"
+    gpu = "" if any(row["device"].startswith("cuda") for row in time_rows) else (
+        " No GPU row yet: `python benchmark.py --qat_time_devices=cpu,cuda` on a machine with one "
+        "adds it.")
+    return (f"One QAT epoch over ImageNet's {IMAGENET_TRAIN_IMAGES} training images at 224x224, "
+            f"by the QAT time section's rate (results/qat_time.csv): {measured}.{gpu}")
+
+
 def build_times_text(finn_rows):
     """docs/finn_build.md's sentence on build times, from results/finn.csv's `s_build`."""
     boards = list(dict.fromkeys(row["board"] for row in finn_rows))
@@ -147,6 +160,8 @@ def main():
     print(qat_table(read_csv("qat.csv")))
     print("\nREADME.md and docs/qat.md, the QAT command:\n")
     print(qat_command("W3A3"))
+    print("\ndocs/qat.md, what an ImageNet epoch costs:\n")
+    print(qat_cost_text(read_csv("qat_time.csv")))
     print("\ndocs/finn_build.md, build times:\n")
     print(build_times_text(finn))
     print("\nREADME.md, the test command's time:\n")

@@ -7,7 +7,8 @@ section means one entry here plus its own module with a run and a render.
 from dataclasses import dataclass
 from typing import Callable
 
-from bench import checks224, finn_estimates, gpxq_speed, grid, imagenet_times, qat, seeds, speed
+from bench import (
+    checks224, finn_estimates, gpxq_speed, grid, imagenet_times, qat, qat_time, seeds, speed)
 from bench.report import section_lines
 
 
@@ -52,6 +53,8 @@ SECTIONS = (
             digits_only=True),  # training seeds are the digits model's
     Section("qat", "qat.csv", qat.qat_section, rows_only(qat.qat_text), ("qat_bits", "qat_ptq"),
             digits_only=True),  # on the digits models of the seeds section
+    Section("qat_time", "qat_time.csv", qat_time.qat_time_section, rows_only(qat_time.qat_time_text),
+            ("qat_time_devices",)),
     Section("finn", "finn.csv", finn_estimates.finn_section, finn_estimates.finn_render,
             ("finn_bits", "finn_boards")),
     Section("checks224", "checks224.csv", checks224.checks_section,

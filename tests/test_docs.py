@@ -200,6 +200,24 @@ def test_readme_accuracy_table_and_recipe_command_are_bench_readmes():
     assert recipe_command(grid, seeds, "W4A4") in readme.replace(" \\\n    ", " ")
 
 
+def test_readme_qat_table_and_qat_commands_are_bench_readmes():
+    """The README's QAT table from results/qat.csv, and the QAT command README and docs/qat.md
+    give is the one the QAT section runs (`python -m bench.readme`)."""
+    from bench.readme import qat_command, qat_table
+    table = qat_table(rows("qat.csv"))
+    assert table.count("\n") >= 2, "results/qat.csv holds no QAT rows"
+    assert table in text_of(ROOT / "README.md")
+    for page in (ROOT / "README.md", ROOT / "docs" / "qat.md"):
+        assert qat_command("W3A3") in text_of(page).replace(" \\\n    ", " "), page.name
+
+
+def test_qat_page_imagenet_cost_is_the_committed_rows():
+    from bench.readme import qat_cost_text
+    time_rows = rows("qat_time.csv")
+    assert time_rows, "results/qat_time.csv holds no rows"
+    assert qat_cost_text(time_rows) in " ".join(text_of(ROOT / "docs" / "qat.md").split())
+
+
 def test_finn_build_page_build_times_are_the_committed_rows():
     from bench.readme import build_times_text
     page = " ".join(text_of(ROOT / "docs" / "finn_build.md").split())

@@ -110,6 +110,18 @@ def qat_cost_text(time_rows):
             f"by the QAT time section's rate (results/qat_time.csv): {measured}.{gpu}")
 
 
+def finn_cost_table(finn_rows):
+    """The README's (and docs/finn_build.md's) FINN table: per setting and board, the fit, the
+    frame rates and the resources, from results/finn.csv's rows in their order."""
+    def share(row, key):
+        return f"{row[key]} ({row[key + '_pct']}%)" if row.get(key) else "-"
+    cells = [[row["bits"], row["board"], row.get("fits", "-"), row.get("estimated_fps", "-"),
+              row.get("simulated_fps") or "-",
+              *(share(row, key) for key in ("LUT", "BRAM_18K", "URAM", "DSP"))] for row in finn_rows]
+    return markdown_table(["bits", "board", "fits", "est. frames/s", "simulated frames/s", "LUT",
+                           "BRAM_18K", "URAM", "DSP"], cells)
+
+
 def build_times_text(finn_rows):
     """docs/finn_build.md's sentence on build times, from results/finn.csv's `s_build`."""
     boards = list(dict.fromkeys(row["board"] for row in finn_rows))
@@ -162,6 +174,8 @@ def main():
     print(qat_command("W3A3"))
     print("\ndocs/qat.md, what an ImageNet epoch costs:\n")
     print(qat_cost_text(read_csv("qat_time.csv")))
+    print("\nREADME.md and docs/finn_build.md, the FINN table:\n")
+    print(finn_cost_table(read_csv("finn.csv")))
     print("\ndocs/finn_build.md, build times:\n")
     print(build_times_text(finn))
     print("\nREADME.md, the test command's time:\n")

@@ -218,6 +218,11 @@ def test_qat_page_imagenet_cost_is_the_committed_rows():
     assert qat_cost_text(time_rows) in " ".join(text_of(ROOT / "docs" / "qat.md").split())
 
 
+def test_readme_finn_table_is_the_committed_rows():
+    from bench.readme import finn_cost_table
+    assert finn_cost_table(rows("finn.csv")) in text_of(ROOT / "README.md")
+
+
 def test_finn_build_page_build_times_are_the_committed_rows():
     from bench.readme import build_times_text
     page = " ".join(text_of(ROOT / "docs" / "finn_build.md").split())

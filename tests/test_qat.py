@@ -43,7 +43,8 @@ def test_training_lowers_the_distillation_loss_on_held_out_images(ptq_and_qat):
     assert start["top1"] == pytest.approx(ptq.quant_eval.top1)
     assert end["loss"] < 0.8 * start["loss"], trained.qat_history
     assert trained.quant_eval.top1 >= ptq.quant_eval.top1
-    assert trained.quant_eval.float_fidelity.sqnr_db > ptq.quant_eval.float_fidelity.sqnr_db
+    # (not the logit SQNR: the loss is blind to a constant added to all of an image's logits,
+    # which moves no probability and no prediction but counts against the SQNR: docs/qat.md)
 
 
 def test_the_qat_export_is_ptqs_kind_of_graph_and_passes_the_checks(ptq_and_qat):

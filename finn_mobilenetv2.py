@@ -74,7 +74,7 @@ bias_corr = False  # bias correction: each layer's mean output error, measured a
 # quantization-aware training (QAT), after PTQ: the quantized model trained end to end to follow the
 # float model's logits (distillation: labels unused), BatchNorm statistics frozen (docs/qat.md)
 qat_epochs = 0  # passes over the training images (0 = off): digits' training split, ImageNet's train/
-qat_lr = 3e-4  # Adam's learning rate (cosine to 0) for weights, biases and BatchNorm; ranges step relative to their size
+qat_lr = 1e-3  # Adam's learning rate (cosine to 0) for weights, biases and BatchNorm; ranges step relative to their size
 qat_images = 0  # train on a seeded subset of this many training images (0 = all of them)
 qat_checkpoint = ""  # written after every epoch; "" = the output's name with .qat.pt
 resume = False  # continue QAT from qat_checkpoint (a finished run exports without training again)

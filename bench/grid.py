@@ -61,7 +61,7 @@ BIT_DESCRIPTIONS = {
 }
 # QAT in the benchmark's rows: every digits training image, this many epochs at this rate, on
 # top of the PTQ setting QAT (its name) extends.
-QAT_FLAGS = ["--qat_epochs=15", "--qat_lr=3e-4"]
+QAT_FLAGS = ["--qat_epochs=15", "--qat_lr=1e-3"]
 QAT = "relu6_calibrated+qronos+bn_corr+qat"
 PTQ_SETTINGS = {
     "none": [],

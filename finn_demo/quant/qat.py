@@ -19,7 +19,7 @@ One checkpoint, rewritten after every epoch (model, optimizer, schedule, the epo
 held-out figures and the run's flags), lets `resume=True` continue an interrupted run, or
 export a finished one without training again.
 
-    history = apply_qat(model, float_model, train_set, val_loader, epochs=15, lr=3e-4,
+    history = apply_qat(model, float_model, train_set, val_loader, epochs=15, lr=1e-3,
                         checkpoint="model.qat.pt")
 """
 import time
@@ -121,7 +121,7 @@ def _load_checkpoint(path, fingerprint):
     return state
 
 
-def apply_qat(model, float_model, train_set, val_loader, epochs, lr=3e-4, batch_size=32,
+def apply_qat(model, float_model, train_set, val_loader, epochs, lr=1e-3, batch_size=32,
               workers=0, seed=0, checkpoint=None, resume=False, fingerprint=None):
     """Train the quantized `model` (in place) for `epochs` passes over `train_set` to follow
     `float_model`'s logits: Adam, a cosine schedule over every step, each epoch's order seeded

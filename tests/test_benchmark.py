@@ -31,7 +31,7 @@ def run_benchmark(out_dir, cache_dir, *flags):
     args, passed = benchmark.make_args(
         [f"--out_dir={out_dir}", f"--cache_dir={cache_dir}", *SMALL, "--calib_size=128",
          "--speed=False", "--finn_bits=", "--gpxq=False", "--imagenet_calib_sizes=", "--seeds=",
-         "--checks_bits=", *flags])
+         "--checks_bits=", "--qat_bits=", "--qat_time_devices=", *flags])
     return benchmark.main(args, passed, command="python benchmark.py (test)")
 
 
@@ -526,3 +526,52 @@ def test_a_section_is_one_registry_entry_that_main_runs_in_its_place_and_stale_c
     run_benchmark(tmp_path, cache_dir, "--bits=", "--fast_eval=False")  # off: its CSV's rows
     assert "*Not re-run by this command: the rows dummy.csv already held.*" in (
         tmp_path / "RESULTS.md").read_text()
+
+
+# -------------------------------------------------------------------------------------- QAT
+def test_qat_section_measures_every_model_itself_each_with_its_seed_flag(tmp_path, monkeypatch):
+    import bench.qat
+    import bench.seeds
+    calls = []
+
+    def fake_run_row(key, passed):
+        calls.append((key["seed"], key["ptq"], key["model"], passed[-1]))
+        seconds = {"s_demo_total": "300.0", "s_qat": "240.0"} if key["ptq"].endswith("+qat") else {
+            "s_demo_total": "20.0"}
+        return {"float_top1": "97.00", "drop": "0.50" if "qat" in key["ptq"] else "2.00",
+                "sqnr_db": "12.00", "float_agreement": "98.00", **seconds}
+
+    monkeypatch.setattr(bench.seeds, "run_row", fake_run_row)
+    monkeypatch.setattr(bench.seeds, "demo_model_hash", lambda flags: "model_of_" + flags[-1])
+    qat = bench.grid.QAT
+    args = {"seeds": [1], "qat_bits": ["W3A3"], "qat_ptq": ["none", qat], "grid_jobs": 1,
+            "grid_threads": 0}
+    common = {"flags": "--val_size=100", "model": "m0"}
+    grid_rows = [{**seed_row("W3A3", "none", 0, 3.0, 12.0), "flags": common["flags"]}]
+    context = Context(args, ["--val_size=100"], common, tmp_path, tmp_path / "qat.csv",
+                      {"grid": grid_rows})
+    rows, failures = bench.qat.qat_section(context)
+    assert not failures
+    # the pass-through model's rows too are measured here, not taken from the grid
+    assert calls == [("0", "none", "m0", "--digits_seed=0"), ("0", qat, "m0", "--digits_seed=0"),
+                     ("1", "none", "model_of_--digits_seed=1", "--digits_seed=1"),
+                     ("1", qat, "model_of_--digits_seed=1", "--digits_seed=1")]
+    text = "\n".join(bench.qat.qat_text(rows))
+    assert f"| W3A3 | {qat} | 0 1 | 97.00 | 0.50 +- 0.00 | 12.00 +- 0.00 | 300 | 240 |" in text
+    assert "| W3A3 | none | 0 1 | 97.00 | 2.00 +- 0.00 | 12.00 +- 0.00 | 20 | - |" in text
+    from bench.readme import qat_table
+    assert "| W3A3 | 2 | 97.00 | 2.00 +- 0.00 | 2.00 +- 0.00 | 0.50 +- 0.00 | 12.00 +- 0.00 | 4.0 |" in (
+        qat_table([*rows, *({**row, "ptq": qat[:-len("+qat")]} for row in rows
+                            if row["ptq"] == "none")]))
+
+
+def test_qat_flags_are_refused_in_one_line_before_any_row():
+    cases = [(["--qat_bits=W9A9"], "--qat_bits: unknown W9A9"),
+             (["--qat_time_devices=tpu"], "--qat_time_devices=tpu: tpu is no device"),
+             (["--qat_time_epochs=1"], "--qat_time_epochs=1: must be 2 or more")]
+    if not torch.cuda.is_available():
+        cases.append((["--qat_time_devices=cpu,cuda"], "no CUDA GPU is available here"))
+    for argv, fragment in cases:
+        with pytest.raises(demo.ConfigError) as caught:
+            benchmark.make_args(argv)
+        assert fragment in str(caught.value) and "\n" not in str(caught.value)

@@ -8,6 +8,7 @@ measured; a CSV without a model column is left as it is.
 
     python -m bench.prune                 # results/
     python -m bench.prune --out_dir=DIR
+    python -m bench.prune --csv=qat.csv   # one section's CSV, after a full run of that section
 """
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from bench.rows import read_rows, write_rows
 from finn_demo.common.configurator import ConfigError, flags_of, run_module
 
 out_dir = "results"  # the folder of the benchmark's CSVs
+csv = ""  # prune only this CSV of out_dir (a section re-run alone); "" = every CSV
 FLAGS = flags_of(globals())
 
 
@@ -30,9 +32,10 @@ def prune_rows(rows):
 
 def main(args):
     folder = Path(args["out_dir"])
-    paths = sorted(folder.glob("*.csv"))
+    paths = sorted(folder.glob(args["csv"] or "*.csv"))
     if not paths:
-        raise ConfigError(f"--out_dir={folder}: no CSV files there; point it at the benchmark's out_dir")
+        raise ConfigError(f"--out_dir={folder}: no {args['csv'] or 'CSV files'} there; point it at the "
+                          "benchmark's out_dir" + (" and --csv at one of its CSVs" if args["csv"] else ""))
     for path in paths:
         rows = read_rows(path)
         kept, dropped = prune_rows(rows)

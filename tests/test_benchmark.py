@@ -414,13 +414,19 @@ def test_prune_keeps_only_the_rows_of_the_newest_code(tmp_path, capsys):
             {**old, "ptq": "gpfq", "model": "random (seed 0)", "code": "c2"}]
     bench.rows.write_rows(tmp_path / "benchmark.csv", rows)
     bench.rows.write_rows(tmp_path / "imagenet_times.csv", [{"run": "none", "code": "c1"}])
-    bench.prune.main({"out_dir": str(tmp_path)})
+    bench.rows.write_rows(tmp_path / "qat.csv", rows)
+    bench.prune.main({"out_dir": str(tmp_path), "csv": "qat.csv"})  # that CSV alone
+    assert len(bench.rows.read_rows(tmp_path / "qat.csv")) == 2
+    assert len(bench.rows.read_rows(tmp_path / "benchmark.csv")) == 5
+    bench.prune.main({"out_dir": str(tmp_path), "csv": ""})
     kept = bench.rows.read_rows(tmp_path / "benchmark.csv")
     assert [(row["ptq"], row["model"]) for row in kept] == [("none", "newmodel"), ("gpfq", "random (seed 0)")]
     assert bench.rows.read_rows(tmp_path / "imagenet_times.csv") == [{"run": "none", "code": "c1"}]
     assert "dropped 3" in capsys.readouterr().out
     with pytest.raises(demo.ConfigError, match="no CSV files"):
-        bench.prune.main({"out_dir": str(tmp_path / "empty")})
+        bench.prune.main({"out_dir": str(tmp_path / "empty"), "csv": ""})
+    with pytest.raises(demo.ConfigError, match="no seeds.csv there"):
+        bench.prune.main({"out_dir": str(tmp_path), "csv": "seeds.csv"})
 
 
 # ------------------------------------------------------------------------------------ seeds

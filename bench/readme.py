@@ -104,7 +104,7 @@ def qat_cost_text(time_rows):
              f"{row['threads']} threads: {row['images_per_s']} training images/s)" for row in time_rows]
     measured = "; ".join(parts) if parts else "not measured yet"
     gpu = "" if any(row["device"].startswith("cuda") for row in time_rows) else (
-        " No GPU row yet: `python benchmark.py --qat_time_devices=cpu,cuda` on a machine with one "
+        " No GPU row yet: benchmark.py with `--qat_time_devices=cpu,cuda` on a machine with one "
         "adds it.")
     return (f"One QAT epoch over ImageNet's {IMAGENET_TRAIN_IMAGES} training images at 224x224, "
             f"by the QAT time section's rate (results/qat_time.csv): {measured}.{gpu}")

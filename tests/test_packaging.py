@@ -180,24 +180,6 @@ def test_ptq_page_seeds_table_is_the_summary_of_the_committed_rows():
     assert seeds_table(summarize(grid + seeds)) in (ROOT / "docs" / "ptq.md").read_text()
 
 
-def test_readme_finn_estimates_are_the_committed_finn_rows():
-    """Each row of the README's FINN table says what results/finn.csv holds for that setting
-    and board."""
-    import csv
-    with open(ROOT / "results" / "finn.csv", newline="") as file:
-        measured = {(row["bits"], row["board"]): row for row in csv.DictReader(file)}
-    section = (ROOT / "README.md").read_text().split("What MobileNetV2 costs on an FPGA", 1)[1]
-    table = [[cell.strip() for cell in line.split("|")[1:-1]] for line in section.split("```")[0].splitlines()
-             if re.match(r"\| (W|PW)[\w+]+ \|", line)]  # a bit-width setting, or one with AXE
-    assert len(table) == len(measured) >= 2
-    for bits, board, fits, fps, simulated, *resources in table:
-        row = measured[bits, board]
-        assert [fits, fps, simulated] == [row["fits"], row["estimated_fps"],
-                                          row.get("simulated_fps") or "-"], (bits, board)
-        assert resources == [f"{row[key]} ({row[key + '_pct']}%)"
-                             for key in ("LUT", "BRAM_18K", "URAM", "DSP")], (bits, board)
-
-
 def test_every_committed_benchmark_row_records_the_code_and_model_it_was_measured_at():
     """A row without them could be from any version: benchmark.py keys each row by both."""
     import csv

@@ -309,6 +309,11 @@ def prose_figures():
         ("ptq.md", r"needs (\d+) LUT \(117%", by_key["W4A4+add8", "ZCU104"]["LUT"]),
         ("ptq.md", r"needs \d+ LUT \((\d+)% of the board", by_key["W4A4+add8", "ZCU104"]["LUT_pct"]),
         ("finn_build.md", r"W4A4 reaches (\d+) frames/s with a quarter", by_key["W4A4", "U250"]["estimated_fps"]),
+        ("finn_build.md", r"W3A3\+qat\*\*[\s\S]*?reaches\s+(\d+) frames/s", by_key["W3A3+qat", "ZCU104"]["estimated_fps"]),
+        ("finn_build.md", r"simulated rate is (\d+) frames/s, every", by_key["W3A3+qat", "ZCU104"]["simulated_fps"]),
+        ("finn_build.md", r"it\s+reaches W4A4's (\d+) frames/s", by_key["W4A4+in4+qat", "ZCU104"]["estimated_fps"]),
+        ("README.md", r"W3A3\+qat \(3-bit, trained with QAT\) reaches (\d+) frames/s", by_key["W3A3+qat", "ZCU104"]["estimated_fps"]),
+        ("README.md", r"past\s+W4A4's (\d+) in the same", by_key["W4A4", "ZCU104"]["estimated_fps"]),
     ]
 
 

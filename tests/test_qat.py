@@ -54,12 +54,13 @@ def test_the_qat_export_is_ptqs_kind_of_graph_and_passes_the_checks(ptq_and_qat)
     assert "equivalence" in trained.report.checks and not trained.report.checks["equivalence"].failed
 
 
-def test_training_changes_weights_ranges_and_batchnorm_but_not_its_statistics(ptq_and_qat):
+def test_training_changes_weights_their_scales_ranges_and_batchnorm_but_not_its_statistics(ptq_and_qat):
     ptq, trained = ptq_and_qat
     before, after = ptq.model.state_dict(), trained.model.state_dict()
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert any(name.endswith(".weight") and "bn" not in name for name in changed)
     assert any(".act_quant." in name and name.endswith("scaling_impl.value") for name in changed)
+    assert any(".weight_quant." in name and name.endswith("scaling_impl.value") for name in changed)
     statistics = [name for name in before if name.endswith(("running_mean", "running_var"))]
     assert statistics and not changed & set(statistics)
 

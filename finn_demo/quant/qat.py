@@ -2,10 +2,10 @@
 reproduce the float model's logits (knowledge distillation), so labels are never needed.
 
 What trains is what Brevitas already makes trainable, through its own straight-through
-estimators: every weight and bias, BatchNorm's affine weight and bias, and every static
-activation range (the quantizers' `scaling_impl.value`, LSQ's gradient of the step size; weight
-scales follow their weights, as FINN's per-channel weight quantizers compute them from the
-weights). No quantizer is written here.
+estimators: every weight and bias, BatchNorm's affine weight and bias, every per-channel weight
+scale and every static activation range (the quantizers' `scaling_impl.value` parameters, which
+Brevitas initialises from statistics; LSQ's gradient of the step size). No quantizer is written
+here.
 
 BatchNorm's statistics stay frozen (the model trains in eval mode): FINN folds BatchNorm's
 running statistics into its thresholds, so the statistics the student trains against are the
@@ -56,7 +56,8 @@ def whole_graph(model):
 
 def parameter_groups(model, lr):
     """Adam's groups: each activation range at a step relative to its size, every other
-    trainable tensor (weights, biases, BatchNorm's affine) at `lr`; and the ranges with their caps."""
+    trainable tensor (weights, weight scales, biases, BatchNorm's affine) at `lr`; and the ranges
+    with their caps."""
     ranges = range_parameters(model, whole_graph(model))
     range_ids = {id(value) for value, _ in ranges}
     others = [parameter for parameter in model.parameters() if id(parameter) not in range_ids]

@@ -13,7 +13,7 @@ from statistics import mean
 import finn_mobilenetv2 as demo
 from bench.grid import BIT_DESCRIPTIONS, measure_rows
 from bench.report import code_line, markdown_table
-from bench.seeds import run_seed_row, seed_common, seed_keys, summarize
+from bench.seeds import mean_sd, run_seed_row, seed_common, seed_keys, summarize
 
 CODE = __spec__.name  # this module, also under -m: its imports make its code (bench/section_code.py)
 
@@ -40,14 +40,10 @@ def qat_summary(rows):
     return summary
 
 
-def _mean_sd(value, sd):
-    return f"{value:.2f}" if sd is None else f"{value:.2f} +- {sd:.2f}"
-
-
 def qat_table(summary):
     cells = [[bits, ptq, " ".join(map(str, figures["seeds"])), f"{figures['float_top1']:.2f}",
-              _mean_sd(figures["drop"], figures["drop_sd"]),
-              _mean_sd(figures["sqnr_db"], figures["sqnr_sd"]), f"{figures['seconds']:.0f}",
+              mean_sd(figures["drop"], figures["drop_sd"]),
+              mean_sd(figures["sqnr_db"], figures["sqnr_sd"]), f"{figures['seconds']:.0f}",
               "-" if figures["qat_seconds"] is None else f"{figures['qat_seconds']:.0f}"]
              for (bits, ptq), figures in summary.items()]
     return markdown_table(["bits", "PTQ / QAT", "models (seeds)", "float top-1 % (mean)",

@@ -15,7 +15,7 @@ from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, PTQ_SETTINGS, QAT
 from bench.qat import qat_summary
 from bench.report import markdown_table
 from bench.rows import read_rows
-from bench.seeds import summarize, winner, with_base_rows
+from bench.seeds import mean_sd, summarize, winner, with_base_rows
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -50,18 +50,14 @@ def recipes(grid_rows, seeds_rows):
     return chosen
 
 
-def _mean_sd(value, sd):
-    return f"{value:.2f}" if sd is None else f"{value:.2f} +- {sd:.2f}"
-
-
 def recipe_table(grid_rows, seeds_rows):
     """The README's accuracy table: per bit-width setting, the recipe the rule picks."""
     cells = []
     for bits, (ptq, figures, plain) in recipes(grid_rows, seeds_rows).items():
         cells.append([bits, BIT_DESCRIPTIONS[bits], len(figures["seeds"]), f"{figures['float_top1']:.2f}",
-                      _mean_sd(plain["drop"], plain["drop_sd"]), f"`{ptq}`",
-                      _mean_sd(figures["drop"], figures["drop_sd"]),
-                      _mean_sd(figures["sqnr_db"], figures["sqnr_sd"])])
+                      mean_sd(plain["drop"], plain["drop_sd"]), f"`{ptq}`",
+                      mean_sd(figures["drop"], figures["drop_sd"]),
+                      mean_sd(figures["sqnr_db"], figures["sqnr_sd"])])
     return markdown_table(["bits", "setting", "models", "float top-1 % (mean)", "drop without PTQ (points)",
                            "recipe", "its drop (points)", "its logit SQNR (dB)"], cells)
 
@@ -84,9 +80,9 @@ def qat_table(qat_rows):
             continue
         qat = settings[trained]
         cells.append([bits, len(qat["seeds"]), f"{qat['float_top1']:.2f}",
-                      *(_mean_sd(settings[name]["drop"], settings[name]["drop_sd"])
+                      *(mean_sd(settings[name]["drop"], settings[name]["drop_sd"])
                         for name in ("none", start, trained)),
-                      _mean_sd(qat["sqnr_db"], qat["sqnr_sd"]), f"{qat['qat_seconds'] / 60:.1f}"])
+                      mean_sd(qat["sqnr_db"], qat["sqnr_sd"]), f"{qat['qat_seconds'] / 60:.1f}"])
     return markdown_table(["bits", "models", "float top-1 % (mean)", "drop without PTQ (points)",
                            "drop with `relu6_calibrated+qronos+bn_corr`", "drop with that + QAT",
                            "QAT's logit SQNR (dB)", "QAT's CPU minutes (one thread)"], cells)

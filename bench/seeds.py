@@ -160,16 +160,17 @@ def verdict(summary, bits_name):
     return f"{best} leads {runner_up} by {margin:.2f} points: within the spread (larger sd {spread:.2f})"
 
 
-def _mean_sd(value, sd):
+def mean_sd(value, sd):
+    """A figure as a table shows it: "mean", "mean +- sd" (sd None: one seed), "-" (none)."""
     if value is None:
         return "-"
     return f"{value:.2f}" if sd is None else f"{value:.2f} +- {sd:.2f}"
 
 
 def seeds_table(summary):
-    cells = [[bits, ptq, " ".join(map(str, fig["seeds"])), _mean_sd(fig["float_top1"], None),
-              _mean_sd(fig["drop"], fig["drop_sd"]), _mean_sd(fig["sqnr_db"], fig["sqnr_sd"]),
-              _mean_sd(fig["agreement"], None)] for (bits, ptq), fig in summary.items()]
+    cells = [[bits, ptq, " ".join(map(str, fig["seeds"])), mean_sd(fig["float_top1"], None),
+              mean_sd(fig["drop"], fig["drop_sd"]), mean_sd(fig["sqnr_db"], fig["sqnr_sd"]),
+              mean_sd(fig["agreement"], None)] for (bits, ptq), fig in summary.items()]
     return markdown_table(["bits", "PTQ", "seeds", "float top-1 % (mean)", "drop (points, mean +- sd)",
                            "logit SQNR (dB, mean +- sd)", "same top-1 as float % (mean)"], cells)
 

@@ -37,8 +37,9 @@ def qat_time_section(context):
     with tempfile.TemporaryDirectory() as folder:
         data = make_folder(folder)
         weights = make_weights(Path(folder) / "mobilenet_v2.pth", data)
+        model = model_hash(load_model(weights))
         keys = [{"device": device, "bits": BITS, "epochs": str(args["qat_time_epochs"]),
-                 "batch_size": str(demo.FLAGS["batch_size"]), "model": model_hash(load_model(weights))}
+                 "batch_size": str(demo.FLAGS["batch_size"]), "model": model}
                 for device in args["qat_time_devices"]]
         return resumable(context.path, keys, partial(time_row, data=data, weights=weights),
                          "QAT at 224x224", code_hash(CODE))
@@ -54,7 +55,7 @@ def time_row(key, data, weights):
             *BIT_SETTINGS[key["bits"]], f"--qat_epochs={key['epochs']}",
             f"--qat_checkpoint={Path(folder) / 'model.qat.pt'}"]))
     images = len(qat_train_set(result.args))
-    seconds = median(epoch["seconds"] for epoch in result.qat_history[2:] or result.qat_history[1:])
+    seconds = median(epoch["seconds"] for epoch in result.qat_history[2:])  # epochs >= 2 (bench/cli.py)
     return {"train_images": str(images), "s_epoch": f"{seconds:.2f}",
             "images_per_s": f"{images / seconds:.2f}", "threads": str(torch.get_num_threads()),
             "processor": device_name(key["device"])}

@@ -13,6 +13,7 @@ from statistics import median
 
 from bench.grid import BIT_DESCRIPTIONS, BIT_SETTINGS, PTQ_SETTINGS, QAT
 from bench.qat import qat_summary
+from bench.qat_time import IMAGENET_TRAIN_IMAGES, imagenet_epoch_hours
 from bench.report import markdown_table
 from bench.rows import read_rows
 from bench.seeds import mean_sd, summarize, winner, with_base_rows
@@ -95,7 +96,6 @@ def qat_command(bits):
 
 def qat_cost_text(time_rows):
     """docs/qat.md's sentence on an ImageNet epoch's cost, from results/qat_time.csv's rows."""
-    from bench.qat_time import IMAGENET_TRAIN_IMAGES, imagenet_epoch_hours
     parts = [f"{imagenet_epoch_hours(row):.0f} hours on {row['device']} ({row['processor']}, "
              f"{row['threads']} threads: {row['images_per_s']} training images/s)" for row in time_rows]
     measured = "; ".join(parts) if parts else "not measured yet"

@@ -22,7 +22,7 @@ from finn_demo.checks import check_inputs
 from finn_demo.common.configurator import ConfigError
 from finn_demo.common.files import atomic_path
 from finn_demo.data.datasets import images_to_check
-from finn_demo.hw import alternatives, boards, finn_builder, fit, verilator
+from finn_demo.hw import alternatives, boards, finn_builder, fit, requant, verilator
 from finn_demo.hw.hw_checks import check_hw_graph, check_partition, nodes_between_hw_layers
 from finn_demo.hw.cache import StepCache
 
@@ -42,12 +42,15 @@ class Build:
         self.failures, self.design, self.tried, self.estimates = [], None, [], None
         self.streamlined = None  # step 2's graph, the hardware graph's exact reference
         self.simulated = None  # verilator.json, with --outputs=verilator
+        self.requant_kept = {}  # {threshold layer kept as Thresholding: why}, with --requant
+        self.staircases = {}  # {Requant output: (thresholds, ActVal)} it is proven against
 
     def steps(self):
         return [self.step_frontend, self.step_streamline, self.step_lower_convs,
                 self.step_convert_to_hw, self.step_check_hw_graph,
                 "step_create_dataflow_partition", self.step_check_partition,
-                "step_specialize_layers", "step_minimize_bit_width", self.step_fit_to_board,
+                "step_specialize_layers", "step_minimize_bit_width",
+                *([self.step_requant] if self.args.requant else []), self.step_fit_to_board,
                 "step_apply_folding_config", "step_generate_estimate_reports",
                 *([self.step_verilator] if verilator.OUTPUT in output_names(self.args) else []),
                 self.step_summary]
@@ -94,6 +97,14 @@ class Build:
             self.stop(*failures)
         return model
 
+    def step_requant(self, model, cfg):
+        """Each Thresholding_rtl layer that a Requant_rtl computes exactly, proven on every input
+        (requant.py), becomes one; the line says how many went each way and why."""
+        model, self.requant_kept, self.staircases = requant.convert(model,
+                                                                    cfg._resolve_fpga_part())
+        print("    " + requant.summary(model, self.requant_kept))
+        return model
+
     def step_fit_to_board(self, model, cfg):
         """The fit's folding and memories, written as FINN's folding config for the next step."""
         self.design, self.tried = fit.search(model, cfg._resolve_fpga_part(), self.args.clock_ns,
@@ -108,10 +119,13 @@ class Build:
         reported = json.loads((cfg.get_report_directory() / "estimate_layer_resources.json")
                               .read_text())
         self.failures += reproduction_failures(self.design, reported)
+        self.failures += requant.proof_failures(model, cfg._resolve_fpga_part(), self.staircases)
         self.estimates = summarize_design(self.design, self.tried, self.target, self.args)
         self.estimates["failures"] = self.failures
         self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded
         self.estimates["accumulator_bits"] = accumulator_widths(model)
+        self.estimates["requant"] = {"flag": self.args.requant, **requant.layer_counts(model),
+                                     "kept": self.requant_kept}
         write_outputs(self.args.out_dir, model, self.estimates)
         return model
 

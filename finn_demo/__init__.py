@@ -23,7 +23,7 @@ hw/steps, see hw/; and nothing here imports a root script, but testing/, which i
   else of finn_demo, so checks/numbers may run the first two, FINN's frontend), finn_builder
   (the shim around FINN's builder), cache (the steps cache behind --reuse), boards, resources,
   fit, alternatives (what would fit when nothing does), hw_checks (the build's checks of FINN's
-  graphs), verilator (the RTL layers in Verilator), build (the build finn_build.py runs)
+  graphs), requant (FINN's Requant where it computes a threshold layer exactly), verilator (the RTL layers in Verilator), build (the build finn_build.py runs)
 - validate: the demo's flags checked before any work (it asks data, quant and finn_install)
 - testing/ (no stage: nothing above imports it): faults (written into exports), imagenet_folder
   (small generated image folders), used by the tests and the benchmark; suite (what the test

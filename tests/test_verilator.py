@@ -1,17 +1,24 @@
 """finn_demo/hw/verilator.py on the suite's fitted design (finn_build_run): a layer of each RTL
 type in Verilator (the ones `--verilator_layers=slowest` picks, and the first matrix unit), bit
 for bit against FINN's Python execution, its cycles against FINN's estimates, and a changed
-weight or threshold in a generated memory file caught.
+weight or threshold in a generated memory file caught. A standalone Requant_rtl layer with its
+parameters streamed (internal_decoupled) the same way, on every input value, and a changed
+parameter word caught.
 Compiled layers are cached by the hash of their sources (a stale entry cannot be used), so a
 second run only simulates."""
 import json
 import os
 import re
+from copy import deepcopy
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper
+from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.util.basic import qonnx_make_model
 
 from finn_demo.testing.suite import import_finn_steps
 
@@ -19,13 +26,21 @@ import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from finn_demo.hw import build as hw_build  # noqa: E402
 from finn_demo.hw import finn_builder, verilator  # noqa: E402
+from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers  # noqa: E402
+from finn.util.basic import pynq_part_map  # noqa: E402
 from finn.util.fpgadataflow import is_rtl_node  # noqa: E402
 
-# FINN's get_exp_cycles against the simulated cycles per frame. The matrix, threshold and
-# padding units' formulas count stream beats and agree exactly; a 2D sliding window's is a
+# FINN's get_exp_cycles against the simulated cycles per frame. The matrix, threshold, requant
+# and padding units' formulas count stream beats and agree exactly; a 2D sliding window's is a
 # closed form (one buffer fill plus, per output row, the longer of reading and writing it) that
 # its RTL controller's schedule beats or misses by a few per cent (docs/finn_build.md).
 CYCLE_MARGIN = {"ConvolutionInputGenerator_rtl": 0.05}
+
+
+def assert_cycles_are_finns_estimate(layer):
+    margin = CYCLE_MARGIN.get(layer["op_type"], 0)
+    assert layer["cycles"] == pytest.approx(layer["estimated_cycles"], rel=margin), layer
+    assert layer["latency_cycles"] >= layer["cycles"] // 2  # one frame streams through
 
 
 def require_verilator():
@@ -92,9 +107,7 @@ def test_every_rtl_type_of_the_design_is_simulated_bit_exact(design, simulated):
 
 def test_simulated_cycles_per_frame_are_finns_estimates_within_the_margin(simulated):
     for layer in simulated["layers"]:
-        margin = CYCLE_MARGIN.get(layer["op_type"], 0)
-        assert layer["cycles"] == pytest.approx(layer["estimated_cycles"], rel=margin), layer
-        assert layer["latency_cycles"] >= layer["cycles"] // 2  # one frame streams through
+        assert_cycles_are_finns_estimate(layer)
 
 
 def test_slowest_picks_each_rtl_types_slowest_layer_and_the_first_window(design):
@@ -129,7 +142,114 @@ def test_hls_layers_are_listed_as_not_simulated_with_the_reason(design, simulate
     assert all("Vitis HLS" in row["why"] for row in simulated["not_simulated"])
 
 
-def tamper_weights(folder, name, expected):
+# ------------------------------------------------------------------ Requant_rtl, standalone
+PART, CLOCK_NS = pynq_part_map["ZCU104"], 5.0
+REQUANT_CHANNELS, REQUANT_PE = 8, 2
+REQUANT_INPUT = DataType["INT12"]  # signed: the RTL reads its input as signed
+# Every INT12 value once per channel: a 64x64 image with each channel a permutation of them.
+REQUANT_PIXELS = [1, 64, 64]
+
+
+def requant_parameters():
+    """Per-channel (scale, bias) on which FINN's float32 model and the RTL's integers agree:
+    scales m/64 with a small odd m (exact mantissas, large enough that INT12 reaches both clip
+    ends of an 8-bit output, two exponents so the streamed shift varies, one scale negative),
+    biases odd multiples of 1/128 (x*scale + bias is never a tie at .5); every sum is exact in
+    float32."""
+    mantissas = np.array([9, 11, 13, -15, 17, 19, 21, 23])
+    biases = (2 * np.arange(REQUANT_CHANNELS) - 7) * 3
+    return (mantissas / 64).astype(np.float32), (biases / 128).astype(np.float32)
+
+
+def requant_model(output_type):
+    """One FINN Requant layer (NumChannels 8, PE 2) specialized for the ZCU104's part as
+    Requant_rtl, its parameters streamed by a memstream (internal_decoupled)."""
+    shape = REQUANT_PIXELS + [REQUANT_CHANNELS]
+    node = helper.make_node("Requant", ["x", "scale", "bias"], ["y"], name="Requant_0",
+                            domain="finn.custom_op.fpgadataflow", backend="fpgadataflow",
+                            NumChannels=REQUANT_CHANNELS, PE=REQUANT_PE,
+                            inputDataType=REQUANT_INPUT.name, outputDataType=output_type,
+                            numInputVectors=REQUANT_PIXELS, narrow=0)
+    graph = helper.make_graph([node], "requant",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = ModelWrapper(qonnx_make_model(graph))
+    scale, bias = requant_parameters()
+    model.set_initializer("scale", scale)
+    model.set_initializer("bias", bias)
+    model.set_tensor_datatype("x", REQUANT_INPUT)
+    model.set_tensor_datatype("y", DataType[output_type])
+    model = model.transform(SpecializeLayers(PART))
+    verilator.getHWCustomOp(model.graph.node[0]).set_nodeattr("mem_mode", "internal_decoupled")
+    return model
+
+
+def every_input_value():
+    rng = np.random.default_rng(0)
+    values = np.arange(REQUANT_INPUT.min(), REQUANT_INPUT.max() + 1)
+    channels = [rng.permutation(values) for _ in range(REQUANT_CHANNELS)]
+    return np.stack(channels, axis=-1).reshape(REQUANT_PIXELS + [REQUANT_CHANNELS]).astype(
+        np.float32)
+
+
+@pytest.fixture(scope="module")
+def finn_settings(tmp_path_factory):
+    """FINN's settings for the tests without the fitted design (it sets them for its own)."""
+    require_verilator()
+    finn_builder.prepare(tmp_path_factory.mktemp("requant"))  # FINN's settings: finn-rtllib
+
+
+def requant_case(output_type):
+    """(the specialized model, FINN's Python tensors on every input value)."""
+    model = requant_model(output_type)
+    return model, verilator.python_execution(model, every_input_value())
+
+
+@pytest.fixture(scope="module")
+def requant_layers(finn_settings):
+    """The unsigned Requant layer as the memory-file test takes it (see design_layers)."""
+    model, context = requant_case("UINT8")
+    return model, context, PART, CLOCK_NS, {"Requant_rtl": model.graph.node[0]}
+
+
+@pytest.mark.parametrize("output_type", ["UINT8", "INT8"])
+def test_requant_with_streamed_parameters_is_bit_exact_on_every_input_in_finns_cycles(
+        finn_settings, output_type, tmp_path):
+    model, context = requant_case(output_type)
+    node = model.graph.node[0]
+    assert node.op_type == "Requant_rtl"
+    expected, odt = context[node.output[0]], DataType[output_type]
+    assert (expected.min(axis=(0, 1, 2)) == odt.min()).all()  # every channel clips below
+    assert (expected.max(axis=(0, 1, 2)) == odt.max()).all()  # and above
+    folder = tmp_path / node.name
+    inst, binary = verilator.prepare_layer(node, model, folder, PART, CLOCK_NS,
+                                           verilator.find_verilator())
+    top = verilator.top_module(inst, folder)  # the streamer feeds the port FINN's IPI wires
+    assert f"{node.name}_params_memstream_wrapper params" in top
+    assert ".s_params_V_TDATA(p_TDATA)" in top
+    row = verilator.check_layer(inst, binary, folder, context, model.graph)
+    assert row["bit_exact"] and row["wrong_values"] == 0, row
+    assert row["estimated_cycles"] == inst.get_exp_cycles() == np.prod(REQUANT_PIXELS) * (
+        REQUANT_CHANNELS // REQUANT_PE)
+    assert_cycles_are_finns_estimate(row)
+
+
+def test_a_compiled_requant_layer_is_reused_from_any_folder_and_reads_its_params_there(
+        finn_settings, tmp_path):
+    model = requant_model("UINT8")
+    node = model.graph.node[0]
+    found = verilator.find_verilator()
+    folders = [tmp_path / where / node.name for where in ("first", "second")]
+    (inst, binary), (_, again) = (verilator.prepare_layer(node, model, folder, PART, CLOCK_NS,
+                                                          found) for folder in folders)
+    assert again == binary  # the same sources: the layer folder's path is not in them
+    sources = verilator.simulation_sources(inst, folders[1])
+    assert not any(str(tmp_path) in text for text in sources.values())
+    wrapper = sources[f"{node.name}_params_memstream_wrapper.v"]
+    assert 'INIT_FILE = "./params_memblock.dat"' in wrapper  # read where the binary runs
+
+
+def tamper_weights(folder, inst, model, part, expected):
     """One weight in the generated weight memory: the lowest bit of its first word flipped."""
     path = folder / "memblock.dat"
     lines = path.read_text().splitlines()
@@ -137,9 +257,10 @@ def tamper_weights(folder, name, expected):
     path.write_text("\n".join(lines) + "\n")
 
 
-def tamper_thresholds(folder, name, expected):
+def tamper_thresholds(folder, inst, model, part, expected):
     """One threshold: channel 0's middle one (the root of the search tree, first line of PE 0's
     stage 0) moved past every input, to the side that changes some of channel 0's outputs."""
+    name = inst.onnx_node.name
     wrapper = (folder / f"{name}.v").read_text()
     bits, signed, out_bits = (int(re.search(rf"parameter\s+{key} = (\d+)", wrapper).group(1))
                               for key in ("WT", "SIGNED", "O_BITS"))
@@ -153,17 +274,42 @@ def tamper_thresholds(folder, name, expected):
     path.write_text("\n".join(lines) + "\n")
 
 
-@pytest.mark.parametrize("op_type,tamper", [("MVAU_rtl", tamper_weights),
-                                             ("Thresholding_rtl", tamper_thresholds)])
-def test_a_changed_value_in_a_memory_file_fails_and_names_the_layer(design, simulated, op_type,
-                                                                    tamper, tmp_path):
+def tamper_requant_bias(folder, inst, model, part, expected):
+    """One channel's bias one output step higher: FINN's own generate_params rewrites
+    params_memblock.dat from a copy of the model with that bias, which changes exactly one
+    word (channel 0's channel group) of the file."""
+    path = folder / "params_memblock.dat"
+    before = path.read_text().splitlines()
+    changed = ModelWrapper(deepcopy(model.model))
+    bias = changed.get_initializer(inst.onnx_node.input[2]).copy()
+    bias[0] += 1.0
+    changed.set_initializer(inst.onnx_node.input[2], bias)
+    verilator.getHWCustomOp(changed.graph.node[0]).generate_params(changed, str(folder), part)
+    after = path.read_text().splitlines()
+    assert sum(old != new for old, new in zip(before, after)) == 1 and before[1:] == after[1:]
+
+
+@pytest.fixture(scope="module")
+def design_layers(design, simulated):
+    """The fitted design as the memory-file test takes it: (model, FINN's tensors, part,
+    clock, {op type: layer}); after `simulated`, so its layers' compiles are cached."""
     model, _, _, context, part, clock_ns, _, chosen = design
+    return model, context, part, clock_ns, chosen
+
+
+@pytest.mark.parametrize("layers,op_type,tamper", [
+    ("design_layers", "MVAU_rtl", tamper_weights),
+    ("design_layers", "Thresholding_rtl", tamper_thresholds),
+    ("requant_layers", "Requant_rtl", tamper_requant_bias)])
+def test_a_changed_value_in_a_memory_file_fails_and_names_the_layer(request, layers, op_type,
+                                                                    tamper, tmp_path):
+    model, context, part, clock_ns, chosen = request.getfixturevalue(layers)
     node = chosen[op_type]
     folder = tmp_path / node.name
     inst, binary = verilator.prepare_layer(node, model, folder, part, clock_ns,
                                            verilator.find_verilator())
     assert verilator.check_layer(inst, binary, folder, context, model.graph)["bit_exact"]
-    tamper(folder, node.name, context[node.output[0]])
+    tamper(folder, inst, model, part, context[node.output[0]])
     # The same binary: memory files are read when the simulation starts.
     row = verilator.check_layer(inst, binary, folder, context, model.graph)
     assert not row["bit_exact"] and row["wrong_values"] > 0
@@ -226,3 +372,11 @@ def test_the_add_multi_transform_only_moves_its_constant_function_to_module_scop
     assert patched != original and statements(patched) == statements(original)
     assert patched.index("function leaf_load_t init_leaf_loads") < patched.index("begin : genTree")
     assert verilator.compatible_sources("mvu.sv", original) == original
+
+
+def test_the_fifo_transform_only_packs_its_geometry_struct(finn_settings):
+    from finn.util.settings import get_settings
+    original = (Path(get_settings().finn_rtllib) / "fifo" / "hdl" / "fifo.sv").read_text()
+    patched = verilator.compatible_sources("fifo.sv", original)
+    assert patched != original and patched.count("struct packed") == 1
+    assert patched.replace("struct packed {", "struct {") == original

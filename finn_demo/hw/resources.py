@@ -1,11 +1,43 @@
 """What a folded FINN design costs: FINN's estimates, plus what they leave out.
 
 Every figure is FINN's own (`node_res_estimation`, the analysis behind FINN's
-estimate_layer_resources.json) except two the project adds, each marked in the report:
-- `standin_LUT`: FINN estimates its RTL matrix units (MVAU_rtl, VVAU_rtl) at 0 LUT. The stand-in
-  is FINN's own HLS formula (MVAU_hls / VVAU_hls `lut_estimation`, FINN-R's model) for the same
+estimate_layer_resources.json) except what the project adds, each marked in the report: a
+layer's `standin_LUT`, `standin_BRAM_18K` and `standin_DSP` beside FINN's `LUT`, `BRAM_18K` and
+`DSP`, and the stream buffers. The project counts FINN's figure plus its stand-in (`counted`), so
+FINN's own figures stay comparable with FINN's report. The stand-ins:
+- `standin_LUT` of the RTL matrix units (MVAU_rtl, VVAU_rtl), which FINN estimates at 0 LUT:
+  FINN's own HLS formula (MVAU_hls / VVAU_hls `lut_estimation`, FINN-R's model) for the same
   layer with its multiplications in DSPs (`resType` dsp): adder tree, accumulator, control and
   LUTRAM weights, an upper bound for the RTL unit, whose adders sit in its DSP cascade.
+  It counts weights once: the formula's LUTRAM term (c2, P*Q*W*ceil(WMEM/64)) is non-zero only
+  for `mem_mode` internal_decoupled with `ram_style` distributed, or internal_embedded with
+  WMEM <= 128, exactly where FINN's BRAM and URAM estimates of the layer are 0, and the layer is
+  costed with the fit's memory option set (fit.option_costs). Where it is large, the fit put the
+  weights in LUTRAM: with one weight a word (little parallelism), 64 bits a LUT are a smaller
+  share of a ZU7EV's LUT budget than 2048 x 9 bits a BRAM_18K of its BRAM budget, or 4096 words
+  a URAM (one weight each) of its URAM budget, so the fit starts every such layer in LUTRAM and
+  moves layers to BRAM or URAM only while those budgets last.
+- `standin_DSP` of MVAU_rtl on parts without DSP58: FINN counts ceil(PE/4)*SIMD DSP48s, but
+  finn-rtllib/mvu/mvu.sv packs `mvu_lanes` PEs into one DSP48's 27-bit A port (25 on DSP48E1),
+  as many as fit W-bit weights in lanes of W+A-1 bits, A the activation bits: 1 + (27 - !narrow
+  - W) // (W + A - 1), so 2 at W8A8, 3 at W4A8, 4 at W4A4 (FINN's 4), more below 4 bits. The
+  project counts ceil(PE/lanes)*SIMD; the stand-in is that minus FINN's count (negative where
+  more than 4 lanes fit). DSP58 parts keep FINN's count.
+- Requant_rtl, which FINN estimates at 0 of everything, by its RTL in the mode the fit sets
+  (`mem_mode` internal_decoupled: requant_axi_decoupled.sv around requant_decoupled.sv), with
+  the fixed-point widths FINN generates it with (`_derive_decoupled_widths`):
+  - DSP: PE, one multiply-add per PE lane (x*scale into the DSP's multiplier, + bias on its
+    C port, with its input, M, C and P registers as the RTL's stages 1-3);
+  - LUT per lane: the stage-4 window of SHIFT_MAX - SHIFT_MIN + N bits shifted right by a
+    SHIFT_WIDTH-bit amount (a LUT6 is a 4:1 mux: one LUT a bit per two shift bits), the
+    overflow OR over the product's bits above the window and the window's own spill (6 inputs
+    a LUT), and N saturating-select LUTs; per layer: the 7-deep output queue (fifo.sv) and the
+    memstream's 7-deep output queue, one SRL LUT a bit, and `REQUANT_CONTROL_LUTS` of pointers
+    and counters. Pipeline registers are flip-flops, which no budget here counts.
+  - its scale, shift and bias: CF = NumChannels/PE words of PE lanes, streamed by FINN's
+    memstream with `ram_style` auto: in LUTRAM up to `LUTRAM_DEPTH` words, counted as FINN
+    counts LUTRAM weights (ceil(CF/64) LUTs a bit), deeper in BRAM_18K (RAMB18 in its cheapest
+    simple-dual-port aspect).
 - stream buffers: FINN's `InsertDWC` and `InsertFIFO` place the data-width converters and FIFOs
   the stitched design will have, and FINN estimates them; the FIFO depths are FINN's defaults
   (2), except on each residual skip, which must hold the block input the main branch reads
@@ -16,6 +48,7 @@ import copy
 import math
 from collections import Counter
 
+import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.general import GiveUniqueNodeNames
 
@@ -24,28 +57,46 @@ from finn.custom_op.fpgadataflow.hls.vectorvectoractivation_hls import VVAU_hls
 from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
 from finn.transformation.fpgadataflow.insert_fifo import InsertFIFO
 from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
-from finn.util.basic import getHWCustomOp
+from finn.util.basic import get_dsp_block, getHWCustomOp
 
 from finn_demo.hw.boards import RESOURCES
 
-HLS_FORMULA = {"MVAU_rtl": MVAU_hls, "VVAU_rtl": VVAU_hls}  # their LUTs by FINN's HLS model
+STANDIN = "standin_"  # prefix of the project's additions to FINN's figure of a resource
+STANDIN_RESOURCES = ("LUT", "BRAM_18K", "DSP")  # the resources some layer has a stand-in for
 SKIP_MARGIN_PIXELS = 2  # pipeline slack of the 1x1 convs around the depthwise one
+# The deepest memory FINN's estimates leave to LUTRAM (MVAU with weights internal_embedded:
+# WMEM <= 128), taken for what Vivado's ram_style auto does with the Requant parameters.
+LUTRAM_DEPTH = 128
+LUTRAM_WORDS_PER_LUT = 64  # a LUT6 is 64 x 1 bit of LUTRAM (FINN's c2 term)
+RAMB18_ASPECTS = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))  # UG573, SDP
+# Requant_rtl's pointers and counters: each 7-deep SRL queue's pointer (FINN's fitted fifo.sv
+# model: 5 * 4 - 7 = 13 LUTs), the memstream's address counter (up to 11 bits) and the core's
+# 4-bit credit counter.
+REQUANT_CONTROL_LUTS = 13 + 13 + 11 + 4
 
 
-def layer_cost(node, part):
-    """{resource: count} of one hardware layer: FINN's estimate, and its LUT stand-in if any."""
+def layer_cost(node, part, model=None):
+    """{resource: count} of one hardware layer: FINN's estimate and the project's stand-ins
+    (`standin_<resource>`, 0 where FINN's figure is the project's). `model` holds the layer's
+    initializers: Requant_rtl's scales (required) and MVAU_rtl's weights (without it they are
+    taken as not narrow, the fewer DSP lanes)."""
     inst = getHWCustomOp(node)
     finn = inst.node_res_estimation(part)
     cost = {name: float(finn.get(name, 0)) for name in RESOURCES}
-    cost["standin_LUT"] = float(standin_luts(inst, node.op_type, part))
+    standins = STANDINS.get(node.op_type)
+    added = standins(inst, part, model, finn) if standins else {}
+    cost.update({STANDIN + name: float(added.get(name, 0)) for name in STANDIN_RESOURCES})
     return cost
 
 
-def standin_luts(inst, op_type, part):
-    """FINN's HLS LUT formula for an RTL matrix unit with DSP multiplications; 0 for others."""
-    formula = HLS_FORMULA.get(op_type)
-    if formula is None:
-        return 0
+def counted(cost, name):
+    """What the project counts of resource `name` in `cost`: FINN's figure plus its stand-in."""
+    return cost[name] + cost.get(STANDIN + name, 0)
+
+
+def hls_luts(inst, formula, part):
+    """FINN's HLS LUT formula (`formula`: MVAU_hls or VVAU_hls) for an RTL matrix unit, its
+    multiplications in DSPs."""
     res_type = inst.get_nodeattr("resType")
     inst.set_nodeattr("resType", "dsp")
     try:
@@ -54,12 +105,74 @@ def standin_luts(inst, op_type, part):
         inst.set_nodeattr("resType", res_type)
 
 
+def mvu_lanes(inst, part, model=None):
+    """PEs one DSP48 computes in finn-rtllib/mvu/mvu.sv (NUM_LANES): W-bit weights packed into
+    the A port in lanes of W + A - 1 bits, a sign bit kept unless the weights are narrow (as
+    MVAU_rtl.generate_hdl decides: no weight at the type's minimum)."""
+    weight_bits = inst.get_input_datatype(1).bitwidth()
+    activation_bits = inst.get_input_datatype(0).bitwidth()
+    a_port = 25 if get_dsp_block(part) == "DSP48E1" else 27
+    if a_port == weight_bits:
+        return 1
+    weights = model.get_initializer(inst.onnx_node.input[1]) if model is not None else None
+    narrow = (weights is not None and np.min(weights) != inst.get_input_datatype(1).min()
+              and inst.get_nodeattr("mem_mode") not in ("dynamic", "external_mem"))
+    return 1 + (a_port - (not narrow) - weight_bits) // (weight_bits + activation_bits - 1)
+
+
+def mvu_dsps(inst, part, model=None):
+    """DSPs of an MVAU_rtl: ceil(PE / lanes) * SIMD on DSP48 parts, FINN's count on DSP58."""
+    if get_dsp_block(part) == "DSP58":
+        return inst.dsp_estimation(part)
+    lanes = mvu_lanes(inst, part, model)
+    return math.ceil(inst.get_nodeattr("PE") / lanes) * inst.get_nodeattr("SIMD")
+
+
+def mvau_rtl_standins(inst, part, model, finn):
+    return {"LUT": hls_luts(inst, MVAU_hls, part), "DSP": mvu_dsps(inst, part, model) - finn["DSP"]}
+
+
+def vvau_rtl_standins(inst, part, model, finn):
+    return {"LUT": hls_luts(inst, VVAU_hls, part)}
+
+
+def parameter_memory(depth, width):
+    """(LUTs, BRAM_18K) of a depth x width memory left to Vivado (ram_style auto)."""
+    if depth <= LUTRAM_DEPTH:
+        return width * math.ceil(depth / LUTRAM_WORDS_PER_LUT), 0
+    return 0, min(math.ceil(depth / rows) * math.ceil(width / bits)
+                  for bits, rows in RAMB18_ASPECTS)
+
+
+def requant_rtl_standins(inst, part, model, finn):
+    """Requant_rtl's LUT, BRAM_18K and DSP by its decoupled RTL (module docstring)."""
+    if model is None:
+        raise ValueError(f"{inst.onnx_node.name}: Requant_rtl's cost needs the model (its "
+                         "scale and bias initializers set its fixed-point widths)")
+    widths = inst._derive_decoupled_widths(model, part)  # what generate_hdl elaborates
+    pe, out_bits = inst.get_nodeattr("PE"), inst.get_output_datatype().bitwidth()
+    span = widths["shift_max"] - widths["shift_min"]
+    above = max(0, widths["bias_width"] - widths["shift_max"] - out_bits)
+    shifter = (span + out_bits) * math.ceil(widths["shift_width"] / 2)
+    lane = shifter + math.ceil((above + span) / 6) + out_bits
+    queues = pe * out_bits + widths["params_stream_width"]
+    depth = inst.get_nodeattr("NumChannels") // pe
+    lutram, bram = parameter_memory(depth, widths["params_stream_width"])
+    return {"LUT": pe * lane + queues + REQUANT_CONTROL_LUTS + lutram, "BRAM_18K": bram, "DSP": pe}
+
+
+# The layers whose cost the project adds to: {op_type: (inst, part, model, FINN's estimate) ->
+# {resource: stand-in}}.
+STANDINS = {"MVAU_rtl": mvau_rtl_standins, "VVAU_rtl": vvau_rtl_standins,
+            "Requant_rtl": requant_rtl_standins}
+
+
 def total(costs):
-    """Sum of per-layer costs, the stand-ins counted as LUTs."""
+    """Sum of per-layer costs as the project counts them (`counted`)."""
     sums = Counter()
     for cost in costs:
         sums.update(cost)
-    return {name: sums[name] + (sums["standin_LUT"] if name == "LUT" else 0) for name in RESOURCES}
+    return {name: counted(sums, name) for name in RESOURCES}
 
 
 def skip_depth(fifo, conv_input_generator):
@@ -126,6 +239,6 @@ def stream_buffer_costs(model, part):
     for node in buffered.graph.node:
         if node.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter")):
             row = costs.setdefault(node.op_type, Counter())
-            row.update(layer_cost(node, part))
+            row.update(layer_cost(node, part, buffered))
             row["count"] += 1
     return costs, depths

@@ -86,7 +86,7 @@ def test_folding_widens_the_weight_stream_limit_only_where_finns_default_misses_
     from finn.transformation.fpgadataflow.set_folding import SetFolding
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     _, out_dir, estimates = built
-    model = ModelWrapper(str(out_dir / "intermediate_models" / "step_minimize_bit_width.onnx"))
+    model = ModelWrapper(str(out_dir / "intermediate_models" / "step_requant.onnx"))
     most_parallel = model.transform(SetFolding(1))  # FINN's default limit, the fastest it gets
     default_fps = 1e9 / estimates["clock_ns"] / max(most_parallel.analysis(exp_cycles_per_layer).values())
     folded, width = fit.fold(model, 2 * default_fps, estimates["clock_ns"])
@@ -119,7 +119,7 @@ def test_finn_applying_the_folding_config_reproduces_the_fits_estimates(built):
     from finn.transformation.general import ApplyConfig
     from qonnx.transformation.general import GiveUniqueNodeNames
     _, out_dir, estimates = built
-    before_fit = ModelWrapper(str(out_dir / "intermediate_models" / "step_minimize_bit_width.onnx"))
+    before_fit = ModelWrapper(str(out_dir / "intermediate_models" / "step_requant.onnx"))
     applied = before_fit.transform(GiveUniqueNodeNames()).transform(
         ApplyConfig(str(out_dir / "folding_config.json")))
     resources = applied.analysis(lambda model: res_estimation(model, estimates["part"]))
@@ -144,7 +144,7 @@ def test_a_folding_config_that_does_not_carry_the_design_is_reported(built):
 
 def test_a_smaller_budget_gives_a_slower_design_within_it_or_names_what_is_over(built):
     _, out_dir, estimates = built
-    model = ModelWrapper(str(out_dir / "intermediate_models" / "step_minimize_bit_width.onnx"))
+    model = ModelWrapper(str(out_dir / "intermediate_models" / "step_requant.onnx"))
     budget = {key: int(estimates["totals"][key] * 0.6) + 1 for key in boards.RESOURCES}
     design, _ = fit.search(model, estimates["part"], estimates["clock_ns"], budget,
                            progress=lambda line: None)

@@ -182,9 +182,15 @@ def summarize_design(design, tried, target, args):
         "skip_fifo_depths": design.skip_depths,
         "sources": {"finn": "every layer's LUT, BRAM_18K, URAM, DSP (finn_totals) and the stream "
                             "buffers' costs, by FINN's estimators",
-                    "project": "standin_LUT of RTL matrix units (FINN's HLS LUT formula), the skip "
+                    "project": "standin_LUT of RTL matrix units (FINN's HLS LUT formula) and of "
+                               "Requant_rtl (its RTL's datapath, queues and LUTRAM parameters); "
+                               "standin_DSP of MVAU_rtl (finn-rtllib mvu.sv's PEs per DSP48 "
+                               "instead of FINN's 4) and of Requant_rtl (one per PE lane); "
+                               "standin_BRAM_18K of Requant_rtl's parameters deeper than 128 "
+                               "words; totals count FINN's figure plus the stand-in; the skip "
                                "FIFOs' depths (analytic), the memory choices and folding search "
-                               "(FINN's SetFolding, mvau_wwidth_max widened where needed)"},
+                               "(FINN's SetFolding, mvau_wwidth_max widened where needed, Requant "
+                               "PE by fit.fold_requant)"},
         "tried": [{"requested_fps": item.requested_fps, "fps": item.fps, "fits": item.fits,
                    "over": item.over} for item in tried],
         "fits_per_board": alternatives.fastest_per_board(tried, target.limits),

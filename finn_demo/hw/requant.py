@@ -104,6 +104,8 @@ def dyadic_parameters(row, act_val, step, bits):
     neighbour) and bias = B * 2**e, whose multiply-add reaches level k+1 exactly from the integer
     threshold row[k] on; None where no such B exists for the mantissas tried."""
     exponent = int(np.floor(np.log2(1 / step))) - (bits - 1)
+    if exponent >= 0:  # a step under 2**-(bits-1) inputs (a channel whose thresholds coincide)
+        return None
     nearest = int(round(1 / step / 2.0 ** exponent))
     levels = np.arange(1, len(row) + 1, dtype=object) * (1 << -exponent)
     row = row.astype(np.int64).astype(object)

@@ -87,6 +87,8 @@ def test_folding_widens_the_weight_stream_limit_only_where_finns_default_misses_
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     _, out_dir, estimates = built
     model = ModelWrapper(str(out_dir / "intermediate_models" / "step_requant.onnx"))
+    for requant in fit.requant_layers(model):  # SetFolding leaves them; fit.fold does the same
+        requant.set_nodeattr("PE", requant.get_nodeattr("NumChannels"))
     most_parallel = model.transform(SetFolding(1))  # FINN's default limit, the fastest it gets
     default_fps = 1e9 / estimates["clock_ns"] / max(most_parallel.analysis(exp_cycles_per_layer).values())
     folded, width = fit.fold(model, 2 * default_fps, estimates["clock_ns"])

@@ -20,7 +20,7 @@ from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers 
 from finn.util.basic import getHWCustomOp  # noqa: E402
 from finn.util.config import extract_model_config_to_json  # noqa: E402
 
-from finn_demo.hw import boards, fit, resources  # noqa: E402
+from finn_demo.hw import boards, fit, requant, resources  # noqa: E402
 
 PART = boards.PARTS["ZCU104"]  # DSP48E2
 VERSAL_PART = "xcvc1902-vsva2197-2MP-e-S"  # DSP58
@@ -130,6 +130,12 @@ def test_weights_in_lutram_are_counted_once_as_the_fits_memory_option_says():
     assert costs["distributed"]["standin_LUT"] >= 128 * 256 * 8 / 64
 
 
+def test_a_requant_lane_takes_one_dsp_where_its_input_fits_the_narrow_port_else_two():
+    assert [requant.multipliers_per_lane(bits, PART) for bits in (9, 18, 19, 24)] == [1, 1, 2, 2]
+    versal = "xcvc1902-vsva2197-2MP-e-S"  # DSP58: a 27x24 multiplier
+    assert [requant.multipliers_per_lane(bits, versal) for bits in (18, 24)] == [1, 1]
+
+
 def test_requant_costs_a_dsp_a_lane_and_keeps_its_parameters_in_lutram_or_bram_by_depth():
     model = matrix_and_requant(channels=96)
     node = layer(model, "Requant_rtl", mem_mode="internal_decoupled")
@@ -138,9 +144,10 @@ def test_requant_costs_a_dsp_a_lane_and_keeps_its_parameters_in_lutram_or_bram_b
     for pe in (1, 4):
         inst.set_nodeattr("PE", pe)
         costs[pe] = resources.layer_cost(node, PART, model)
-        # FINN estimates nothing; the project counts a DSP a PE lane and its LUTs.
+        # FINN estimates nothing; the project counts its LUTs and, per PE lane, two DSP48E2 for
+        # the 25-bit scale times this INT20 input (wider than the DSP's 18-bit port).
         assert all(costs[pe][key] == 0 for key in boards.RESOURCES)
-        assert costs[pe]["standin_DSP"] == pe and resources.total([costs[pe]])["DSP"] == pe
+        assert costs[pe]["standin_DSP"] == 2 * pe and resources.total([costs[pe]])["DSP"] == 2 * pe
         # 96 / PE words of scale, shift and bias: shallow, so LUTRAM, ceil(words/64) LUTs a bit.
         width = inst._derive_decoupled_widths(model, PART)["params_stream_width"]
         assert costs[pe]["standin_BRAM_18K"] == 0
@@ -187,6 +194,7 @@ def test_the_fit_streams_requant_parameters_and_its_folding_config_says_so(tmp_p
     config = json.loads(path.read_text())[name]
     assert config["mem_mode"] == "internal_decoupled" and config["PE"] > 1
     row = next(row for row in design.layers if row["name"] == name)
-    assert row["standin_DSP"] == config["PE"] and design.totals["DSP"] == sum(
+    # an INT20 input takes two DSP48E2 a lane
+    assert row["standin_DSP"] == 2 * config["PE"] and design.totals["DSP"] == sum(
         project(row, "DSP") for row in design.layers) + sum(
         project(cost, "DSP") for cost in design.buffers.values())

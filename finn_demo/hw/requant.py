@@ -7,13 +7,14 @@ channel and one multiplier: clip(floor(x*scale + bias + 1/2)). FINN computes the
 float32, so they are uniform only to float32 rounding; on integer inputs they are the integer
 thresholds ceil(T_k), and what a Requant must reproduce is that integer staircase, exactly.
 
-Parameters (`exact_parameters`), after FINN's bit-width minimization, when the input width K and
-the part's DSP are known: the staircase line with the most room between the integer thresholds
-(`centred_line`), its scale rounded to the mantissa finn-plus's RTL multiplies by (24 bits where
-K fits the DSP's 18-bit port, else 17: `decompose_params`), scale = m * 2**e and bias = B * 2**e
-with integers m, B. Both are float32 numbers, so FINN's float->fixed-point decomposition keeps
-them exactly, and they are stored in float64 so that FINN's Python model (Requant.execute_node:
-x*scale + bias + 1/2) computes them without rounding.
+Parameters (`exact_parameters`), after FINN's bit-width minimization, when the input width K is
+known: the staircase line with the most room between the integer thresholds (`centred_line`),
+its scale rounded to the 24-bit mantissa the project's Requant_rtl multiplies by (below: FINN
+would give inputs over 18 bits on a DSP48E2 a 17-bit one, too coarse for 255 steps), scale =
+m * 2**e and bias = B * 2**e with integers m, B. Both are float32 numbers, so FINN's
+float->fixed-point decomposition (`decompose_params`) keeps them exactly, and they are stored in
+float64 so that FINN's Python model (Requant.execute_node: x*scale + bias + 1/2) computes them
+without rounding.
 
 Exactness, proven on two staircases: thresholds on integer inputs and a multiply-add with a
 positive scale are both non-decreasing step functions of the input. If they agree at each
@@ -32,10 +33,38 @@ import numpy as np
 from onnx import helper
 from qonnx.transformation.general import GiveUniqueNodeNames
 
+from qonnx.custom_op.registry import add_op_to_domain
+
 from finn.custom_op.fpgadataflow.requant import Requant
-from finn.util.basic import getHWCustomOp
+from finn.custom_op.fpgadataflow.rtl import requant_rtl
+from finn.util.basic import get_dsp_block, getHWCustomOp
 
 MEM_MODE = "internal_decoupled"  # integers streamed from memory, not six-decimal text
+WIDE = 3  # finn-rtllib requant's VERSION whose scale keeps 24 mantissa bits at inputs to 24 bits
+
+
+class Requant_rtl(requant_rtl.Requant_rtl):
+    """FINN's Requant_rtl, elaborated with finn-rtllib requant's widest datapath on every part
+    (VERSION 3: a 25-bit signed scale, the input whole up to 24 bits), where FINN picks the
+    part's DSP port widths: on a DSP48E2 an input over 18 bits gets a 17-bit scale mantissa,
+    too coarse for a 255-step staircase over a wide accumulator. The core multiplies
+    generically (`X1 * S1`), so the wider product is two DSP48E2s a lane there (resources.py
+    counts them). Registered in FINN's rtl domain through qonnx's registry, so every
+    Requant_rtl node is this one: its decomposition, generated RTL and proof agree."""
+
+    def _resolve_dsp_version(self, fpgapart):
+        return WIDE
+
+
+add_op_to_domain("finn.custom_op.fpgadataflow.rtl", Requant_rtl)
+
+
+def multipliers_per_lane(input_bits, part):
+    """DSP slices one lane's scale x input product takes: the 25-bit scale and a `input_bits`
+    input on the part's multiplier (27x18 on DSP48E2, 27x24 on DSP58): one where the input fits
+    its narrow port, else two (the scale split across them)."""
+    narrow_port = 24 if get_dsp_block(part) == "DSP58" else 18
+    return 1 if input_bits <= narrow_port else 2
 NUDGES = 8  # scale mantissas tried on either side of the centred line's
 
 
@@ -134,17 +163,10 @@ def float32_multiple(low, high):
     return None
 
 
-def mantissa_bits(inst, part):
-    """The scale mantissa bits finn-plus's Requant RTL keeps at the layer's input width."""
-    version = Requant_of(inst)._resolve_dsp_version(part)
-    s_width, _ = Requant._derive_mul_widths(version, inst.get_input_datatype(0).bitwidth())
+def mantissa_bits(inst):
+    """The scale mantissa bits the Requant RTL keeps at the layer's input width."""
+    s_width, _ = Requant._derive_mul_widths(WIDE, inst.get_input_datatype(0).bitwidth())
     return s_width - 1
-
-
-def Requant_of(inst):
-    """A Requant_rtl op for the Thresholding_rtl op `inst`'s node (for its helpers)."""
-    from finn.custom_op.fpgadataflow.rtl.requant_rtl import Requant_rtl
-    return Requant_rtl(requant_node(inst, "", ""))
 
 
 def requant_node(inst, scale_name, bias_name):
@@ -199,7 +221,7 @@ def exact_parameters(inst, model, part):
     """((scale, bias) float64 per channel, None) for a Requant that computes the Thresholding_rtl
     op `inst` exactly, or (None, why not)."""
     thresholds = thresholds_of(inst, model).astype(np.float64)
-    bits = mantissa_bits(inst, part)
+    bits = mantissa_bits(inst)
     _, steps = centred_line(thresholds)
     found = [dyadic_parameters(row, inst.get_nodeattr("ActVal"), step, bits)
              for row, step in zip(thresholds, steps)]

@@ -26,8 +26,10 @@ FINN's own figures stay comparable with FINN's report. The stand-ins:
 - Requant_rtl, which FINN estimates at 0 of everything, by its RTL in the mode the fit sets
   (`mem_mode` internal_decoupled: requant_axi_decoupled.sv around requant_decoupled.sv), with
   the fixed-point widths FINN generates it with (`_derive_decoupled_widths`):
-  - DSP: PE, one multiply-add per PE lane (x*scale into the DSP's multiplier, + bias on its
-    C port, with its input, M, C and P registers as the RTL's stages 1-3);
+  - DSP: one multiply-add per PE lane (x*scale into the DSP's multiplier, + bias on its C
+    port, with its input, M, C and P registers as the RTL's stages 1-3), two where the input is
+    wider than the DSP's narrow port (requant.multipliers_per_lane: the project's Requant_rtl
+    multiplies by a 25-bit scale);
   - LUT per lane: the stage-4 window of SHIFT_MAX - SHIFT_MIN + N bits shifted right by a
     SHIFT_WIDTH-bit amount (a LUT6 is a 4:1 mux: one LUT a bit per two shift bits), the
     overflow OR over the product's bits above the window and the window's own spill (6 inputs
@@ -60,6 +62,7 @@ from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 from finn.util.basic import get_dsp_block, getHWCustomOp
 
 from finn_demo.hw.boards import RESOURCES
+from finn_demo.hw.requant import multipliers_per_lane
 
 STANDIN = "standin_"  # prefix of the project's additions to FINN's figure of a resource
 STANDIN_RESOURCES = ("LUT", "BRAM_18K", "DSP")  # the resources some layer has a stand-in for
@@ -158,7 +161,8 @@ def requant_rtl_standins(inst, part, model, finn):
     queues = pe * out_bits + widths["params_stream_width"]
     depth = inst.get_nodeattr("NumChannels") // pe
     lutram, bram = parameter_memory(depth, widths["params_stream_width"])
-    return {"LUT": pe * lane + queues + REQUANT_CONTROL_LUTS + lutram, "BRAM_18K": bram, "DSP": pe}
+    dsps = pe * multipliers_per_lane(inst.get_input_datatype(0).bitwidth(), part)
+    return {"LUT": pe * lane + queues + REQUANT_CONTROL_LUTS + lutram, "BRAM_18K": bram, "DSP": dsps}
 
 
 # The layers whose cost the project adds to: {op_type: (inst, part, model, FINN's estimate) ->

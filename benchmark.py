@@ -51,7 +51,7 @@ qat_bits = "W4A4,PW3A4,W3A3,W4A4+in4"  # QAT section (digits; the pass-through m
 qat_ptq = "none,relu6_calibrated+qronos+bn_corr,relu6_calibrated+qronos+bn_corr+qat"  # ... x these settings: no PTQ, the PTQ QAT starts from, and QAT on top (minutes a row); "" = skip
 qat_time_devices = "cpu"  # QAT time section: devices one 224x224 QAT epoch is timed on ("cpu,cuda" with a GPU); "" = skip
 qat_time_epochs = 3  # its epochs per run (the first warms up and is left out)
-finn_bits = "W4A4,W4A4+add8,W8A8,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
+finn_bits = "W4A4,W4A4+thr,W4A4+add8,W4A4+add8+thr,W8A8,W8A8+thr,W4A4+acc14"  # settings FINN compiles at 224x224 and fits to each board (minutes each; FINN_SETTINGS in bench/finn_estimates.py); "" = none
 finn_boards = "ZCU104,U250"  # the boards each of them is fitted to (finn_build.py --board)
 finn_verilator = "slowest"  # RTL layers of each FINN row simulated in Verilator (finn_build.py --verilator_layers): slowest, all, or "" = none
 checks_bits = "W8A8,W4A4"  # settings whose export checks are tried at 224x224 on photos, correct and with faults (bench/checks224.py); "" = skip

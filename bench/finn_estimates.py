@@ -34,11 +34,28 @@ GOALS = {"ZCU104": (450, 1000), "U250": (1800, 2000)}
 FINN_SETTINGS = {**{name: (name, None) for name in BIT_SETTINGS},
                  "W4A4+acc14": ("W4A4", "gpfq+acc14"),
                  **{f"{name}+qat": (name, QAT) for name in ("W4A4", "W3A3", "W4A4+in4")}}
+# "+thr": the same export built with `--requant=False`, every activation as FINN's thresholds:
+# the designs before the project's exact Requant layers (finn_build.py's default), beside them.
+THRESHOLDS_ONLY = "+thr"
+FINN_SETTINGS.update({name + THRESHOLDS_ONLY: FINN_SETTINGS[name]
+                      for name in ("W8A8", "W4A4+add8", "W4A4")})
 
 
 def setting_flags(name):
+    """The demo's flags of a FINN setting's export."""
     bits, ptq = FINN_SETTINGS[name]
     return [*BIT_SETTINGS[bits], *(PTQ_SETTINGS[ptq] if ptq else [])]
+
+
+def build_flags(name):
+    """finn_build.py's flags particular to a FINN setting."""
+    return ["--requant=False"] if name.endswith(THRESHOLDS_ONLY) else []
+
+
+def export_name(name):
+    """The folder of a setting's export and build: a "+thr" setting shares its export (and, by
+    --reuse, the build's steps 1-4, which come before the Requant step)."""
+    return name.removesuffix(THRESHOLDS_ONLY)
 
 
 def finn_section(context):
@@ -55,6 +72,7 @@ def finn_section(context):
         weights = make_weights(Path(folder) / "mobilenet_v2.pth", data)
         model = model_hash(load_model(weights))
         keys = [{"bits": bits, "board": board, "row_flags": " ".join(setting_flags(bits)),
+                 "build_flags": " ".join(build_flags(bits)),
                  "verilator_layers": args["finn_verilator"], "model": model}
                 for bits in args["finn_bits"] for board in args["finn_boards"]]
         measure = partial(_measure, folder=Path(folder), data=data, weights=weights)
@@ -63,7 +81,7 @@ def finn_section(context):
 
 def export(folder, data, weights, bits):
     """The setting's 224x224 export of the ImageNet-shaped model (one per setting, kept)."""
-    output = folder / bits / "model.onnx"
+    output = folder / export_name(bits) / "model.onnx"
     if not output.exists():
         output.parent.mkdir(parents=True, exist_ok=True)
         demo.main(demo.make_args([
@@ -81,7 +99,7 @@ def _measure(key, folder, data, weights):
     start = time.perf_counter()
     result = finn_build.main(finn_build.make_args([
         f"--model={model}", f"--out_dir={model.parent / 'build'}", f"--board={key['board']}",
-        f"--verify_images={VERIFY_IMAGES}", "--reuse=True", *simulate]))
+        f"--verify_images={VERIFY_IMAGES}", "--reuse=True", *build_flags(key["bits"]), *simulate]))
     return {**finn_row(result, time.perf_counter() - start), **simulated_columns(result)}
 
 

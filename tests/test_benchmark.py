@@ -289,6 +289,23 @@ def test_finn_rows_carry_the_simulated_layers_and_the_restated_frame_rate():
     assert cells[header.index("bit-exact in Verilator")] == "1/2"
 
 
+def test_a_thresholds_only_finn_setting_builds_its_settings_export_with_requant_off(monkeypatch,
+                                                                                   tmp_path):
+    import finn_build
+    settings = bench.finn_estimates
+    assert settings.FINN_SETTINGS["W8A8+thr"] == settings.FINN_SETTINGS["W8A8"]
+    assert settings.setting_flags("W8A8+thr") == settings.setting_flags("W8A8")
+    built = {}
+    monkeypatch.setattr(settings, "export", lambda folder, data, weights, bits: (
+        folder / settings.export_name(bits) / "model.onnx"))
+    monkeypatch.setattr(finn_build, "main", lambda args: built.setdefault(args.model, []).append(
+        args.requant) or SimpleNamespace(failures=[], estimates=None, simulated=None))
+    for name in ("W8A8", "W8A8+thr"):
+        settings._measure({"bits": name, "board": "ZCU104", "verilator_layers": ""}, tmp_path,
+                          None, None)
+    assert built == {str(tmp_path / "W8A8" / "model.onnx"): [True, False]}
+
+
 def test_unknown_finn_board_is_refused_before_any_row(cache_dir, tmp_path):
     pytest.importorskip("finn")
     with pytest.raises(benchmark.ConfigError, match="--finn_boards=ZCU999"):

@@ -106,14 +106,22 @@ def qat_cost_text(time_rows):
             f"by the QAT time section's rate (results/qat_time.csv): {measured}.{gpu}")
 
 
+THRESHOLDS_ONLY = "+thr"  # bench/finn_estimates.py's settings built with --requant=False
+
+
+def share(row, key):
+    """A resource of a FINN row with its share of the board: `160096 (70%)`."""
+    return f"{row[key]} ({row[key + '_pct']}%)" if row.get(key) else "-"
+
+
 def finn_cost_table(finn_rows):
     """The README's (and docs/finn_build.md's) FINN table: per setting and board, the fit, the
-    frame rates and the resources, from results/finn.csv's rows in their order."""
-    def share(row, key):
-        return f"{row[key]} ({row[key + '_pct']}%)" if row.get(key) else "-"
+    frame rates and the resources, from results/finn.csv's rows in their order (the designs
+    finn_build.py makes by default: the thresholds-only "+thr" rows are in requant_text)."""
     cells = [[row["bits"], row["board"], row.get("fits", "-"), row.get("estimated_fps", "-"),
               row.get("simulated_fps") or "-",
-              *(share(row, key) for key in ("LUT", "BRAM_18K", "URAM", "DSP"))] for row in finn_rows]
+              *(share(row, key) for key in ("LUT", "BRAM_18K", "URAM", "DSP"))]
+             for row in finn_rows if not row["bits"].endswith(THRESHOLDS_ONLY)]
     return markdown_table(["bits", "board", "fits", "est. frames/s", "simulated frames/s", "LUT",
                            "BRAM_18K", "URAM", "DSP"], cells)
 
@@ -158,6 +166,25 @@ def suite_time_text(time_rows):
             f"{'; '.join(parts)} (`python -m bench.suite_time`, results/suite_time.csv).")
 
 
+def requant_text(finn_rows):
+    """docs/finn_build.md's before-and-after of `--requant`: each setting with a "+thr" row, per
+    board, the default design against the thresholds-only one (results/finn.csv)."""
+    by_key = {(row["bits"], row["board"]): row for row in finn_rows}
+
+    def design(row):
+        fits = "fits" if row.get("fits") == "yes" else "does not fit"
+        return (f"{fits}, {row.get('estimated_fps', '-')} frames/s, LUT {share(row, 'LUT')}, "
+                f"BRAM_18K {share(row, 'BRAM_18K')}, URAM {share(row, 'URAM')}, "
+                f"DSP {share(row, 'DSP')}")
+    lines = []
+    for (bits, board), before in by_key.items():
+        after = by_key.get((bits.removesuffix(THRESHOLDS_ONLY), board))
+        if bits.endswith(THRESHOLDS_ONLY) and after is not None:
+            lines.append(f"- {after['bits']} on the {board}: with Requant {design(after)}; "
+                         f"thresholds only {design(before)}.")
+    return "\n".join(lines)
+
+
 def main():
     grid, seeds, finn = read_csv("benchmark.csv"), read_csv("seeds.csv"), read_csv("finn.csv")
     print("README.md, the accuracy table:\n")
@@ -172,6 +199,8 @@ def main():
     print(qat_cost_text(read_csv("qat_time.csv")))
     print("\nREADME.md and docs/finn_build.md, the FINN table:\n")
     print(finn_cost_table(read_csv("finn.csv")))
+    print("\ndocs/finn_build.md, Requant against thresholds only:\n")
+    print(requant_text(finn))
     print("\ndocs/finn_build.md, build times:\n")
     print(build_times_text(finn))
     print("\nREADME.md, the test command's time:\n")

@@ -12,6 +12,7 @@ their transformations, also after the many that find nothing to do; `run_in_orde
 transformations in the same order and skips those passes where nothing changed since they last
 ran: the same graph, byte for byte, in less time (docs/finn_build.md).
 """
+import contextlib
 import logging
 
 import numpy as np
@@ -25,6 +26,7 @@ from qonnx.transformation.insert_topk import InsertTopK
 from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 from qonnx.transformation.remove import RemoveIdentityOps
 
+import finn.transformation.qonnx.qonnx_activation_handlers as activation_handlers
 import finn.transformation.streamline.absorb as absorb
 import finn.transformation.streamline.reorder as reorder
 from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
@@ -158,10 +160,44 @@ def _constant_mul_after(model, relu):
     return mul, data, scale
 
 
+@contextlib.contextmanager
+def float64_thresholds():
+    """While inside, FINN's QONNX activation handlers keep the thresholds they compute in float64.
+
+    They compute each quantizer's thresholds from its QONNX scale in float64 (t0 + k*step), then
+    store them as float32 (`np_default_dtype`): one rounding a threshold, which leaves the
+    staircase uniform only to a float32 ulp. Scaled onto a wide accumulator by streamlining, that
+    puts integer inputs on the wrong side of any uniform line, and no multiply-add can then
+    compute the layer exactly (requant.py). Inside, their storage dtype is float64 while they
+    compute thresholds (only there: their Mul and Add constants stay float32)."""
+    handlers = (activation_handlers.QuantReluHandler, activation_handlers.QuantIdentityHandler)
+    originals = {handler: handler._calculate_thresholds for handler in handlers}
+
+    def in_float64(method):
+        def calculate(self):
+            stored = activation_handlers.np_default_dtype
+            activation_handlers.np_default_dtype = np.float64
+            try:
+                return method(self)
+            finally:
+                activation_handlers.np_default_dtype = stored
+        return calculate
+    for handler, method in originals.items():
+        handler._calculate_thresholds = in_float64(method)
+    try:
+        yield
+    finally:
+        for handler, method in originals.items():
+            handler._calculate_thresholds = method
+
+
 def frontend(model):
     """FINN's ConvertQONNXtoFINN on a cleaned QONNX model: Quant nodes become MultiThreshold + Mul
-    (a positive scale between a Relu and its Quant moved before the Relu first)."""
-    return model.transform(MoveReluPastPositiveMul()).transform(ConvertQONNXtoFINN())
+    (a positive scale between a Relu and its Quant moved before the Relu first), the thresholds
+    kept in the float64 FINN computes them in (float64_thresholds)."""
+    model = model.transform(MoveReluPastPositiveMul())
+    with float64_thresholds():
+        return model.transform(ConvertQONNXtoFINN())
 
 
 def streamline(model):

@@ -209,7 +209,9 @@ def test_finn_table_and_plot_put_each_settings_best_grid_accuracy_beside_its_des
                                            ("W4A4", "U250", "yes", "1768"),
                                            ("W3A3", "U250", "yes", "2000")]]
     accuracy = best_accuracy(grid)
-    assert accuracy == {"W4A4": (93.76, "gpfq"), "W8A8": (96.58, "none")}
+    # a thresholds-only build of a setting ("+thr") has its setting's accuracy
+    assert accuracy == {"W4A4": (93.76, "gpfq"), "W8A8": (96.58, "none"),
+                        "W4A4+thr": (93.76, "gpfq"), "W8A8+thr": (96.58, "none")}
     header, cells = finn_table(finn, accuracy)
     column = header.index("digits top-1 % (best PTQ)")
     assert [row[column] for row in cells] == ["93.76 (gpfq)", "96.58 (none)", "93.76 (gpfq)",

@@ -101,3 +101,18 @@ def test_a_changed_requant_parameter_fails_the_proof_naming_the_layer(minimized,
     model.set_initializer(node.input[2], bias)
     (failure,) = requant.proof_failures(model, part, staircases)
     assert failure.startswith(f"requant: {node.name} ") and "1 of" in failure
+
+
+def test_a_layer_finns_requant_rtl_refuses_stays_thresholding_with_its_message(minimized,
+                                                                             monkeypatch):
+    original, part = minimized
+
+    def refuse(self, model, version):  # as decompose_params does outside its fixed-point range
+        raise ValueError(f"{self.onnx_node.name}: Bias 1e9 overflows the output range.")
+    monkeypatch.setattr(requant.Requant_rtl, "decompose_params", refuse)
+    model, kept, staircases = requant.convert(ModelWrapper(original.model.SerializeToString()), part)
+    assert staircases == {} and "Requant_rtl" not in [node.op_type for node in model.graph.node]
+    refused = [why for why in kept.values() if why.startswith("finn-plus's Requant RTL refuses it")]
+    assert refused and all("overflows the output range" in why for why in refused)
+    assert not [name for name in model.graph.initializer if name.name not in
+                {init.name for init in original.graph.initializer}]  # none left behind

@@ -251,10 +251,14 @@ def convert(model, part):
             for name, value in zip(names, parameters):
                 model.set_initializer(name, value)
             replacement = requant_node(inst, *names)
-            wrong = mismatches(replacement, model, part, staircase_of)
-            if wrong.any():
-                reason = (f"the multiply-add differs from its thresholds ({int(wrong.sum())} of "
-                          f"{len(wrong)} channels)")
+            try:
+                wrong = mismatches(replacement, model, part, staircase_of)
+                if wrong.any():
+                    reason = (f"the multiply-add differs from its thresholds ({int(wrong.sum())} "
+                              f"of {len(wrong)} channels)")
+            except ValueError as error:  # decompose_params: outside the RTL's fixed-point range
+                reason = f"finn-plus's Requant RTL refuses it ({error})"
+            if reason is not None:
                 for name in names:
                     model.del_initializer(name)
         if reason is not None:
@@ -278,7 +282,11 @@ def proof_failures(model, part, staircases):
         if node.output[0] not in staircases:
             lines.append(f"requant: {node.name}: not made by the project's proven conversion")
             continue
-        wrong = mismatches(node, model, part, staircases[node.output[0]])
+        try:
+            wrong = mismatches(node, model, part, staircases[node.output[0]])
+        except ValueError as error:
+            lines.append(f"requant: {node.name}: finn-plus's Requant RTL refuses it ({error})")
+            continue
         if wrong.any():
             lines.append(f"requant: {node.name} differs from the thresholds it replaced on "
                          f"{int(wrong.sum())} of {len(wrong)} channels (first: "

@@ -133,11 +133,13 @@ def build_times_text(finn_rows):
     seconds = {(row["bits"], row["board"]): int(row["s_build"]) for row in finn_rows}
     first, others = boards[0], boards[1:]
     text = (f"In the benchmark's FINN rows (`s_build` in `results/finn.csv`: each whole "
-            f"`finn_build.py` call, its Verilator step on the slowest layers included), each setting's "
-            f"build for the {first}, steps 1-4 included, took "
+            f"`finn_build.py` call, its Verilator step on the slowest layers included, where the "
+            f"row's `verilator_layers` names one), each setting's build for the {first}, steps 1-4 "
+            f"included, took "
             + ", ".join(f"{bits} {seconds[bits, first]} s" for bits in settings))
     for board in others:
-        text += (f"; the same exports for the {board} with `--reuse` took "
+        text += (f"; the same exports for the {board} (`--reuse`: steps 1-4 loaded where the "
+                 f"same run built them first) took "
                  + ", ".join(f"{seconds[bits, board]} s" for bits in settings if (bits, board) in seconds))
     firsts = {bits: seconds[bits, first] for bits in settings}
     slowest = max(firsts, key=firsts.get)

@@ -230,6 +230,13 @@ def test_finn_build_page_build_times_are_the_committed_rows():
     assert build_times_text(rows("finn.csv")) in page
 
 
+def test_finn_build_page_requant_figures_are_the_committed_rows():
+    from bench.readme import requant_text
+    page = " ".join(text_of(ROOT / "docs" / "finn_build.md").split())
+    text = requant_text(rows("finn.csv"))
+    assert text and " ".join(text.split()) in page
+
+
 def test_readme_test_command_time_is_the_committed_runs():
     from bench.readme import suite_time_text
     readme = " ".join(text_of(ROOT / "README.md").split())
@@ -306,8 +313,11 @@ def prose_figures():
         ("finn_build.md", r"and reaches (\d+) frames/s in the same LUT budget", by_key["PW4A4", "ZCU104"]["estimated_fps"]),
         ("finn_build.md", r"its closest\s+design \((\d+) frames/s\)", by_key["W4A4+add8", "ZCU104"]["estimated_fps"]),
         ("ptq.md", r"its closest design \((\d+) frames/s\)", by_key["W4A4+add8", "ZCU104"]["estimated_fps"]),
-        ("ptq.md", r"needs (\d+) LUT \(117%", by_key["W4A4+add8", "ZCU104"]["LUT"]),
+        ("ptq.md", r"needs (\d+) LUT \(\d+% of the board", by_key["W4A4+add8", "ZCU104"]["LUT"]),
+        ("ptq.md", r"LUT \(\d+% of the board, where\s+the budget is 70%\) and (\d+) URAM", by_key["W4A4+add8", "ZCU104"]["URAM"]),
         ("ptq.md", r"needs \d+ LUT \((\d+)% of the board", by_key["W4A4+add8", "ZCU104"]["LUT_pct"]),
+        ("ptq.md", r"and \d+ URAM \((\d+)%\)\. It fits the U250", by_key["W4A4+add8", "ZCU104"]["URAM_pct"]),
+        ("ptq.md", r"It fits the U250 at (\d+) frames/s, W4A4's rate", by_key["W4A4+add8", "U250"]["estimated_fps"]),
         ("finn_build.md", r"W4A4 reaches (\d+) frames/s with a quarter", by_key["W4A4", "U250"]["estimated_fps"]),
         ("finn_build.md", r"W3A3\+qat\*\*[\s\S]*?reaches\s+(\d+) frames/s", by_key["W3A3+qat", "ZCU104"]["estimated_fps"]),
         ("finn_build.md", r"simulated rate is (\d+) frames/s, every", by_key["W3A3+qat", "ZCU104"]["simulated_fps"]),

@@ -8,7 +8,7 @@ float32, so they are uniform only to float32 rounding; on integer inputs they ar
 thresholds ceil(T_k), and what a Requant must reproduce is that integer staircase, exactly.
 
 Parameters (`exact_parameters`), after FINN's bit-width minimization, when the input width K is
-known: the staircase line with the most room between the integer thresholds (`centred_line`),
+known: the staircase line with the most room between the integer thresholds (`centred_step`),
 its scale rounded to the 24-bit mantissa the project's Requant_rtl multiplies by (below: FINN
 would give inputs over 18 bits on a DSP48E2 a 17-bit one, too coarse for 255 steps), scale =
 m * 2**e and bias = B * 2**e with integers m, B. Both are float32 numbers, so FINN's
@@ -107,25 +107,23 @@ def rtl_model(points, integers, odt):
     return np.minimum(np.maximum(value, int(odt.min())), int(odt.max()))
 
 
-def centred_line(thresholds, iterations=60):
-    """(start, step) per channel of the line t0 + k*step whose points lie farthest inside
-    (T_k - 1, T_k] for the integer thresholds T_k [C, N]: the room is a concave function of the
+def centred_step(thresholds, iterations=60):
+    """The step per channel of the line t0 + k*step whose points can lie farthest inside
+    (T_k - 1, T_k] for the integer thresholds T_k [C, N]: that room is a concave function of the
     step, maximized by ternary search within one input over the staircase of the end points'
-    line; the start is the middle of the room at that step."""
+    line (dyadic_parameters then places the line within the room)."""
     k = np.arange(thresholds.shape[1])
 
-    def room(step):  # (half the room, its middle) per channel
-        upper = np.min(thresholds - k * step[:, None], axis=1)
-        lower = np.max(thresholds - 1 - k * step[:, None], axis=1)
-        return (upper - lower) / 2, (upper + lower) / 2
+    def room(step):  # per channel: the width of the interval every t0 must lie in
+        return (np.min(thresholds - k * step[:, None], axis=1)
+                - np.max(thresholds - 1 - k * step[:, None], axis=1))
     step = np.maximum((thresholds[:, -1] - thresholds[:, 0]) / (len(k) - 1), 1e-9)
     low, high = np.maximum(step - 2 / len(k), step / 2), step + 2 / len(k)
     for _ in range(iterations):
         left, right = low + (high - low) / 3, high - (high - low) / 3
-        better = room(left)[0] < room(right)[0]
+        better = room(left) < room(right)
         low, high = np.where(better, left, low), np.where(better, high, right)
-    step = (low + high) / 2
-    return room(step)[1], step
+    return (low + high) / 2
 
 
 def dyadic_parameters(row, act_val, step, bits):
@@ -222,7 +220,7 @@ def exact_parameters(inst, model, part):
     op `inst` exactly, or (None, why not)."""
     thresholds = thresholds_of(inst, model).astype(np.float64)
     bits = mantissa_bits(inst)
-    _, steps = centred_line(thresholds)
+    steps = centred_step(thresholds)
     found = [dyadic_parameters(row, inst.get_nodeattr("ActVal"), step, bits)
              for row, step in zip(thresholds, steps)]
     missing = [c for c, parameters in enumerate(found) if parameters is None]
@@ -296,7 +294,7 @@ def proof_failures(model, part, staircases):
 
 def summary(model, kept):
     """One line: how many threshold layers became Requant, how many stayed, and why."""
-    requant = sum(node.op_type == "Requant_rtl" for node in model.graph.node)
+    requant = layer_counts(model)["Requant_rtl"]
     reasons = Counter(why.split(" (")[0] for why in kept.values())
     return (f"requant: {requant} of {requant + len(kept)} threshold layers as Requant_rtl"
             + (f", {len(kept)} kept as Thresholding: "

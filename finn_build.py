@@ -36,7 +36,7 @@ target_fps = 0  # 0 searches the highest frame rate that fits the board; N folds
 res_limits = ""  # share of the board a design may use, e.g. "LUT=0.6,URAM=1"; "" = FINN's own limits
 outputs = "estimates"  # FINN's outputs, comma-separated: estimates; with Vivado: stitched_ip, rtlsim, bitfile, driver, deployment; verilator: each RTL layer in Verilator
 verilator_layers = "all"  # with verilator in --outputs: "all" RTL layers, or "slowest": each RTL type's slowest layer by FINN's estimate and the first sliding window
-requant = True  # FINN's Requant_rtl (a multiply-add) in place of each Thresholding layer it computes exactly, proven on every input; the others stay Thresholding
+requant = True  # a Requant_rtl (multiply-add, FINN's layer on the project's core) in place of each Thresholding layer it computes exactly, proven on every input; the others stay Thresholding
 verify_images = 8  # inputs the hardware graph runs on in Python (0 skips the check)
 verify_data = ""  # images to check on: a folder (flat, or ImageNet's layout: its val/), preprocessed as torchvision's ImageNet weights at the model's input size; "" = the file's data set, else seeded inputs on its input grid
 reuse = False  # load steps 1-4 from out_dir/intermediate/ when made from the same --model and flags

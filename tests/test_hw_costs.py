@@ -20,7 +20,7 @@ from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers 
 from finn.util.basic import getHWCustomOp  # noqa: E402
 from finn.util.config import extract_model_config_to_json  # noqa: E402
 
-from finn_demo.hw import boards, fit, requant, resources  # noqa: E402
+from finn_demo.hw import boards, fit, requant_rtl, resources  # noqa: E402
 
 PART = boards.PARTS["ZCU104"]  # DSP48E2
 VERSAL_PART = "xcvc1902-vsva2197-2MP-e-S"  # DSP58
@@ -130,13 +130,16 @@ def test_weights_in_lutram_are_counted_once_as_the_fits_memory_option_says():
     assert costs["distributed"]["standin_LUT"] >= 128 * 256 * 8 / 64
 
 
-def test_a_requant_lane_takes_one_dsp_where_its_input_fits_the_narrow_port_else_two():
-    assert [requant.multipliers_per_lane(bits, PART) for bits in (9, 18, 19, 24)] == [1, 1, 2, 2]
-    versal = "xcvc1902-vsva2197-2MP-e-S"  # DSP58: a 27x24 multiplier
-    assert [requant.multipliers_per_lane(bits, versal) for bits in (18, 24)] == [1, 1]
+def test_a_requant_lane_takes_as_many_dsps_as_its_product_needs_ports():
+    # (signed input bits, scale bits): a DSP48E2 multiplies 27 x 18 bits
+    cases = [(9, 25), (18, 27), (19, 26), (25, 27), (25, 30)]
+    assert [requant_rtl.multipliers_per_lane(*bits, PART) for bits in cases] == [1, 1, 2, 2, 4]
+    # a DSP58 27 x 24
+    assert [requant_rtl.multipliers_per_lane(*bits, VERSAL_PART)
+            for bits in ((24, 27), (25, 27))] == [1, 2]
 
 
-def test_requant_costs_a_dsp_a_lane_and_keeps_its_parameters_in_lutram_or_bram_by_depth():
+def test_requant_costs_its_products_dsps_a_lane_and_keeps_its_parameters_in_lutram_or_bram_by_depth():
     model = matrix_and_requant(channels=96)
     node = layer(model, "Requant_rtl", mem_mode="internal_decoupled")
     inst = getHWCustomOp(node)
@@ -144,12 +147,15 @@ def test_requant_costs_a_dsp_a_lane_and_keeps_its_parameters_in_lutram_or_bram_b
     for pe in (1, 4):
         inst.set_nodeattr("PE", pe)
         costs[pe] = resources.layer_cost(node, PART, model)
-        # FINN estimates nothing; the project counts its LUTs and, per PE lane, two DSP48E2 for
-        # the 25-bit scale times this INT20 input (wider than the DSP's 18-bit port).
+        # FINN estimates nothing; the project counts its LUTs and, per PE lane, the DSP48E2s of
+        # the scale times this INT20 input (21 bits signed: wider than the DSP's 18-bit port).
         assert all(costs[pe][key] == 0 for key in boards.RESOURCES)
-        assert costs[pe]["standin_DSP"] == 2 * pe and resources.total([costs[pe]])["DSP"] == 2 * pe
-        # 96 / PE words of scale, shift and bias: shallow, so LUTRAM, ceil(words/64) LUTs a bit.
-        width = inst._derive_decoupled_widths(model, PART)["params_stream_width"]
+        widths = inst._derive_decoupled_widths(model, PART)
+        lane = requant_rtl.multipliers_per_lane(21, widths["s_width"], PART)
+        assert lane >= 2 and costs[pe]["standin_DSP"] == lane * pe
+        assert resources.total([costs[pe]])["DSP"] == lane * pe
+        # 96 / PE words of scale and bias: shallow, so LUTRAM, ceil(words/64) LUTs a bit.
+        width = widths["params_stream_width"]
         assert costs[pe]["standin_BRAM_18K"] == 0
         assert costs[pe]["standin_LUT"] > width * math.ceil(96 / pe / 64)
     assert costs[4]["standin_LUT"] > costs[1]["standin_LUT"]  # the datapath grows with the lanes
@@ -194,7 +200,9 @@ def test_the_fit_streams_requant_parameters_and_its_folding_config_says_so(tmp_p
     config = json.loads(path.read_text())[name]
     assert config["mem_mode"] == "internal_decoupled" and config["PE"] > 1
     row = next(row for row in design.layers if row["name"] == name)
-    # an INT20 input takes two DSP48E2 a lane
-    assert row["standin_DSP"] == 2 * config["PE"] and design.totals["DSP"] == sum(
+    widths = getHWCustomOp(layer(design.model, "Requant_rtl"))._derive_decoupled_widths(
+        design.model, PART)
+    lane = requant_rtl.multipliers_per_lane(21, widths["s_width"], PART)  # the INT20 input, signed
+    assert row["standin_DSP"] == lane * config["PE"] and design.totals["DSP"] == sum(
         project(row, "DSP") for row in design.layers) + sum(
         project(cost, "DSP") for cost in design.buffers.values())

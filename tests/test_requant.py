@@ -1,7 +1,8 @@
 """finn_demo/hw/requant.py on the suite's W8A8 build (finn_build_run, `--requant` on by default):
 Thresholding_rtl layers become Requant_rtl only where the multiply-add computes their thresholds
 on every input, the others stay with the reason, and a changed parameter fails the proof,
-naming the layer."""
+naming the layer; and on staircases like the 224x224 builds' hardest (a wide step, thresholds
+clipped to an unsigned input's range), on every input."""
 import json
 
 import numpy as np
@@ -14,7 +15,7 @@ from finn_demo.testing.suite import import_finn_steps
 import_finn_steps()  # skips without FINN, except in CI
 from finn.util.basic import getHWCustomOp  # noqa: E402
 
-from finn_demo.hw import finn_builder, requant  # noqa: E402
+from finn_demo.hw import finn_builder, requant, requant_rtl  # noqa: E402
 
 EXHAUSTIVE_BITS = 14  # converted layers with inputs this narrow are checked on every input
 
@@ -103,16 +104,44 @@ def test_a_changed_requant_parameter_fails_the_proof_naming_the_layer(minimized,
     assert failure.startswith(f"requant: {node.name} ") and "1 of" in failure
 
 
-def test_a_layer_finns_requant_rtl_refuses_stays_thresholding_with_its_message(minimized,
-                                                                             monkeypatch):
-    original, part = minimized
+def staircase_line(t0, step, low, high, count=255):
+    """Integer thresholds ceil(t0 + k*step), clipped to the input range as FINN leaves them."""
+    return np.clip(np.ceil(t0 + np.arange(count) * step), low, high + 1)[None, :]
 
-    def refuse(self, model, version):  # as decompose_params does outside its fixed-point range
-        raise ValueError(f"{self.onnx_node.name}: Bias 1e9 overflows the output range.")
-    monkeypatch.setattr(requant.Requant_rtl, "decompose_params", refuse)
-    model, kept, staircases = requant.convert(ModelWrapper(original.model.SerializeToString()), part)
-    assert staircases == {} and "Requant_rtl" not in [node.op_type for node in model.graph.node]
-    refused = [why for why in kept.values() if why.startswith("finn-plus's Requant RTL refuses it")]
-    assert refused and all("overflows the output range" in why for why in refused)
-    assert not [name for name in model.graph.initializer if name.name not in
-                {init.name for init in original.graph.initializer}]  # none left behind
+
+@pytest.mark.parametrize("t0,step,low,high,needs", [
+    # 8-bit output over a wide accumulator: a 24-bit scale mantissa cannot follow 255 steps of
+    # 2074 inputs; the project's core takes the wider scale
+    (-264386.4, 2073.615942028985, -2 ** 23, 2 ** 23 - 1, "wider scale"),
+    # a signed 8-bit quantizer after global pooling: an unsigned input, and half its thresholds
+    # clipped to the input range's start (reached by every input)
+    (-58.3, 0.4566929133857, 0, 2 ** 10 - 1, "clipped thresholds")])
+def test_a_staircase_is_reproduced_on_every_input_of_its_range(t0, step, low, high, needs):
+    thresholds = staircase_line(t0, step, low, high)
+    upper, lower = requant.crossing_bounds(thresholds, low, high)
+    (found,) = requant.centred_step(upper, lower, high - low + 1)
+    first, *_ = (bits for bits in requant.MANTISSA_BITS
+                 if requant.dyadic_parameters(upper[0], lower[0], -128, found, bits))
+    scale, bias = requant.dyadic_parameters(upper[0], lower[0], -128, found, first)
+    if needs == "wider scale":
+        assert first > 24
+    else:
+        assert (thresholds <= low).sum() > 100
+    inputs = np.arange(low, high + 1, dtype=np.int64)
+    expected = -128 + np.searchsorted(thresholds[0], inputs, side="right")
+    python = np.clip(np.floor(inputs * scale + bias + 0.5), -128, 127)  # FINN's Requant model
+    assert np.array_equal(python, expected)
+    (scale_int,), (bias_int,), shift = requant_rtl.fixed_point([scale], [bias])
+    rtl = np.clip((inputs * scale_int + bias_int) >> shift, -128, 127)  # the core's integers
+    assert np.array_equal(rtl, expected)
+
+
+def test_the_layer_after_global_pooling_converts_though_its_input_is_unsigned(converted):
+    """Its signed 8-bit quantizer leaves every threshold below zero clipped to the unsigned
+    input's 0; the layer converts and, narrow, is checked on every input above."""
+    model, _, staircases = converted
+    unsigned = [node for node in model.graph.node if node.op_type == "Requant_rtl"
+                and not getHWCustomOp(node).get_input_datatype(0).signed()]
+    assert unsigned
+    thresholds, _ = staircases[unsigned[0].output[0]]
+    assert (thresholds <= 0).any()

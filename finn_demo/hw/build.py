@@ -183,9 +183,10 @@ def summarize_design(design, tried, target, args):
         "sources": {"finn": "every layer's LUT, BRAM_18K, URAM, DSP (finn_totals) and the stream "
                             "buffers' costs, by FINN's estimators",
                     "project": "standin_LUT of RTL matrix units (FINN's HLS LUT formula) and of "
-                               "Requant_rtl (its RTL's datapath, queues and LUTRAM parameters); "
-                               "standin_DSP of MVAU_rtl (finn-rtllib mvu.sv's PEs per DSP48 "
-                               "instead of FINN's 4) and of Requant_rtl (one per PE lane); "
+                               "Requant_rtl (the project's core: clip, control and LUTRAM "
+                               "parameters); standin_DSP of MVAU_rtl (finn-rtllib mvu.sv's PEs "
+                               "per DSP48 instead of FINN's 4) and of Requant_rtl (its product's "
+                               "DSPs per PE lane); "
                                "standin_BRAM_18K of Requant_rtl's parameters deeper than 128 "
                                "words; totals count FINN's figure plus the stand-in; the skip "
                                "FIFOs' depths (analytic), the memory choices and folding search "

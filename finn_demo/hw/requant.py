@@ -1,31 +1,34 @@
-"""Exact requantization: FINN's Requant_rtl in place of a Thresholding_rtl layer wherever it
-computes the same output on every input, proven, not sampled.
+"""Exact requantization: a Requant_rtl layer (FINN's node on the project's core,
+requant_rtl.py) in place of a Thresholding_rtl layer wherever it computes the same output on
+every input, proven, not sampled.
 
 A threshold layer with N thresholds a channel (255 at 8 bits) gives ActVal + #{k: x >= T_k}.
-Where its thresholds are a uniform staircase, FINN's Requant computes it from two numbers a
-channel and one multiplier: clip(floor(x*scale + bias + 1/2)). FINN computes the thresholds in
-float32, so they are uniform only to float32 rounding; on integer inputs they are the integer
-thresholds ceil(T_k), and what a Requant must reproduce is that integer staircase, exactly.
+Where its thresholds are a uniform staircase, a Requant computes it from two numbers a channel
+and one multiplier: clip(floor(x*scale + bias + 1/2)). FINN computes the thresholds from the
+QONNX scales, so they are uniform only to rounding; on integer inputs they are the integer
+thresholds ceil(T_k), clipped to the input's range, and what a Requant must reproduce is that
+integer staircase, exactly.
 
-Parameters (`exact_parameters`), after FINN's bit-width minimization, when the input width K is
-known: the staircase line with the most room between the integer thresholds (`centred_step`),
-its scale rounded to the 24-bit mantissa the project's Requant_rtl multiplies by (below: FINN
-would give inputs over 18 bits on a DSP48E2 a 17-bit one, too coarse for 255 steps), scale =
-m * 2**e and bias = B * 2**e with integers m, B. Both are float32 numbers, so FINN's
-float->fixed-point decomposition (`decompose_params`) keeps them exactly, and they are stored in
-float64 so that FINN's Python model (Requant.execute_node: x*scale + bias + 1/2) computes them
+Parameters (`exact_parameters`), after FINN's bit-width minimization, when the input range is
+known: each threshold bounds where the line crosses its level (`crossing_bounds`: from both
+sides inside the input range, from one side where FINN clipped it to the range's end), the
+step with the most room between those bounds (`centred_step`), and per channel the fewest
+MANTISSA_BITS whose scale m * 2**e (and a bias B * 2**e) meets every bound
+(`dyadic_parameters`). An 8-bit output over a wide accumulator can need 28 bits (255 steps of
+thousands of inputs each), more than finn-rtllib's requant core keeps (24): hence the project's
+core, which takes the integers as they are. Scale and bias are stored in float64, which holds
+them exactly, so FINN's Python model (Requant.execute_node: x*scale + bias + 1/2) computes them
 without rounding.
 
 Exactness, proven on two staircases: thresholds on integer inputs and a multiply-add with a
 positive scale are both non-decreasing step functions of the input. If they agree at each
 threshold, at one below it and at the ends of the input range, they agree on every integer
 input between. `mismatches` evaluates, at those points and per channel, FINN's Python model and
-the integers the RTL computes with (`decompose_params` for the part's DSP; x*scale + bias, an
-arithmetic shift and saturation, as requant_decoupled.sv) against the thresholds. A layer with a
-mismatch stays Thresholding, with the reason; `proof_failures` proves the folded design's
-Requant layers again against the thresholds they replaced, and a failure stops the build,
-naming the layer. Requant_rtl's embedded mode writes its scales as six-decimal text; these layers use
-`internal_decoupled`, where the decomposed integers are streamed from memory.
+the integers the core computes with (`decompose_params`: (x*scale + bias) >> shift, saturated)
+against the thresholds. A layer with a mismatch stays Thresholding, with the reason;
+`proof_failures` proves the folded design's Requant layers again against the thresholds they
+replaced, and a failure stops the build, naming the layer. The layers use `internal_decoupled`:
+the integers stream from FINN's memstream.
 """
 from collections import Counter
 
@@ -33,38 +36,14 @@ import numpy as np
 from onnx import helper
 from qonnx.transformation.general import GiveUniqueNodeNames
 
-from qonnx.custom_op.registry import add_op_to_domain
-
 from finn.custom_op.fpgadataflow.requant import Requant
-from finn.custom_op.fpgadataflow.rtl import requant_rtl
-from finn.util.basic import get_dsp_block, getHWCustomOp
+from finn.util.basic import getHWCustomOp
+
+from finn_demo.hw import requant_rtl  # noqa: F401  registers the project's Requant_rtl
 
 MEM_MODE = "internal_decoupled"  # integers streamed from memory, not six-decimal text
-WIDE = 3  # finn-rtllib requant's VERSION whose scale keeps 24 mantissa bits at inputs to 24 bits
-
-
-class Requant_rtl(requant_rtl.Requant_rtl):
-    """FINN's Requant_rtl, elaborated with finn-rtllib requant's widest datapath on every part
-    (VERSION 3: a 25-bit signed scale, the input whole up to 24 bits), where FINN picks the
-    part's DSP port widths: on a DSP48E2 an input over 18 bits gets a 17-bit scale mantissa,
-    too coarse for a 255-step staircase over a wide accumulator. The core multiplies
-    generically (`X1 * S1`), so the wider product is two DSP48E2s a lane there (resources.py
-    counts them). Registered in FINN's rtl domain through qonnx's registry, so every
-    Requant_rtl node is this one: its decomposition, generated RTL and proof agree."""
-
-    def _resolve_dsp_version(self, fpgapart):
-        return WIDE
-
-
-add_op_to_domain("finn.custom_op.fpgadataflow.rtl", Requant_rtl)
-
-
-def multipliers_per_lane(input_bits, part):
-    """DSP slices one lane's scale x input product takes: the 25-bit scale and a `input_bits`
-    input on the part's multiplier (27x18 on DSP48E2, 27x24 on DSP58): one where the input fits
-    its narrow port, else two (the scale split across them)."""
-    narrow_port = 24 if get_dsp_block(part) == "DSP58" else 18
-    return 1 if input_bits <= narrow_port else 2
+# Scale mantissa bits tried per channel, fewest first: a narrow scale keeps a lane in one DSP.
+MANTISSA_BITS = (16, 20, 24, 28, 32)
 NUDGES = 8  # scale mantissas tried on either side of the centred line's
 
 
@@ -94,7 +73,7 @@ def rtl_integers(inst, model, part):
     """(scale, bias, shift) per channel and the multiplier's input width: the integers
     requant_decoupled.sv computes with (FINN's decompose_params for the part's DSP), from their
     [PE][CF] layout to channel order."""
-    params = inst.decompose_params(model, inst._resolve_dsp_version(part))
+    params = inst.decompose_params(model)
     return tuple(np.asarray(params[key], dtype=object).T.reshape(-1)
                  for key in ("scale", "bias", "shift")), params["x_width"]
 
@@ -107,18 +86,37 @@ def rtl_model(points, integers, odt):
     return np.minimum(np.maximum(value, int(odt.min())), int(odt.max()))
 
 
-def centred_step(thresholds, iterations=60):
-    """The step per channel of the line t0 + k*step whose points can lie farthest inside
-    (T_k - 1, T_k] for the integer thresholds T_k [C, N]: that room is a concave function of the
-    step, maximized by ternary search within one input over the staircase of the end points'
-    line (dyadic_parameters then places the line within the room)."""
-    k = np.arange(thresholds.shape[1])
+def crossing_bounds(thresholds, low, high):
+    """(upper, lower) [C, N]: where the line must cross level k+1 (at p_k) for inputs in
+    [low, high] to reach it exactly from the integer threshold T_k on: lower < p_k <= upper.
+    FINN clips thresholds to the input range, so a threshold at or below its start is reached by
+    every input (p_k <= low, no lower bound) and one above its end by none (p_k > high, no upper
+    bound): such thresholds bound the line from one side only."""
+    upper = np.where(thresholds <= high, np.maximum(thresholds, low), np.inf)
+    lower = np.where(thresholds > low, np.minimum(thresholds - 1, high), -np.inf)
+    return upper, lower
+
+
+def centred_step(upper, lower, inputs, iterations=60):
+    """The step per channel of the line t0 + k*step whose crossings can lie farthest inside
+    their bounds (`crossing_bounds`, [C, N]): that room is a concave function of the step,
+    maximized by ternary search within two inputs, over the number of steps between them, of
+    the step between the first and last threshold inside the input range. A channel with fewer
+    than two gets the step of `inputs`, the input range's width (at most one crossing in it)."""
+    k = np.arange(upper.shape[1])
 
     def room(step):  # per channel: the width of the interval every t0 must lie in
-        return (np.min(thresholds - k * step[:, None], axis=1)
-                - np.max(thresholds - 1 - k * step[:, None], axis=1))
-    step = np.maximum((thresholds[:, -1] - thresholds[:, 0]) / (len(k) - 1), 1e-9)
-    low, high = np.maximum(step - 2 / len(k), step / 2), step + 2 / len(k)
+        return (np.min(upper - k * step[:, None], axis=1)
+                - np.max(lower - k * step[:, None], axis=1))
+    inside = np.isfinite(upper) & np.isfinite(lower)
+    first, last = np.argmax(inside, axis=1), upper.shape[1] - 1 - np.argmax(inside[:, ::-1], axis=1)
+    span = np.where(inside.any(axis=1), last - first, 0)
+    rows = np.arange(len(upper))
+    step = np.where(span > 0, (upper[rows, last] - upper[rows, first]) / np.maximum(span, 1),
+                    inputs)
+    step = np.maximum(step, 1e-9)
+    delta = np.where(span > 0, 2 / np.maximum(span, 1), 0)
+    low, high = np.maximum(step - delta, step / 2), step + delta
     for _ in range(iterations):
         left, right = low + (high - low) / 3, high - (high - low) / 3
         better = room(left) < room(right)
@@ -126,45 +124,45 @@ def centred_step(thresholds, iterations=60):
     return (low + high) / 2
 
 
-def dyadic_parameters(row, act_val, step, bits):
+def dyadic_parameters(upper, lower, act_val, step, bits):
     """(scale, bias) as float64, scale = m * 2**e with a `bits`-bit m nearest 1/step (or a
-    neighbour) and bias = B * 2**e, whose multiply-add reaches level k+1 exactly from the integer
-    threshold row[k] on; None where no such B exists for the mantissas tried."""
+    neighbour) and bias = B * 2**e, whose multiply-add reaches level k+1 at the input `upper[k]`
+    and not at `lower[k]` (one channel's `crossing_bounds`; an infinite bound asks nothing);
+    None where no such B exists for the mantissas tried."""
     exponent = int(np.floor(np.log2(1 / step))) - (bits - 1)
     if exponent >= 0:  # a step under 2**-(bits-1) inputs (a channel whose thresholds coincide)
         return None
     nearest = int(round(1 / step / 2.0 ** exponent))
-    levels = np.arange(1, len(row) + 1, dtype=object) * (1 << -exponent)
-    row = row.astype(np.int64).astype(object)
+    levels = np.arange(1, len(upper) + 1, dtype=object) * (1 << -exponent)
+    reach, below = np.isfinite(upper), np.isfinite(lower)
+    reached = upper[reach].astype(np.int64).astype(object)
+    unreached = lower[below].astype(np.int64).astype(object)
     for mantissa in sorted(range(nearest - NUDGES, nearest + NUDGES + 1),
                            key=lambda m: abs(m - nearest)):
         if not 2 ** (bits - 1) <= mantissa < 2 ** bits:
             continue
-        # x*m + C >= level(k) at x = row[k] and < it at row[k] - 1, in units of 2**e
-        low = max(levels - row * mantissa)
-        high = min(levels - (row - 1) * mantissa)  # exclusive
+        # x*m + C >= level(k) at x = upper[k], < it at lower[k], in units of 2**e; a side with
+        # no bound at all (every threshold outside the range) is one input's width from the other
+        low = max(levels[reach] - reached * mantissa, default=None)
+        high = min(levels[below] - unreached * mantissa, default=None)  # exclusive
+        low = high - mantissa if low is None else low
+        high = low + mantissa if high is None else high
         shift = int((0.5 - act_val) * (1 << -exponent))  # floor(x*s + b + 1/2) - ActVal
-        bias = float32_multiple(low - shift, high - shift)
+        bias = float64_multiple(low - shift, high - shift)
         if bias is not None:
             return mantissa * 2.0 ** exponent, bias * 2.0 ** exponent
     return None
 
 
-def float32_multiple(low, high):
-    """The integer in [low, high) nearest their middle that float32 holds exactly (at most 24
-    significant bits: FINN's decompose_params reads the bias as float32), or None."""
-    grid = 1 << max(0, max(abs(low), abs(high)).bit_length() - 24)
+def float64_multiple(low, high):
+    """The integer in [low, high) nearest their middle that float64 holds exactly (at most 53
+    significant bits: the bias is stored as a float64 initializer), or None."""
+    grid = 1 << max(0, max(abs(low), abs(high)).bit_length() - 53)
     middle = (low + high - 1) // 2
     for value in (middle // grid * grid, middle // grid * grid + grid):
         if low <= value < high:
             return value
     return None
-
-
-def mantissa_bits(inst):
-    """The scale mantissa bits the Requant RTL keeps at the layer's input width."""
-    s_width, _ = Requant._derive_mul_widths(WIDE, inst.get_input_datatype(0).bitwidth())
-    return s_width - 1
 
 
 def requant_node(inst, scale_name, bias_name):
@@ -185,8 +183,8 @@ def why_not(inst):
     idt, odt = inst.get_input_datatype(0), inst.get_output_datatype()
     count = inst.get_nodeattr("numSteps")
     act_val = inst.get_nodeattr("ActVal")
-    if not idt.is_integer() or not idt.signed():
-        return f"{idt.name} input (finn-plus's Requant RTL reads a signed integer)"
+    if not idt.is_integer():
+        return f"{idt.name} input (the Requant core multiplies integers)"
     if act_val != odt.min() or act_val + count != odt.max():
         return f"outputs {act_val}..{act_val + count} are not {odt.name}'s full range"
     return None
@@ -217,16 +215,19 @@ def mismatches(node, model, part, staircase_of):
 
 def exact_parameters(inst, model, part):
     """((scale, bias) float64 per channel, None) for a Requant that computes the Thresholding_rtl
-    op `inst` exactly, or (None, why not)."""
-    thresholds = thresholds_of(inst, model).astype(np.float64)
-    bits = mantissa_bits(inst)
-    steps = centred_step(thresholds)
-    found = [dyadic_parameters(row, inst.get_nodeattr("ActVal"), step, bits)
-             for row, step in zip(thresholds, steps)]
+    op `inst` exactly, or (None, why not). Each channel takes the fewest MANTISSA_BITS that
+    reproduce its thresholds."""
+    idt = inst.get_input_datatype(0)
+    upper, lower = crossing_bounds(thresholds_of(inst, model).astype(np.float64),
+                                   idt.min(), idt.max())
+    steps = centred_step(upper, lower, idt.max() - idt.min() + 1)
+    found = [next(filter(None, (dyadic_parameters(up, low, inst.get_nodeattr("ActVal"), step, bits)
+                                for bits in MANTISSA_BITS)), None)
+             for up, low, step in zip(upper, lower, steps)]
     missing = [c for c, parameters in enumerate(found) if parameters is None]
     if missing:
-        return None, (f"no {bits}-bit scale reproduces every channel's thresholds ({len(missing)} "
-                      f"of {len(found)} channels have none)")
+        return None, (f"no scale of up to {MANTISSA_BITS[-1]} bits reproduces every channel's "
+                      f"thresholds ({len(missing)} of {len(found)} channels have none)")
     return tuple(np.array(values, dtype=np.float64) for values in zip(*found)), None
 
 
@@ -249,14 +250,10 @@ def convert(model, part):
             for name, value in zip(names, parameters):
                 model.set_initializer(name, value)
             replacement = requant_node(inst, *names)
-            try:
-                wrong = mismatches(replacement, model, part, staircase_of)
-                if wrong.any():
-                    reason = (f"the multiply-add differs from its thresholds ({int(wrong.sum())} "
-                              f"of {len(wrong)} channels)")
-            except ValueError as error:  # decompose_params: outside the RTL's fixed-point range
-                reason = f"finn-plus's Requant RTL refuses it ({error})"
-            if reason is not None:
+            wrong = mismatches(replacement, model, part, staircase_of)
+            if wrong.any():
+                reason = (f"the multiply-add differs from its thresholds ({int(wrong.sum())} "
+                          f"of {len(wrong)} channels)")
                 for name in names:
                     model.del_initializer(name)
         if reason is not None:
@@ -280,11 +277,7 @@ def proof_failures(model, part, staircases):
         if node.output[0] not in staircases:
             lines.append(f"requant: {node.name}: not made by the project's proven conversion")
             continue
-        try:
-            wrong = mismatches(node, model, part, staircases[node.output[0]])
-        except ValueError as error:
-            lines.append(f"requant: {node.name}: finn-plus's Requant RTL refuses it ({error})")
-            continue
+        wrong = mismatches(node, model, part, staircases[node.output[0]])
         if wrong.any():
             lines.append(f"requant: {node.name} differs from the thresholds it replaced on "
                          f"{int(wrong.sum())} of {len(wrong)} channels (first: "

@@ -23,20 +23,15 @@ FINN's own figures stay comparable with FINN's report. The stand-ins:
   - W) // (W + A - 1), so 2 at W8A8, 3 at W4A8, 4 at W4A4 (FINN's 4), more below 4 bits. The
   project counts ceil(PE/lanes)*SIMD; the stand-in is that minus FINN's count (negative where
   more than 4 lanes fit). DSP58 parts keep FINN's count.
-- Requant_rtl, which FINN estimates at 0 of everything, by its RTL in the mode the fit sets
-  (`mem_mode` internal_decoupled: requant_axi_decoupled.sv around requant_decoupled.sv), with
-  the fixed-point widths FINN generates it with (`_derive_decoupled_widths`):
-  - DSP: one multiply-add per PE lane (x*scale into the DSP's multiplier, + bias on its C
-    port, with its input, M, C and P registers as the RTL's stages 1-3), two where the input is
-    wider than the DSP's narrow port (requant.multipliers_per_lane: the project's Requant_rtl
-    multiplies by a 25-bit scale);
-  - LUT per lane: the stage-4 window of SHIFT_MAX - SHIFT_MIN + N bits shifted right by a
-    SHIFT_WIDTH-bit amount (a LUT6 is a 4:1 mux: one LUT a bit per two shift bits), the
-    overflow OR over the product's bits above the window and the window's own spill (6 inputs
-    a LUT), and N saturating-select LUTs; per layer: the 7-deep output queue (fifo.sv) and the
-    memstream's 7-deep output queue, one SRL LUT a bit, and `REQUANT_CONTROL_LUTS` of pointers
-    and counters. Pipeline registers are flip-flops, which no budget here counts.
-  - its scale, shift and bias: CF = NumChannels/PE words of PE lanes, streamed by FINN's
+- Requant_rtl, which FINN estimates at 0 of everything, by the project's core
+  (rtl/requant_exact.sv, the widths its `decompose_params` gives the layer):
+  - DSP per PE lane: the signed (input + 1) x scale product on the part's multiplier
+    (requant_rtl.multipliers_per_lane), the bias added in its post-adder (48 bits);
+  - LUT per lane: the clip, which ORs and ANDs the sum's bits above the output (6 inputs a
+    LUT, twice) and selects each output bit (one LUT), and a carry chain where the sum is
+    wider than the DSP's post-adder; per layer, `REQUANT_CONTROL_LUTS`. Registers are
+    flip-flops, which no budget here counts.
+  - its scale and bias: CF = NumChannels/PE words of PE lanes, streamed by FINN's
     memstream with `ram_style` auto: in LUTRAM up to `LUTRAM_DEPTH` words, counted as FINN
     counts LUTRAM weights (ceil(CF/64) LUTs a bit), deeper in BRAM_18K (RAMB18 in its cheapest
     simple-dual-port aspect).
@@ -62,7 +57,7 @@ from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 from finn.util.basic import get_dsp_block, getHWCustomOp
 
 from finn_demo.hw.boards import RESOURCES
-from finn_demo.hw.requant import multipliers_per_lane
+from finn_demo.hw.requant_rtl import multipliers_per_lane
 
 STANDIN = "standin_"  # prefix of the project's additions to FINN's figure of a resource
 STANDIN_RESOURCES = ("LUT", "BRAM_18K", "DSP")  # the resources some layer has a stand-in for
@@ -72,10 +67,11 @@ SKIP_MARGIN_PIXELS = 2  # pipeline slack of the 1x1 convs around the depthwise o
 LUTRAM_DEPTH = 128
 LUTRAM_WORDS_PER_LUT = 64  # a LUT6 is 64 x 1 bit of LUTRAM (FINN's c2 term)
 RAMB18_ASPECTS = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))  # UG573, SDP
-# Requant_rtl's pointers and counters: each 7-deep SRL queue's pointer (FINN's fitted fifo.sv
-# model: 5 * 4 - 7 = 13 LUTs), the memstream's address counter (up to 11 bits) and the core's
-# 4-bit credit counter.
-REQUANT_CONTROL_LUTS = 13 + 13 + 11 + 4
+# Requant_rtl's control: the pipeline's enable and the two ready outputs (its valid bits and
+# registers are flip-flops, which no budget here counts), and the memstream's address counter
+# (up to 11 bits).
+REQUANT_CONTROL_LUTS = 4 + 11
+DSP_ACCUMULATOR_BITS = 48  # a DSP48E2's (and DSP58's) post-adder: the bias adds in the DSP
 
 
 def layer_cost(node, part, model=None):
@@ -148,21 +144,21 @@ def parameter_memory(depth, width):
 
 
 def requant_rtl_standins(inst, part, model, finn):
-    """Requant_rtl's LUT, BRAM_18K and DSP by its decoupled RTL (module docstring)."""
+    """Requant_rtl's LUT, BRAM_18K and DSP by the project's core (module docstring)."""
     if model is None:
         raise ValueError(f"{inst.onnx_node.name}: Requant_rtl's cost needs the model (its "
-                         "scale and bias initializers set its fixed-point widths)")
+                         "scale and bias initializers set its widths)")
     widths = inst._derive_decoupled_widths(model, part)  # what generate_hdl elaborates
     pe, out_bits = inst.get_nodeattr("PE"), inst.get_output_datatype().bitwidth()
-    span = widths["shift_max"] - widths["shift_min"]
-    above = max(0, widths["bias_width"] - widths["shift_max"] - out_bits)
-    shifter = (span + out_bits) * math.ceil(widths["shift_width"] / 2)
-    lane = shifter + math.ceil((above + span) / 6) + out_bits
-    queues = pe * out_bits + widths["params_stream_width"]
+    x_bits = widths["x_width"] + 1  # the input as a signed number
+    total = max(x_bits + widths["s_width"], widths["bias_width"]) + 1
+    above = max(0, total - widths["shift_max"] - out_bits)  # bits the clip must inspect
+    adder = 0 if total <= DSP_ACCUMULATOR_BITS else total  # else a carry chain, a LUT a bit
+    lane = math.ceil(above / 6) * 2 + out_bits + adder
     depth = inst.get_nodeattr("NumChannels") // pe
     lutram, bram = parameter_memory(depth, widths["params_stream_width"])
-    dsps = pe * multipliers_per_lane(inst.get_input_datatype(0).bitwidth(), part)
-    return {"LUT": pe * lane + queues + REQUANT_CONTROL_LUTS + lutram, "BRAM_18K": bram, "DSP": dsps}
+    dsps = pe * multipliers_per_lane(x_bits, widths["s_width"], part)
+    return {"LUT": pe * lane + REQUANT_CONTROL_LUTS + lutram, "BRAM_18K": bram, "DSP": dsps}
 
 
 # The layers whose cost the project adds to: {op_type: (inst, part, model, FINN's estimate) ->

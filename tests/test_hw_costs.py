@@ -194,11 +194,13 @@ def test_the_fit_streams_requant_parameters_and_its_folding_config_says_so(tmp_p
     budget = {key: math.inf for key in boards.RESOURCES}
     design = fit.design_at(model, 1e9 / CLOCK_NS / 1000, PART, CLOCK_NS, budget)
     name = layer(design.model, "Requant_rtl").name
-    assert design.memories[name] == "decoupled"
+    memory = design.memories[name]
+    assert memory in fit.REQUANT_MEMORIES
     path = tmp_path / "folding_config.json"
     extract_model_config_to_json(design.model, path, fit.FOLDING_ATTRIBUTES)
     config = json.loads(path.read_text())[name]
     assert config["mem_mode"] == "internal_decoupled" and config["PE"] > 1
+    assert config["ram_style"] == memory  # the parameter memory the fit costed
     row = next(row for row in design.layers if row["name"] == name)
     widths = getHWCustomOp(layer(design.model, "Requant_rtl"))._derive_decoupled_widths(
         design.model, PART)

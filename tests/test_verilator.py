@@ -1,9 +1,10 @@
 """finn_demo/hw/verilator.py on the suite's fitted design (finn_build_run): a layer of each RTL
 type in Verilator (the ones `--verilator_layers=slowest` picks, and the first matrix unit), bit
 for bit against FINN's Python execution, its cycles against FINN's estimates, and a changed
-weight or threshold in a generated memory file caught. A standalone Requant_rtl layer with its
-parameters streamed (internal_decoupled) the same way, on every input value, and a changed
-parameter word caught.
+weight in a generated memory file caught. Standalone layers the same way, on every input value:
+a Requant_rtl with its parameters streamed (internal_decoupled; signed and unsigned inputs) and a
+Thresholding_rtl (the suite's design converts all of its threshold layers), a changed
+parameter word or threshold caught.
 Compiled layers are cached by the hash of their sources (a stale entry cannot be used), so a
 second run only simulates."""
 import json
@@ -96,7 +97,7 @@ def simulated(design):
 
 def test_every_rtl_type_of_the_design_is_simulated_bit_exact(design, simulated):
     chosen = design[-1]
-    assert {"MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl",
+    assert {"MVAU_rtl", "Requant_rtl", "ConvolutionInputGenerator_rtl",
             "FMPadding_rtl"} <= set(chosen)
     assert [layer["name"] for layer in simulated["layers"]] == simulated_names(design[0], chosen)
     assert all(layer["bit_exact"] and layer["wrong_values"] == 0
@@ -188,8 +189,7 @@ def every_input_value(input_type=REQUANT_INPUT):
     rng = np.random.default_rng(0)
     values = np.arange(input_type.min(), input_type.max() + 1)
     channels = [rng.permutation(values) for _ in range(REQUANT_CHANNELS)]
-    return np.stack(channels, axis=-1).reshape(REQUANT_PIXELS + [REQUANT_CHANNELS]).astype(
-        np.float32)
+    return np.stack(channels, axis=-1).reshape([1, -1, 64, REQUANT_CHANNELS]).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +203,38 @@ def requant_case(output_type, input_type=REQUANT_INPUT):
     """(the specialized model, FINN's Python tensors on every input value)."""
     model = requant_model(output_type, input_type)
     return model, verilator.python_execution(model, every_input_value(input_type))
+
+
+def thresholding_model():
+    """One FINN Thresholding layer (NumChannels 8, PE 2, 15 thresholds a channel on an INT8
+    input, seeded) specialized for the ZCU104's part as Thresholding_rtl: the layer a design
+    keeps where no Requant reproduces its thresholds, or with --requant=False."""
+    rng = np.random.default_rng(1)
+    thresholds = np.sort(rng.integers(-128, 128, (REQUANT_CHANNELS, 15)), axis=1)
+    pixels = [1, 4, 64]  # every INT8 value once per channel
+    shape = pixels + [REQUANT_CHANNELS]
+    node = helper.make_node("Thresholding", ["x", "t"], ["y"], name="Thresholding_0",
+                            domain="finn.custom_op.fpgadataflow", backend="fpgadataflow",
+                            NumChannels=REQUANT_CHANNELS, PE=REQUANT_PE, numSteps=15,
+                            inputDataType="INT8", weightDataType="INT8", outputDataType="UINT4",
+                            ActVal=0, numInputVectors=pixels, preferred_impl_style="rtl")
+    graph = helper.make_graph([node], "thresholding",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = ModelWrapper(qonnx_make_model(graph))
+    model.set_initializer("t", thresholds.astype(np.float32))
+    model.set_tensor_datatype("x", DataType["INT8"])
+    model.set_tensor_datatype("t", DataType["INT8"])
+    model.set_tensor_datatype("y", DataType["UINT4"])
+    return model.transform(SpecializeLayers(PART))
+
+
+@pytest.fixture(scope="module")
+def thresholding_layers(finn_settings):
+    """The Thresholding layer on every INT8 value as the memory-file test takes it."""
+    model = thresholding_model()
+    context = verilator.python_execution(model, every_input_value(DataType["INT8"]))
+    return model, context, PART, CLOCK_NS, {"Thresholding_rtl": model.graph.node[0]}
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +337,7 @@ def design_layers(design, simulated):
 
 @pytest.mark.parametrize("layers,op_type,tamper", [
     ("design_layers", "MVAU_rtl", tamper_weights),
-    ("design_layers", "Thresholding_rtl", tamper_thresholds),
+    ("thresholding_layers", "Thresholding_rtl", tamper_thresholds),
     ("requant_layers", "Requant_rtl", tamper_requant_bias)])
 def test_a_changed_value_in_a_memory_file_fails_and_names_the_layer(request, layers, op_type,
                                                                     tamper, tmp_path):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from finn.builder.build_dataflow_config import LargeFIFOMemStyle
 from finn.util.basic import getHWCustomOp
 from finn.util.config import extract_model_config_to_json
 from qonnx.core.datatype import DataType
@@ -112,6 +113,8 @@ class Build:
         path = Path(self.args.out_dir, "folding_config.json")
         extract_model_config_to_json(self.design.model, path, fit.FOLDING_ATTRIBUTES)
         cfg.folding_config_file = path
+        # the large FIFOs' memory the fit costed, for FINN's own FIFO step (with --outputs)
+        cfg.large_fifo_mem_style = LargeFIFOMemStyle(self.design.memories[fit.LARGE_FIFOS])
         return model
 
     def step_summary(self, model, cfg):
@@ -179,6 +182,7 @@ def summarize_design(design, tried, target, args):
         "use_percent": {key: round(100 * totals[key] / target.available[key], 1)
                         for key in boards.RESOURCES if target.available.get(key)},
         "layers": design.layers, "stream_buffers": design.buffers,
+        "large_fifo_mem_style": design.memories[fit.LARGE_FIFOS],
         "skip_fifo_depths": design.skip_depths,
         "sources": {"finn": "every layer's LUT, BRAM_18K, URAM, DSP (finn_totals) and the stream "
                             "buffers' costs, by FINN's estimators",
@@ -187,8 +191,8 @@ def summarize_design(design, tried, target, args):
                                "parameters); standin_DSP of MVAU_rtl (finn-rtllib mvu.sv's PEs "
                                "per DSP48 instead of FINN's 4) and of Requant_rtl (its product's "
                                "DSPs per PE lane); "
-                               "standin_BRAM_18K of Requant_rtl's parameters deeper than 128 "
-                               "words; totals count FINN's figure plus the stand-in; the skip "
+                               "standin_BRAM_18K and standin_URAM of Requant_rtl's parameters "
+                               "(their memory the fit's choice); totals count FINN's figure plus the stand-in; the skip "
                                "FIFOs' depths (analytic), the memory choices and folding search "
                                "(FINN's SetFolding, mvau_wwidth_max widened where needed, Requant "
                                "PE by fit.fold_requant)"},
@@ -199,17 +203,19 @@ def summarize_design(design, tried, target, args):
 
 
 def print_design_table(estimates):
-    """Resources and cycles per layer type, the stream buffers, then the totals against the board."""
+    """Resources and cycles per layer type, the stream buffers, then the totals against the board.
+    LUT shows FINN's figure and the project's stand-in apart; BRAM_18K, URAM and DSP their sum."""
     rows = {}
     for layer in estimates["layers"]:
         row = rows.setdefault(layer["op_type"], Counter())
-        row.update({key: layer[key] for key in ("LUT", "standin_LUT", "BRAM_18K", "URAM", "DSP")}
-                   | {"count": 1})
+        row.update({key: layer[key] for key in ("LUT", "standin_LUT")} | {"count": 1}
+                   | {key: layer[key] + layer.get("standin_" + key, 0)
+                      for key in ("BRAM_18K", "URAM", "DSP")})
         row["max_cycles"] = max(row["max_cycles"], layer["cycles"])
     for op_type, row in estimates["stream_buffers"].items():
         rows[op_type + " (inserted)"] = Counter(row)
     print(f"{'layer type':36} {'count':>5} {'LUT':>9} {'+stand-in':>9} {'BRAM_18K':>9} {'URAM':>5} "
-          f"{'DSP':>5} {'max cycles':>10}")
+          f"{'DSP':>5} {'max cycles':>10}  (BRAM_18K, URAM, DSP with stand-ins)")
     for op_type, row in sorted(rows.items(), key=lambda item: -item[1]["LUT"]):
         print(f"{op_type:36} {row['count']:5.0f} {row['LUT']:9.0f} {row['standin_LUT']:9.0f} "
               f"{row['BRAM_18K']:9.0f} {row['URAM']:5.0f} {row['DSP']:5.0f} {row['max_cycles']:10.0f}")

@@ -29,7 +29,8 @@ from finn.transformation.fpgadataflow.set_folding import SetFolding
 from finn.util.basic import getHWCustomOp
 
 from finn_demo.hw.boards import RESOURCES
-from finn_demo.hw.resources import counted, layer_cost, stream_buffer_costs, total
+from finn_demo.hw.resources import (LARGE_FIFO_STYLES, counted, layer_cost,
+                                    stream_buffer_costs, total)
 
 # The attributes FINN's folding config carries for this design (the builder's own list).
 FOLDING_ATTRIBUTES = ["PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode",
@@ -42,9 +43,10 @@ WEIGHT_MEMORIES = {
               "runtime_writeable_weights": 1},  # FINN: URAM weights must be writeable
 }
 WINDOW_MEMORIES = {name: {"ram_style": name} for name in ("distributed", "block", "ultra")}
-# Requant_rtl streams its parameters from FINN's memstream (ram_style auto: Vivado's choice); its
-# embedded mode would write its scales into SystemVerilog as six-decimal text.
-REQUANT_MEMORIES = {"decoupled": {"mem_mode": "internal_decoupled"}}
+# Requant_rtl streams its parameters from FINN's memstream (the project's core has no embedded
+# mode), in the memory its ram_style names.
+REQUANT_MEMORIES = {name: {"mem_mode": "internal_decoupled", "ram_style": name}
+                    for name in ("distributed", "block", "ultra")}
 THRESHOLD_MEMORIES = {
     "auto": {"depth_trigger_bram": 0, "depth_trigger_uram": 0},  # FINN picks per stage
     "block": {"depth_trigger_bram": 1, "depth_trigger_uram": NEVER},
@@ -52,6 +54,9 @@ THRESHOLD_MEMORIES = {
 }
 WEIGHT_WIDTHS = (36, 72, 144, 288)  # SetFolding's mvau_wwidth_max: FINN's default first
 ARITHMETIC = {"lut": {"resType": "lut"}, "dsp": {"resType": "dsp"}}  # HLS units' multipliers
+PACKED_MEMORIES = ("block", "ultra")  # weight memories a wider fold can pack better
+PACKED_WIDTH = 288  # bits a word the packing search widens a matrix unit's weights to
+LARGE_FIFOS = "large FIFOs"  # the fit's choice of FINN's large_fifo_mem_style, beside the layers'
 BISECTIONS = 5  # after doubling: the highest fitting rate to within about 2%
 
 
@@ -94,10 +99,41 @@ def memory_options(node):
     return {}
 
 
-def layer_options(node):
-    """{option: attributes}: memory_options, and for FINN's HLS matrix and depthwise units also
-    whether they multiply in LUTs or DSPs (`resType`; the RTL units always use DSPs)."""
-    options = memory_options(node)
+def divisors(count):
+    return [value for value in range(1, count + 1) if count % value == 0]
+
+
+def packed_fold(node, memory, part, model):
+    """(PE, SIMD) of a matrix unit with at least as many weights a cycle (PE x SIMD) as it is
+    folded with, whose weights take the fewest of `memory` (WEIGHT_MEMORIES: block or ultra;
+    ties: the fewest weights a cycle), words up to PACKED_WIDTH bits: a URAM word is 72 bits,
+    so one 8-bit weight a cycle fills 8 of them, eight fill 64. Only the memory's packing and
+    the streams' widths change; the layer computes the same, in no more cycles."""
+    inst = getHWCustomOp(node)
+    resource = {"block": "BRAM_18K", "ultra": "URAM"}[memory]
+    pe0, simd0 = inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD")
+    bits = inst.get_input_datatype(1).bitwidth()
+    folds = [(pe, simd) for pe in divisors(inst.get_nodeattr("MH"))
+             for simd in divisors(inst.get_nodeattr("MW")) if pe * simd >= pe0 * simd0
+             and pe * simd * bits <= max(PACKED_WIDTH, pe0 * simd0 * bits)]
+    costs = option_costs(node, {fold: {**WEIGHT_MEMORIES[memory], "PE": fold[0], "SIMD": fold[1]}
+                                for fold in folds}, part, model)
+    return min(folds, key=lambda fold: (counted(costs[fold], resource), fold[0] * fold[1]))
+
+
+def layer_options(node, part=None, model=None):
+    """{option: attributes}: memory_options; for a matrix unit with its weights in BRAM or URAM
+    also that memory at the fold that packs it best (`packed_fold`, option "<memory>@PExSIMD"),
+    given `part` and `model`; and for FINN's HLS matrix and depthwise units whether they
+    multiply in LUTs or DSPs (`resType`; the RTL units always use DSPs)."""
+    options = dict(memory_options(node))
+    if part is not None and node.op_type.startswith("MVAU"):
+        inst = getHWCustomOp(node)
+        for memory in PACKED_MEMORIES:
+            if memory in options:
+                pe, simd = packed_fold(node, memory, part, model)
+                if (pe, simd) != (inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD")):
+                    options[f"{memory}@{pe}x{simd}"] = {**options[memory], "PE": pe, "SIMD": simd}
     if node.op_type not in ("MVAU_hls", "VVAU_hls"):
         return options
     return {"+".join(filter(None, (memory, arithmetic))): {**attrs, **ARITHMETIC[arithmetic]}
@@ -221,9 +257,10 @@ def fold_requant(model, cycles):
 def design_at(model, fps, part, clock_ns, budget):
     """Fold for `fps`, size the stream buffers, place the memories: a Design."""
     folded, wwidth_max = fold(model, fps, clock_ns)
-    buffers, skip_depths = stream_buffer_costs(folded, part)
-    options = {node.name: layer_options(node) for node in folded.graph.node}
-    choices, fixed = {}, list(buffers.values())
+    styles, skip_depths = stream_buffer_costs(folded, part, LARGE_FIFO_STYLES)
+    options = {node.name: layer_options(node, part, folded) for node in folded.graph.node}
+    choices = {LARGE_FIFOS: {style: total(list(costs.values())) for style, costs in styles.items()}}
+    fixed = []
     for node in folded.graph.node:
         if options[node.name]:
             choices[node.name] = option_costs(node, options[node.name], part, folded)
@@ -236,11 +273,17 @@ def design_at(model, fps, part, clock_ns, budget):
             inst = getHWCustomOp(node)
             for name, value in options[node.name][chosen[node.name]].items():
                 inst.set_nodeattr(name, value)
+    style = chosen[LARGE_FIFOS]
+    buffers = styles[style]
+    if any("@" in option for option in chosen.values()):  # a wider fold: its stream buffers
+        restyled, skip_depths = stream_buffer_costs(folded, part, (style,))
+        buffers = restyled[style]
     cycles = folded.analysis(exp_cycles_per_layer)
     bottleneck = max(cycles, key=cycles.get)
+    costs = {node.name: layer_cost(node, part, folded) for node in folded.graph.node}
     layers = [{"name": node.name, "op_type": node.op_type, "cycles": int(cycles[node.name]),
-               "memory": chosen.get(node.name), **layer_cost(node, part, folded)}
-              for node in folded.graph.node]
+               "memory": chosen.get(node.name), **costs[node.name]} for node in folded.graph.node]
+    totals = total(list(costs.values()) + list(buffers.values()))
     return Design(folded, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
                   {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen, budget,
                   over_budget(totals, budget), wwidth_max, choices, fixed)

@@ -147,22 +147,21 @@ def dyadic_parameters(upper, lower, act_val, step, bits):
         high = min(levels[below] - unreached * mantissa, default=None)  # exclusive
         low = high - mantissa if low is None else low
         high = low + mantissa if high is None else high
-        shift = int((0.5 - act_val) * (1 << -exponent))  # floor(x*s + b + 1/2) - ActVal
-        bias = float64_multiple(low - shift, high - shift)
-        if bias is not None:
+        if low < high:
+            shift = int((0.5 - act_val) * (1 << -exponent))  # floor(x*s + b + 1/2) - ActVal
+            bias = coarsest_multiple(low, high) - shift
             return mantissa * 2.0 ** exponent, bias * 2.0 ** exponent
     return None
 
 
-def float64_multiple(low, high):
-    """The integer in [low, high) nearest their middle that float64 holds exactly (at most 53
-    significant bits: the bias is stored as a float64 initializer), or None."""
-    grid = 1 << max(0, max(abs(low), abs(high)).bit_length() - 53)
-    middle = (low + high - 1) // 2
-    for value in (middle // grid * grid, middle // grid * grid + grid):
-        if low <= value < high:
+def coarsest_multiple(low, high):
+    """The integer in [low, high) (low < high) with the most trailing zero bits: the constant
+    the core adds then has as few bits as the room allows (its memory stores them shifted), and
+    float64 holds it exactly."""
+    for bits in range((high - low).bit_length(), -1, -1):
+        value = -(-low >> bits) << bits  # the first multiple of 2**bits at or above low
+        if value < high:
             return value
-    return None
 
 
 def requant_node(inst, scale_name, bias_name):

@@ -45,6 +45,12 @@ def fixed_point(scale, bias):
     return scaled[:len(scale)], [b + (1 << (shift - 1)) for b in scaled[len(scale):]], shift
 
 
+def trailing_zeros(values):
+    """The trailing zero bits every nonzero integer in `values` has (0 if all are zero)."""
+    nonzero = [int(v) for v in values if int(v)]
+    return min(((v & -v).bit_length() - 1 for v in nonzero), default=0)
+
+
 def multipliers_per_lane(input_bits, scale_bits, part):
     """DSP slices one lane's product takes: a signed `scale_bits` x `input_bits` product on the
     part's multiplier (27x18 on DSP48E2, 27x24 on DSP58), split into as many as each operand
@@ -55,21 +61,32 @@ def multipliers_per_lane(input_bits, scale_bits, part):
 
 
 class Requant_rtl(requant_rtl.Requant_rtl):
-    """FINN's Requant_rtl (internal_decoupled) on the project's exact core (module docstring)."""
+    """FINN's Requant_rtl (internal_decoupled) on the project's exact core (module docstring).
+    Its one attribute more, `ram_style`, is the parameter memstream's memory (FINN's memstream
+    RAM_STYLE: auto, distributed, block or ultra), which the fit chooses."""
+
+    def get_nodeattr_types(self):
+        return {**super().get_nodeattr_types(),
+                "ram_style": ("s", False, "auto", {"auto", "distributed", "block", "ultra"})}
 
     def decompose_params(self, model, version=None):
         """The integers the core computes with: {"scale", "bias", "shift"} [PE][CF] as FINN
-        lays them out, and the widths: s_width, bias_width, x_width (the input, unshortened)."""
+        lays them out, and how they are stored: the trailing zero bits every channel's scale
+        (scale_shift) and bias (bias_shift) has are dropped from the memory and put back by the
+        core; s_width and bias_width are the stored widths; x_width is the input, unshortened."""
         pe, channels = self.get_nodeattr("PE"), self.get_nodeattr("NumChannels")
         scale = np.broadcast_to(self.get_scale(model), (channels,))
         bias = np.broadcast_to(self.get_bias(model), (channels,))
         scales, biases, shift = fixed_point(scale, bias)
+        scale_shift, bias_shift = trailing_zeros(scales), trailing_zeros(biases)
 
         def layout(values):  # channel c at [c % PE][c // PE]
             return np.array(values, dtype=object).reshape(channels // pe, pe).T
         return {"scale": layout(scales), "bias": layout(biases),
                 "shift": layout([shift] * channels), "shift_min": shift, "shift_max": shift,
-                "s_width": signed_bits(scales), "bias_width": signed_bits(biases),
+                "scale_shift": scale_shift, "bias_shift": bias_shift,
+                "s_width": signed_bits([v >> scale_shift for v in scales]),
+                "bias_width": signed_bits([v >> bias_shift for v in biases]),
                 "x_width": self.get_input_datatype(0).bitwidth()}
 
     def _derive_decoupled_widths(self, model, fpgapart=None):
@@ -85,14 +102,15 @@ class Requant_rtl(requant_rtl.Requant_rtl):
         return info
 
     def _pack_param_words(self, info):
-        """One word per channel group: lane p = bias << s_width | scale, lane 0 lowest."""
+        """One word per channel group: lane p = stored bias << s_width | stored scale, lane 0
+        lowest."""
         lane_width, s_width = info["params_lane_width"], info["s_width"]
         words = []
         for scales, biases in zip(info["scale"].T, info["bias"].T):
             word = 0
             for p, (scale, bias) in enumerate(zip(scales, biases)):
-                lane = ((int(bias) % (1 << info["bias_width"])) << s_width
-                        | int(scale) % (1 << s_width))
+                lane = (((int(bias) >> info["bias_shift"]) % (1 << info["bias_width"])) << s_width
+                        | (int(scale) >> info["scale_shift"]) % (1 << s_width))
                 word |= lane << (p * lane_width)
             words.append(word)
         return words
@@ -104,6 +122,7 @@ class Requant_rtl(requant_rtl.Requant_rtl):
         fields = {"TOP_MODULE_NAME": top, "K": idt.bitwidth(), "SIGNED_IN": int(idt.signed()),
                   "N": odt.bitwidth(), "SIGNED_OUT": int(odt.signed()), "PE": self.get_nodeattr("PE"),
                   "S_WIDTH": info["s_width"], "B_WIDTH": info["bias_width"],
+                  "S_SHIFT": info["scale_shift"], "B_SHIFT": info["bias_shift"],
                   "SHIFT": info["shift_max"], "IN_WIDTH": info["in_stream_width"],
                   "PARAMS_WIDTH": info["params_stream_width"],
                   "OUT_WIDTH": info["out_stream_width"]}
@@ -118,7 +137,7 @@ class Requant_rtl(requant_rtl.Requant_rtl):
                                     depth=self.get_nodeattr("NumChannels") // self.get_nodeattr("PE"),
                                     width=info["params_stream_width"],
                                     init_file=os.path.join(code_gen_dir, "params_memblock.dat"),
-                                    ram_style="auto")
+                                    ram_style=self.get_nodeattr("ram_style"))
 
     def get_rtl_file_list(self, abspath=False):
         top = self.get_nodeattr("gen_top_module") or self.get_verilog_top_module_name()

@@ -32,9 +32,10 @@ FINN's own figures stay comparable with FINN's report. The stand-ins:
     wider than the DSP's post-adder; per layer, `REQUANT_CONTROL_LUTS`. Registers are
     flip-flops, which no budget here counts.
   - its scale and bias: CF = NumChannels/PE words of PE lanes, streamed by FINN's
-    memstream with `ram_style` auto: in LUTRAM up to `LUTRAM_DEPTH` words, counted as FINN
-    counts LUTRAM weights (ceil(CF/64) LUTs a bit), deeper in BRAM_18K (RAMB18 in its cheapest
-    simple-dual-port aspect).
+    memstream in the memory its `ram_style` names (the fit's choice): LUTRAM counted as FINN
+    counts LUTRAM weights (ceil(CF/64) LUTs a bit), BRAM_18K as RAMB18s in their cheapest
+    simple-dual-port aspect, URAM as 72 x 4096 blocks (`standin_URAM`); auto as Vivado is
+    taken to choose (LUTRAM up to `LUTRAM_DEPTH` words, else BRAM).
 - stream buffers: FINN's `InsertDWC` and `InsertFIFO` place the data-width converters and FIFOs
   the stitched design will have, and FINN estimates them; the FIFO depths are FINN's defaults
   (2), except on each residual skip, which must hold the block input the main branch reads
@@ -60,12 +61,16 @@ from finn_demo.hw.boards import RESOURCES
 from finn_demo.hw.requant_rtl import multipliers_per_lane
 
 STANDIN = "standin_"  # prefix of the project's additions to FINN's figure of a resource
-STANDIN_RESOURCES = ("LUT", "BRAM_18K", "DSP")  # the resources some layer has a stand-in for
+STANDIN_RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")  # the resources some layer has a stand-in for
 SKIP_MARGIN_PIXELS = 2  # pipeline slack of the 1x1 convs around the depthwise one
 # The deepest memory FINN's estimates leave to LUTRAM (MVAU with weights internal_embedded:
 # WMEM <= 128), taken for what Vivado's ram_style auto does with the Requant parameters.
 LUTRAM_DEPTH = 128
 LUTRAM_WORDS_PER_LUT = 64  # a LUT6 is 64 x 1 bit of LUTRAM (FINN's c2 term)
+# FINN's large_fifo_mem_style (LargeFIFOMemStyle): the memory of every FIFO fifo.sv would back
+# with BRAM or URAM; "auto" lets fifo.sv choose by depth (BRAM to 2028 words, URAM beyond).
+LARGE_FIFO_STYLES = ("auto", "block", "ultra", "distributed")
+URAM_WIDTH, URAM_DEPTH = 72, 4096  # a URAM288's one aspect
 RAMB18_ASPECTS = ((36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384))  # UG573, SDP
 # Requant_rtl's control: the pipeline's enable and the two ready outputs (its valid bits and
 # registers are flip-flops, which no budget here counts), and the memstream's address counter
@@ -135,12 +140,17 @@ def vvau_rtl_standins(inst, part, model, finn):
     return {"LUT": hls_luts(inst, VVAU_hls, part)}
 
 
-def parameter_memory(depth, width):
-    """(LUTs, BRAM_18K) of a depth x width memory left to Vivado (ram_style auto)."""
-    if depth <= LUTRAM_DEPTH:
-        return width * math.ceil(depth / LUTRAM_WORDS_PER_LUT), 0
+def parameter_memory(depth, width, style):
+    """(LUTs, BRAM_18K, URAM) of a depth x width memory in FINN's memstream with `ram_style`
+    `style` (auto: Vivado's choice, taken as LUTRAM up to LUTRAM_DEPTH words, else BRAM)."""
+    if style == "auto":
+        style = "distributed" if depth <= LUTRAM_DEPTH else "block"
+    if style == "distributed":
+        return width * math.ceil(depth / LUTRAM_WORDS_PER_LUT), 0, 0
+    if style == "ultra":
+        return 0, 0, math.ceil(width / URAM_WIDTH) * math.ceil(depth / URAM_DEPTH)
     return 0, min(math.ceil(depth / rows) * math.ceil(width / bits)
-                  for bits, rows in RAMB18_ASPECTS)
+                  for bits, rows in RAMB18_ASPECTS), 0
 
 
 def requant_rtl_standins(inst, part, model, finn):
@@ -151,14 +161,17 @@ def requant_rtl_standins(inst, part, model, finn):
     widths = inst._derive_decoupled_widths(model, part)  # what generate_hdl elaborates
     pe, out_bits = inst.get_nodeattr("PE"), inst.get_output_datatype().bitwidth()
     x_bits = widths["x_width"] + 1  # the input as a signed number
-    total = max(x_bits + widths["s_width"], widths["bias_width"]) + 1
+    total = max(x_bits + widths["s_width"] + widths["scale_shift"],
+                widths["bias_width"] + widths["bias_shift"]) + 1
     above = max(0, total - widths["shift_max"] - out_bits)  # bits the clip must inspect
     adder = 0 if total <= DSP_ACCUMULATOR_BITS else total  # else a carry chain, a LUT a bit
     lane = math.ceil(above / 6) * 2 + out_bits + adder
     depth = inst.get_nodeattr("NumChannels") // pe
-    lutram, bram = parameter_memory(depth, widths["params_stream_width"])
+    lutram, bram, uram = parameter_memory(depth, widths["params_stream_width"],
+                                          inst.get_nodeattr("ram_style"))
     dsps = pe * multipliers_per_lane(x_bits, widths["s_width"], part)
-    return {"LUT": pe * lane + REQUANT_CONTROL_LUTS + lutram, "BRAM_18K": bram, "DSP": dsps}
+    return {"LUT": pe * lane + REQUANT_CONTROL_LUTS + lutram, "BRAM_18K": bram, "URAM": uram,
+            "DSP": dsps}
 
 
 # The layers whose cost the project adds to: {op_type: (inst, part, model, FINN's estimate) ->
@@ -231,14 +244,23 @@ def with_stream_buffers(model, part):
     return buffered, size_skip_fifos(buffered)
 
 
-def stream_buffer_costs(model, part):
-    """{op_type: summed cost} of the FIFOs and data-width converters `with_stream_buffers` adds,
-    and the skip FIFOs' depths."""
+def stream_buffer_costs(model, part, styles=("auto",)):
+    """({style: {op_type: summed cost}} of the FIFOs and data-width converters
+    `with_stream_buffers` adds, with the large FIFOs (those fifo.sv backs with BRAM or URAM) in
+    each memory `style` of FINN's `large_fifo_mem_style` (LARGE_FIFO_STYLES), and the skip
+    FIFOs' depths."""
     buffered, depths = with_stream_buffers(model, part)
+    buffers = [node for node in buffered.graph.node
+               if node.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter"))]
+    large = [getHWCustomOp(node) for node in buffers if node.op_type.startswith("StreamingFIFO")
+             and getHWCustomOp(node).resolve_ram_style() in ("block", "ultra")]
     costs = {}
-    for node in buffered.graph.node:
-        if node.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter")):
-            row = costs.setdefault(node.op_type, Counter())
+    for style in styles:
+        for inst in large:  # as FINN's step_set_fifo_depths pins them
+            inst.set_nodeattr("ram_style", style)
+        costs[style] = {}
+        for node in buffers:
+            row = costs[style].setdefault(node.op_type, Counter())
             row.update(layer_cost(node, part, buffered))
             row["count"] += 1
     return costs, depths

@@ -5,7 +5,9 @@
 // float32 decomposition), with as many scale bits as the layer needs (S_WIDTH, signed) and one
 // right shift for the layer, and reads an unsigned input as unsigned (zero-extended).
 // Parameters arrive as one word per input word from FINN's memstream (s_params): PE lanes of
-// {BIAS[B_WIDTH], SCALE[S_WIDTH]}, lane 0 in the low bits, the same layout FINN packs data in.
+// {BIAS[B_WIDTH], SCALE[S_WIDTH]}, lane 0 in the low bits, the same layout FINN packs data in;
+// stored without the trailing zero bits every channel's scale (S_SHIFT) and bias (B_SHIFT)
+// has, which the core puts back: SCALE = stored << S_SHIFT, BIAS = stored << B_SHIFT.
 // The pipeline (4 register stages) advances whenever its last stage is empty or read; an input
 // word is taken together with its parameter word, so the two streams stay in step.
 module requant_exact #(
@@ -14,8 +16,10 @@ module requant_exact #(
 	int unsigned  N,           // output bits
 	bit           SIGNED_OUT,  // 1: clip to [-2^(N-1), 2^(N-1)-1], 0: to [0, 2^N-1]
 	int unsigned  PE,          // channels a word
-	int unsigned  S_WIDTH,     // bits of the signed scale
-	int unsigned  B_WIDTH,     // bits of the signed bias (the 1/2 of rounding included)
+	int unsigned  S_WIDTH,     // bits of the signed scale, as stored
+	int unsigned  S_SHIFT,     // the scale's dropped trailing zero bits
+	int unsigned  B_WIDTH,     // bits of the signed bias (the 1/2 of rounding included), as stored
+	int unsigned  B_SHIFT,     // the bias's dropped trailing zero bits
 	int unsigned  SHIFT,       // the layer's right shift
 
 	localparam int unsigned  LANE = S_WIDTH + B_WIDTH,
@@ -40,7 +44,8 @@ module requant_exact #(
 );
 	localparam int unsigned  X = K + 1;  // the input as a signed number, whatever its sign
 	localparam int unsigned  PRODUCT = X + S_WIDTH;
-	localparam int unsigned  SUM = (PRODUCT > B_WIDTH? PRODUCT : B_WIDTH) + 1;
+	localparam int unsigned  SUM = (PRODUCT + S_SHIFT > B_WIDTH + B_SHIFT?
+	                                PRODUCT + S_SHIFT : B_WIDTH + B_SHIFT) + 1;
 	localparam int unsigned  STAGES = 4;
 	localparam logic signed [SUM-1:0]  LO = SIGNED_OUT? -(64'sd1 << (N-1)) : 0;
 	localparam logic signed [SUM-1:0]  HI = SIGNED_OUT? (64'sd1 << (N-1)) - 1 : (64'sd1 << N) - 1;
@@ -72,7 +77,7 @@ module requant_exact #(
 				B1 <= $signed(s_params_tdata[pe*LANE + S_WIDTH +: B_WIDTH]);
 				M2 <= X1 * S1;
 				B2 <= B1;
-				P3 <= M2 + B2;
+				P3 <= (SUM'(M2) <<< S_SHIFT) + (SUM'(B2) <<< B_SHIFT);
 				Y4 <= q < LO? LO[N-1:0] : q > HI? HI[N-1:0] : q[N-1:0];
 			end
 		end

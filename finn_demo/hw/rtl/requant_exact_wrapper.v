@@ -18,7 +18,8 @@ module $TOP_MODULE_NAME$ (
 );
     requant_exact #(
         .K($K$), .SIGNED_IN($SIGNED_IN$), .N($N$), .SIGNED_OUT($SIGNED_OUT$), .PE($PE$),
-        .S_WIDTH($S_WIDTH$), .B_WIDTH($B_WIDTH$), .SHIFT($SHIFT$)
+        .S_WIDTH($S_WIDTH$), .S_SHIFT($S_SHIFT$), .B_WIDTH($B_WIDTH$), .B_SHIFT($B_SHIFT$),
+        .SHIFT($SHIFT$)
     ) core (
         .clk(ap_clk), .rst(!ap_rst_n),
         .s_axis_tready(in0_V_TREADY), .s_axis_tvalid(in0_V_TVALID), .s_axis_tdata(in0_V_TDATA),

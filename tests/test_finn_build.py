@@ -18,7 +18,8 @@ from finn_demo.testing.suite import import_finn_steps
 fs = import_finn_steps()  # skips without FINN, except in CI
 import finn_build  # noqa: E402
 from finn_demo import finn_install  # noqa: E402
-from finn_demo.hw import alternatives, boards, build, cache, finn_builder, fit, hw_checks  # noqa: E402
+from finn_demo.hw import (alternatives, boards, build, cache, finn_builder, fit, hw_checks,  # noqa: E402
+                         resources)
 from finn_demo.quant.accumulators import widest_hidden  # noqa: E402
 from finn_demo.checks import check_inputs, layerwise, metadata_of  # noqa: E402
 from finn.core.onnx_exec import execute_onnx  # noqa: E402
@@ -496,3 +497,20 @@ def test_finns_accumulator_widths_are_the_ones_the_demo_reports_with_axe(axe_bui
 def test_finns_accumulator_widths_are_the_ones_the_demo_reports_at_8_bits(built, bias_corrected):
     _, _, estimates = built
     assert list(estimates["accumulator_bits"].values()) == list(bias_corrected.accumulators.values())
+
+
+def test_the_fit_chooses_the_large_fifos_memory_and_counts_the_buffers_in_it(built):
+    """FINN's large_fifo_mem_style for the FIFOs fifo.sv backs with memory (the skip FIFOs):
+    each style costs what FINN estimates for it, and the design counts the chosen one's."""
+    _, out_dir, estimates = built
+    model = ModelWrapper(str(out_dir / "hw_layers.onnx"))
+    styles, depths = resources.stream_buffer_costs(model, estimates["part"],
+                                                   resources.LARGE_FIFO_STYLES)
+    assert depths == estimates["skip_fifo_depths"] and max(depths.values()) > 257  # memory-backed
+    fifos = {style: costs["StreamingFIFO_rtl"] for style, costs in styles.items()}
+    assert fifos["block"]["BRAM_18K"] > 0 == fifos["block"]["URAM"]
+    assert fifos["ultra"]["URAM"] > 0 == fifos["ultra"]["BRAM_18K"]
+    assert fifos["distributed"]["LUT"] > fifos["block"]["LUT"]
+    chosen = estimates["large_fifo_mem_style"]
+    assert {key: value for key, value in estimates["stream_buffers"]["StreamingFIFO_rtl"].items()
+            } == pytest.approx(dict(fifos[chosen]))

@@ -208,3 +208,22 @@ def test_the_fit_streams_requant_parameters_and_its_folding_config_says_so(tmp_p
     assert row["standin_DSP"] == lane * config["PE"] and design.totals["DSP"] == sum(
         project(row, "DSP") for row in design.layers) + sum(
         project(cost, "DSP") for cost in design.buffers.values())
+
+
+def test_a_wider_fold_packs_weights_into_fewer_urams_in_no_more_cycles():
+    # 64 x 96 8-bit weights at PE = SIMD = 1: one 8-bit weight a 72-bit URAM word, 6144 words
+    # deep, two URAMs (4096 words each); two weights a word, 3072 deep, fit one.
+    model = matrix_and_requant()
+    node = layer(model, "MVAU_rtl")
+    inst = getHWCustomOp(node)
+    options = fit.layer_options(node, PART, model)
+    costs = fit.option_costs(node, options, PART, model)
+    assert costs["ultra"]["URAM"] == 2
+    (packed,) = [option for option in options if option.startswith("ultra@")]
+    pe, simd = options[packed]["PE"], options[packed]["SIMD"]
+    assert costs[packed]["URAM"] == 1 and pe * simd == 2  # the fewest, then the least parallel
+    assert (inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD")) == (1, 1)  # left as it was
+    cycles = inst.get_exp_cycles()
+    inst.set_nodeattr("PE", pe)
+    inst.set_nodeattr("SIMD", simd)
+    assert inst.get_exp_cycles() <= cycles

@@ -255,10 +255,21 @@ def fold_requant(model, cycles):
 
 
 def design_at(model, fps, part, clock_ns, budget):
-    """Fold for `fps`, size the stream buffers, place the memories: a Design."""
+    """Fold for `fps`, size the stream buffers, place the memories: a Design. Placed twice, with
+    and without the wider folds that pack weights (`layer_options`): a wider fold changes stream
+    widths, so its data-width converters are known only after placement. The one that fits (then
+    the faster, then the nearer to fitting) is taken."""
     folded, wwidth_max = fold(model, fps, clock_ns)
+    designs = [placed(ModelWrapper(copy.deepcopy(folded.model)), fps, part, clock_ns, budget,
+                      wwidth_max, packed) for packed in (False, True)]
+    return min(designs, key=lambda design: (not design.fits, -design.fps, shortfall(design)))
+
+
+def placed(folded, fps, part, clock_ns, budget, wwidth_max, packed):
+    """The Design of the folded model with its memories (and, if `packed`, wider folds) placed."""
     styles, skip_depths = stream_buffer_costs(folded, part, LARGE_FIFO_STYLES)
-    options = {node.name: layer_options(node, part, folded) for node in folded.graph.node}
+    options = {node.name: layer_options(node, *((part, folded) if packed else ()))
+               for node in folded.graph.node}
     choices = {LARGE_FIFOS: {style: total(list(costs.values())) for style, costs in styles.items()}}
     fixed = []
     for node in folded.graph.node:

@@ -6,8 +6,8 @@
 - A generated top module (`finn_sim_top`) holds the layer and, for a layer whose parameters are
   `internal_decoupled`, the parameter streamer FINN generates beside it (memstream), wired as
   FINN's IP integrator wires them: a matrix unit's weights (memblock.dat) into in1_V,
-  Requant_rtl's integer scale, shift and bias per channel (params_memblock.dat, from FINN's
-  `Requant.decompose_params`) into s_params_V. It exposes in0_V and out0_V.
+  Requant_rtl's integer scale and bias per channel (params_memblock.dat, from the project's
+  `Requant_rtl.decompose_params`) into s_params_V. It exposes in0_V and out0_V.
 - Verilator compiles it with testbench.cpp, which feeds in0_V as fast as the layer accepts and
   always takes out0_V. A compiled layer is cached by the hash of its sources, the testbench,
   Verilator's version and flags; memory files are read when the simulation starts, so changing
@@ -125,7 +125,7 @@ def generate(node, model, folder, part, clock_ns):
 # The parameter streamers FINN generates beside a layer whose parameters are
 # `internal_decoupled`: {wrapper file name after the layer's name: the layer port FINN's IP
 # integrator connects its m_axis_0 to}. A matrix unit's weights feed in1_V (MVAU's
-# code_generation_ipi); Requant_rtl's one word of scale, shift and bias per channel group
+# code_generation_ipi); Requant_rtl's one word of scales and biases per channel group
 # feeds s_params_V (Requant_rtl._code_generation_ipi_decoupled).
 STREAMERS = {"_memstream_wrapper.v": "in1_V", "_params_memstream_wrapper.v": "s_params_V"}
 
@@ -203,7 +203,7 @@ def leaf_loads_at_module_scope(text):
                         block + "\n\tuwire [SUM_WIDTH-1:0]  sum0;\n", 1)
 
 
-# fifo.sv (Requant_rtl's output queue, and any FINN layer's fifo_rtl_files) sizes its memory
+# fifo.sv (the output queue of FINN layers listing fifo_rtl_files) sizes its memory
 # with a constant function returning the unpacked struct abits_t {lo, hi}; Verilator 5.4x
 # cannot evaluate an unpacked struct's assignment pattern at elaboration ("can't determine
 # constant for FUNCREF 'INIT_ABITS'"). Packed, the struct holds the same two 32-bit fields and

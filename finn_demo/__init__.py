@@ -21,9 +21,11 @@ hw/steps, see hw/; and nothing here imports a root script, but testing/, which i
   (QONNX vs Brevitas, FINN's frontend), file (every check of one file: check_file)
 - hw/ (needs FINN), the FINN build: steps (FINN's transformations per step; it imports nothing
   else of finn_demo, so checks/numbers may run the first two, FINN's frontend), finn_builder
-  (the shim around FINN's builder), cache (the steps cache behind --reuse), boards, resources,
-  fit, alternatives (what would fit when nothing does), hw_checks (the build's checks of FINN's
-  graphs), requant (FINN's Requant where it computes a threshold layer exactly), verilator (the RTL layers in Verilator), build (the build finn_build.py runs)
+  (the shim around FINN's builder), cache (the steps cache behind --reuse), boards, requant_rtl
+  (FINN's Requant_rtl node on the project's core, rtl/requant_exact.sv), resources, fit,
+  alternatives (what would fit when nothing does), hw_checks (the build's checks of FINN's
+  graphs), requant (a Requant where it computes a threshold layer exactly), verilator (the RTL
+  layers in Verilator), build (the build finn_build.py runs)
 - validate: the demo's flags checked before any work (it asks data, quant and finn_install)
 - testing/ (no stage: nothing above imports it): faults (written into exports), imagenet_folder
   (small generated image folders), used by the tests and the benchmark; suite (what the test

@@ -30,7 +30,7 @@ RTL = Path(__file__).resolve().parent / "rtl"
 CORE, WRAPPER = RTL / "requant_exact.sv", RTL / "requant_exact_wrapper.v"
 
 
-def signed_bits(values):
+def twos_complement_bits(values):
     """Bits of a two's complement number that holds every integer in `values`."""
     return max(max(int(v).bit_length() for v in values) + 1, 2)
 
@@ -85,8 +85,8 @@ class Requant_rtl(requant_rtl.Requant_rtl):
         return {"scale": layout(scales), "bias": layout(biases),
                 "shift": layout([shift] * channels), "shift_min": shift, "shift_max": shift,
                 "scale_shift": scale_shift, "bias_shift": bias_shift,
-                "s_width": signed_bits([v >> scale_shift for v in scales]),
-                "bias_width": signed_bits([v >> bias_shift for v in biases]),
+                "s_width": twos_complement_bits([v >> scale_shift for v in scales]),
+                "bias_width": twos_complement_bits([v >> bias_shift for v in biases]),
                 "x_width": self.get_input_datatype(0).bitwidth()}
 
     def _derive_decoupled_widths(self, model, fpgapart=None):

@@ -110,15 +110,23 @@ def packed_fold(node, memory, part, model):
     so one 8-bit weight a cycle fills 8 of them, eight fill 64. Only the memory's packing and
     the streams' widths change; the layer computes the same, in no more cycles."""
     inst = getHWCustomOp(node)
-    resource = {"block": "BRAM_18K", "ultra": "URAM"}[memory]
     pe0, simd0 = inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD")
     bits = inst.get_input_datatype(1).bitwidth()
     folds = [(pe, simd) for pe in divisors(inst.get_nodeattr("MH"))
              for simd in divisors(inst.get_nodeattr("MW")) if pe * simd >= pe0 * simd0
              and pe * simd * bits <= max(PACKED_WIDTH, pe0 * simd0 * bits)]
-    costs = option_costs(node, {fold: {**WEIGHT_MEMORIES[memory], "PE": fold[0], "SIMD": fold[1]}
-                                for fold in folds}, part, model)
-    return min(folds, key=lambda fold: (counted(costs[fold], resource), fold[0] * fold[1]))
+    before = {name: inst.get_nodeattr(name) for name in (*WEIGHT_MEMORIES[memory], "PE", "SIMD")}
+    for name, value in WEIGHT_MEMORIES[memory].items():
+        inst.set_nodeattr(name, value)
+    counts = {}
+    estimate = inst.bram_estimation if memory == "block" else inst.uram_estimation
+    for pe, simd in folds:  # FINN's count of the memory (its whole cost: no stand-in has one)
+        inst.set_nodeattr("PE", pe)
+        inst.set_nodeattr("SIMD", simd)
+        counts[pe, simd] = estimate(part)
+    for name, value in before.items():
+        inst.set_nodeattr(name, value)
+    return min(folds, key=lambda fold: (counts[fold], fold[0] * fold[1]))
 
 
 def layer_options(node, part=None, model=None):
@@ -260,24 +268,31 @@ def design_at(model, fps, part, clock_ns, budget):
     widths, so its data-width converters are known only after placement. The one that fits (then
     the faster, then the nearer to fitting) is taken."""
     folded, wwidth_max = fold(model, fps, clock_ns)
-    designs = [placed(ModelWrapper(copy.deepcopy(folded.model)), fps, part, clock_ns, budget,
-                      wwidth_max, packed) for packed in (False, True)]
-    return min(designs, key=lambda design: (not design.fits, -design.fps, shortfall(design)))
-
-
-def placed(folded, fps, part, clock_ns, budget, wwidth_max, packed):
-    """The Design of the folded model with its memories (and, if `packed`, wider folds) placed."""
     styles, skip_depths = stream_buffer_costs(folded, part, LARGE_FIFO_STYLES)
-    options = {node.name: layer_options(node, *((part, folded) if packed else ()))
-               for node in folded.graph.node}
+    options = {node.name: layer_options(node) for node in folded.graph.node}
     choices = {LARGE_FIFOS: {style: total(list(costs.values())) for style, costs in styles.items()}}
     fixed = []
     for node in folded.graph.node:
         if options[node.name]:
             choices[node.name] = option_costs(node, options[node.name], part, folded)
         else:
-            fixed.append(layer_cost(node, part, folded))
-    fixed = [dict(cost) for cost in fixed]
+            fixed.append(dict(layer_cost(node, part, folded)))
+    unpacked = (styles, skip_depths, options, choices, fixed)
+    designs = [placed(ModelWrapper(copy.deepcopy(folded.model)), fps, part, clock_ns, budget,
+                      wwidth_max, unpacked, packed) for packed in (False, True)]
+    return min(designs, key=lambda design: (not design.fits, -design.fps, shortfall(design)))
+
+
+def placed(folded, fps, part, clock_ns, budget, wwidth_max, unpacked, packed):
+    """The Design of the folded model with its memories (and, if `packed`, wider folds) placed;
+    `unpacked`: (the stream buffers' costs per style, skip depths, options, their costs, the
+    costs no option changes), as design_at computed them."""
+    styles, skip_depths, options, choices, fixed = unpacked
+    if packed:  # the wider folds' options beside them
+        options = {node.name: layer_options(node, part, folded) for node in folded.graph.node}
+        choices = {**choices, **{node.name: option_costs(node, options[node.name], part, folded)
+                                 for node in folded.graph.node
+                                 if any("@" in option for option in options[node.name])}}
     chosen, totals = place_memories(choices, budget, fixed)
     for node in folded.graph.node:
         if node.name in chosen:

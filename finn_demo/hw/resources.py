@@ -254,13 +254,18 @@ def stream_buffer_costs(model, part, styles=("auto",)):
                if node.op_type.startswith(("StreamingFIFO", "StreamingDataWidthConverter"))]
     large = [getHWCustomOp(node) for node in buffers if node.op_type.startswith("StreamingFIFO")
              and getHWCustomOp(node).resolve_ram_style() in ("block", "ultra")]
+    restyled = {inst.onnx_node.name for inst in large}
+    same = [layer_cost(node, part, buffered) for node in buffers if node.name not in restyled]
     costs = {}
     for style in styles:
         for inst in large:  # as FINN's step_set_fifo_depths pins them
             inst.set_nodeattr("ram_style", style)
         costs[style] = {}
+        styled = iter([layer_cost(node, part, buffered) for node in buffers
+                       if node.name in restyled])
+        unstyled = iter(same)
         for node in buffers:
             row = costs[style].setdefault(node.op_type, Counter())
-            row.update(layer_cost(node, part, buffered))
+            row.update(next(styled) if node.name in restyled else next(unstyled))
             row["count"] += 1
     return costs, depths

@@ -227,3 +227,24 @@ def test_a_wider_fold_packs_weights_into_fewer_urams_in_no_more_cycles():
     inst.set_nodeattr("PE", pe)
     inst.set_nodeattr("SIMD", simd)
     assert inst.get_exp_cycles() <= cycles
+
+
+def test_the_fit_places_memories_that_fit_where_moving_the_largest_layer_first_does_not():
+    # Three layers, each in LUTRAM or URAM. Each starts on its cheaper share of the budget (URAM,
+    # 13 of 5); moving the layer that frees most URAM first (L0 or L2, 5) leaves no move that
+    # fits, but L0 and L1 in LUTRAM (7 of 7) with L2 in URAM (5 of 5) fit.
+    def cost(lut=0, uram=0):
+        return {"LUT": lut, "BRAM_18K": 0, "URAM": uram, "DSP": 0}
+    choices = {"L0": {"lut": cost(lut=2), "uram": cost(uram=5)},
+               "L1": {"lut": cost(lut=5), "uram": cost(uram=3)},
+               "L2": {"lut": cost(lut=7), "uram": cost(uram=5)}}
+    budget = cost(lut=7, uram=5)
+    start = {name: fit.cheapest(costs, budget) for name, costs in choices.items()}
+    greedy = fit.greedy_placement(choices, budget, [], start)
+    assert fit.over_budget(fit.placement_totals(choices, greedy, []), budget)
+    chosen, totals = fit.place_memories(choices, budget, [])
+    assert chosen == {"L0": "lut", "L1": "lut", "L2": "uram"}
+    assert totals == cost(lut=7, uram=5)
+    # with fixed costs taking one LUT, no placement fits: the greedy's nearest one is returned
+    chosen, totals = fit.place_memories(choices, budget, [cost(lut=1)])
+    assert fit.over_budget(totals, budget)

@@ -7,9 +7,9 @@ holds weights, thresholds or line buffers gets the memory that fits (weights: FI
 block, distributed or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights`
 1 for URAM; thresholds: `depth_trigger_bram` / `depth_trigger_uram`; sliding-window buffers:
 `ram_style`; Requant parameters: `mem_mode` internal_decoupled, its one option), and every HLS
-matrix or depthwise unit its multipliers (FINN's `resType`: LUTs or DSPs), starting from each
-layer's cheapest option relative to the budget and moving layers off a resource that is over
-until none is.
+matrix or depthwise unit its multipliers (FINN's `resType`: LUTs or DSPs): each layer's cheapest
+option relative to the budget where those fit together, else the placement that fits with the
+least share of the budget, found exactly (a 0-1 program), else, none fitting, the nearest one.
 Fitting is not monotonic in the frame rate: a little parallelism packs weights badly (a URAM is
 72 bits wide; one 4-bit weight per cycle uses 4 of them), a lot costs LUTs and DSPs. So the
 search doubles the frame rate from SetFolding's least parallel design until two designs in a
@@ -20,6 +20,9 @@ Costs are finn_demo.hw.resources': FINN's estimates plus the project's stand-ins
 import copy
 import math
 from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
 
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.transformation.general import GiveUniqueNodeNames
@@ -57,6 +60,10 @@ ARITHMETIC = {"lut": {"resType": "lut"}, "dsp": {"resType": "dsp"}}  # HLS units
 PACKED_MEMORIES = ("block", "ultra")  # weight memories a wider fold can pack better
 PACKED_WIDTH = 288  # bits a word the packing search widens a matrix unit's weights to
 LARGE_FIFOS = "large FIFOs"  # the fit's choice of FINN's large_fifo_mem_style, beside the layers'
+# The exact placement's optimality gap and time limit (a safety net: HiGHS proves these small
+# programs optimal in well under it; a program that reaches it keeps its best placement).
+EXACT_GAP, EXACT_SECONDS = 1e-3, 60
+PLACEMENTS = 3  # placements of one folding, each with the last one's data-width converters known
 BISECTIONS = 5  # after doubling: the highest fitting rate to within about 2%
 
 
@@ -173,20 +180,59 @@ def over_budget(totals, budget):
     return {name: totals[name] - budget[name] for name in RESOURCES if totals[name] > budget[name]}
 
 
+def cheapest(costs, budget):
+    """The option of a layer ({option: cost}) that takes the least share of the budget."""
+    return min(costs, key=lambda option: relative(costs[option], budget))
+
+
 def place_memories(choices, budget, fixed):
-    """Choose an option per layer ({name: {option: cost}}) so the totals fit: each layer starts
-    on its cheapest option, then the layer move that frees most of the resource most over
-    (without putting another over) is made until nothing is over or no move helps.
+    """Choose an option per layer ({name: {option: cost}}) so the totals fit: each layer's
+    cheapest option, moved by `greedy_placement` while a resource is over; where that ends over,
+    the placement that fits with its fullest resource least full (`exact_placement`), if any.
     Returns ({name: option}, totals)."""
-    chosen = {name: min(costs, key=lambda option: relative(costs[option], budget))
-              for name, costs in choices.items()}
+    chosen = {name: cheapest(costs, budget) for name, costs in choices.items()}
+    chosen = greedy_placement(choices, budget, fixed, chosen)
+    if over_budget(placement_totals(choices, chosen, fixed), budget):
+        chosen = exact_placement(choices, budget, fixed) or chosen
+    return chosen, placement_totals(choices, chosen, fixed)
 
-    def totals_of(selection):
-        return total(fixed + [choices[name][option] for name, option in selection.items()])
 
+def placement_totals(choices, chosen, fixed):
+    return total(fixed + [choices[name][option] for name, option in chosen.items()])
+
+
+def exact_placement(choices, budget, fixed):
+    """{name: option} fitting `budget` whose fullest resource (share of its budget) is least
+    full, or None where no placement fits: a 0-1 program (a variable per layer option, one option
+    a layer, a row per resource, and the largest share as one more variable) solved by scipy's
+    milp (HiGHS) to within EXACT_GAP of the optimum."""
+    items = [(name, option) for name, costs in choices.items() for option in costs]
+    usage = np.array([[counted(choices[name][option], resource) for name, option in items]
+                      for resource in RESOURCES])
+    used = np.array([total(fixed)[resource] for resource in RESOURCES])
+    limit = np.array([budget[resource] for resource in RESOURCES], dtype=float)
+    one_each = np.array([[name == layer for name, _ in items] for layer in choices], dtype=float)
+    shares = usage[limit > 0] / limit[limit > 0, None]  # rows: share of a budget (t = last var)
+    count = len(items)
+    result = milp(np.r_[np.zeros(count), 1], integrality=np.r_[np.ones(count), 0],
+                  bounds=Bounds(0, np.r_[np.ones(count), np.inf]),
+                  constraints=[LinearConstraint(np.c_[one_each, np.zeros(len(choices))], 1, 1),
+                               LinearConstraint(np.c_[usage, np.zeros(len(limit))], -np.inf,
+                                                limit - used),
+                               LinearConstraint(np.c_[shares, -np.ones(len(shares))], -np.inf,
+                                                -(used / np.maximum(limit, 1))[limit > 0])],
+                  options={"mip_rel_gap": EXACT_GAP, "time_limit": EXACT_SECONDS})
+    if result.x is None:
+        return None
+    return {name: option for (name, option), value in zip(items, result.x) if value > 0.5}
+
+
+def greedy_placement(choices, budget, fixed, chosen):
+    """From `chosen`, the layer move that frees most of the resource most over (without putting
+    another over) is made until nothing is over or no move helps."""
     def change(cost, current):  # what moving a layer from `current` to `cost` adds per resource
         return {name: counted(cost, name) - counted(current, name) for name in RESOURCES}
-    totals = totals_of(chosen)
+    totals = placement_totals(choices, chosen, fixed)
     for _ in range(10 * len(choices) + 1):
         over = over_budget(totals, budget)
         if not over:
@@ -206,8 +252,8 @@ def place_memories(choices, budget, fixed):
         if best is None:
             break
         chosen = best[1]
-        totals = totals_of(chosen)
-    return chosen, totals
+        totals = placement_totals(choices, chosen, fixed)
+    return chosen
 
 
 def fold(model, fps, clock_ns):
@@ -278,23 +324,48 @@ def design_at(model, fps, part, clock_ns, budget):
         else:
             fixed.append(dict(layer_cost(node, part, folded)))
     unpacked = (styles, skip_depths, options, choices, fixed)
-    designs = [placed(ModelWrapper(copy.deepcopy(folded.model)), fps, part, clock_ns, budget,
-                      wwidth_max, unpacked, packed) for packed in (False, True)]
+    designs = [placed(folded, fps, part, clock_ns, budget, wwidth_max, unpacked, packed)
+               for packed in (False, True)]
     return min(designs, key=lambda design: (not design.fits, -design.fps, shortfall(design)))
 
 
 def placed(folded, fps, part, clock_ns, budget, wwidth_max, unpacked, packed):
     """The Design of the folded model with its memories (and, if `packed`, wider folds) placed;
     `unpacked`: (the stream buffers' costs per style, skip depths, options, their costs, the
-    costs no option changes), as design_at computed them."""
+    costs no option changes), as design_at computed them. A wider fold's data-width converters
+    are known only once it is placed: where they put a placement that fits over, it is placed
+    again with their excess taken off the budget (up to PLACEMENTS times)."""
     styles, skip_depths, options, choices, fixed = unpacked
     if packed:  # the wider folds' options beside them
         options = {node.name: layer_options(node, part, folded) for node in folded.graph.node}
         choices = {**choices, **{node.name: option_costs(node, options[node.name], part, folded)
                                  for node in folded.graph.node
                                  if any("@" in option for option in options[node.name])}}
-    chosen, totals = place_memories(choices, budget, fixed)
-    for node in folded.graph.node:
+    room = dict(budget)
+    for _ in range(PLACEMENTS):
+        chosen, planned = place_memories(choices, room, fixed)
+        model, buffers, depths, costs = with_placement(folded, options, chosen, styles,
+                                                       skip_depths, part)
+        totals = total(list(costs.values()) + list(buffers.values()))
+        excess = over_budget(totals, budget)
+        if not excess or over_budget(planned, room):  # fits, or no placement does
+            break
+        room = {name: room[name] - excess.get(name, 0) for name in RESOURCES}
+    cycles = model.analysis(exp_cycles_per_layer)
+    bottleneck = max(cycles, key=cycles.get)
+    layers = [{"name": node.name, "op_type": node.op_type, "cycles": int(cycles[node.name]),
+               "memory": chosen.get(node.name), **costs[node.name]} for node in model.graph.node]
+    return Design(model, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
+                  {op: dict(row) for op, row in buffers.items()}, depths, chosen, budget,
+                  excess, wwidth_max, choices, fixed)
+
+
+def with_placement(folded, options, chosen, styles, skip_depths, part):
+    """(a copy of `folded` with the `chosen` options set, its stream buffers' costs, its skip
+    depths, {layer: cost}): the buffers as costed before placement unless a wider fold changed
+    the streams."""
+    model = ModelWrapper(copy.deepcopy(folded.model))
+    for node in model.graph.node:
         if node.name in chosen:
             inst = getHWCustomOp(node)
             for name, value in options[node.name][chosen[node.name]].items():
@@ -302,17 +373,10 @@ def placed(folded, fps, part, clock_ns, budget, wwidth_max, unpacked, packed):
     style = chosen[LARGE_FIFOS]
     buffers = styles[style]
     if any("@" in option for option in chosen.values()):  # a wider fold: its stream buffers
-        restyled, skip_depths = stream_buffer_costs(folded, part, (style,))
+        restyled, skip_depths = stream_buffer_costs(model, part, (style,))
         buffers = restyled[style]
-    cycles = folded.analysis(exp_cycles_per_layer)
-    bottleneck = max(cycles, key=cycles.get)
-    costs = {node.name: layer_cost(node, part, folded) for node in folded.graph.node}
-    layers = [{"name": node.name, "op_type": node.op_type, "cycles": int(cycles[node.name]),
-               "memory": chosen.get(node.name), **costs[node.name]} for node in folded.graph.node]
-    totals = total(list(costs.values()) + list(buffers.values()))
-    return Design(folded, fps, 1e9 / clock_ns / cycles[bottleneck], bottleneck, totals, layers,
-                  {op: dict(row) for op, row in buffers.items()}, skip_depths, chosen, budget,
-                  over_budget(totals, budget), wwidth_max, choices, fixed)
+    costs = {node.name: layer_cost(node, part, model) for node in model.graph.node}
+    return model, buffers, skip_depths, costs
 
 
 def shortfall(design):

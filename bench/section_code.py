@@ -9,6 +9,9 @@ checks): the walk follows it from the section's own module and from what that mo
 inside its functions (the tools it calls), and elsewhere follows module-level imports only. So
 the FINN section, whose own functions import finn_build, hashes the FINN build's code, and the
 grid, which reaches the demo's optional `--finn_build` only through the demo, does not.
+A module whose code reads other files of the repository when it runs (the Requant core's RTL,
+the Verilator testbench) names them in a module-level `RUNTIME_FILES`, paths relative to its
+folder; they are the section's code too.
 """
 import ast
 import hashlib
@@ -68,9 +71,19 @@ def imported_files(path, root, packages=True):
     return top, inner
 
 
+def runtime_files(path):
+    """The files the module at `path` names in its module-level RUNTIME_FILES (a literal tuple
+    of paths relative to its folder), or none."""
+    for node in ast.parse(Path(path).read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "RUNTIME_FILES"
+                                                for target in node.targets):
+            return {Path(path).parent / name for name in ast.literal_eval(node.value)}
+    return set()
+
+
 def code_files(*modules):
     """The files the section whose own modules are `modules` (dotted names) is computed by,
-    relative to the repository root, sorted."""
+    their RUNTIME_FILES included, relative to the repository root, sorted."""
     root = rows.ROOT
     reached = {}  # file -> whether its function-level imports are followed
     todo = [(module_file(name, root), True) for name in modules]
@@ -81,7 +94,8 @@ def code_files(*modules):
         reached[path] = follow_inner
         top, inner = imported_files(path, root)
         todo += [(file, False) for file in top] + [(file, True) for file in inner if follow_inner]
-    return sorted(path.relative_to(root).as_posix() for path in reached)
+    files = set(reached).union(*(runtime_files(path) for path in reached))
+    return sorted(path.relative_to(root).as_posix() for path in files)
 
 
 def code_hash(*modules):

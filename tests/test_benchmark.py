@@ -365,7 +365,8 @@ def write_files(root, files):
 TINY_REPO = {
     "finn_mobilenetv2.py": "from finn_demo.data import datasets\n\ndef build():\n    import finn_build\n",
     "finn_demo/data/datasets.py": "import torch\n",
-    "finn_demo/hw/fit.py": "# fit\n",
+    "finn_demo/hw/fit.py": "RUNTIME_FILES = ('rtl/core.sv',)\n",
+    "finn_demo/hw/rtl/core.sv": "module core; endmodule\n",
     "finn_build.py": "def main():\n    from finn_demo.hw import fit\n",
     "bench/rows.py": "# rows\n",
     "bench/grid.py": "import finn_mobilenetv2 as demo\nfrom bench.rows import ROOT\n",
@@ -398,10 +399,20 @@ def test_only_the_finn_section_hashes_the_finn_build_code(tmp_path, monkeypatch)
     assert code_hash("bench.finn_estimates") != finn
 
 
+def test_the_files_a_module_reads_when_it_runs_are_its_sections_code(tmp_path, monkeypatch):
+    write_files(tmp_path, TINY_REPO)
+    monkeypatch.setattr(bench.rows, "ROOT", tmp_path)
+    assert "finn_demo/hw/rtl/core.sv" in code_files("bench.finn_estimates")
+    finn = code_hash("bench.finn_estimates")
+    (tmp_path / "finn_demo/hw/rtl/core.sv").write_text("module core; wire w; endmodule\n")
+    assert code_hash("bench.finn_estimates") != finn
+
+
 def test_the_real_finn_section_hashes_the_finn_build_and_the_grid_does_not():
     finn, grid = set(code_files("bench.finn_estimates")), set(code_files("bench.grid"))
     build = {"finn_build.py", "finn_demo/hw/steps.py", "finn_demo/hw/build.py", "finn_demo/hw/fit.py"}
     assert build <= finn and not build & grid
+    assert {"finn_demo/hw/rtl/requant_exact.sv", "finn_demo/hw/verilator_tb/testbench.cpp"} <= finn
     assert {"bench/grid.py", "finn_mobilenetv2.py", "quant_utils.py", "finn_demo/quant/ptq.py"} <= grid
 
 

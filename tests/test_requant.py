@@ -22,18 +22,17 @@ EXHAUSTIVE_BITS = 14  # converted layers with inputs this narrow are checked on 
 
 @pytest.fixture(scope="module")
 def minimized(finn_build_run):
-    """(FINN's graph after bit-width minimization, before step_requant; the build's part)."""
+    """FINN's graph after bit-width minimization, before step_requant."""
     result, out_dir = finn_build_run
     finn_builder.prepare(out_dir)  # FINN's settings (Requant_rtl's helpers read them)
     model = ModelWrapper(str(out_dir / "intermediate_models" / "step_minimize_bit_width.onnx"))
-    return model, result.estimates["part"]
+    return model
 
 
 @pytest.fixture(scope="module")
 def converted(minimized):
     """requant.convert on a copy of the minimized graph: (model, kept, staircases)."""
-    model, part = minimized
-    return requant.convert(ModelWrapper(model.model.SerializeToString()), part)
+    return requant.convert(ModelWrapper(minimized.model.SerializeToString()))
 
 
 def test_the_build_converts_some_layers_keeps_the_others_and_says_why(finn_build_run):
@@ -50,10 +49,9 @@ def test_the_build_converts_some_layers_keeps_the_others_and_says_why(finn_build
             if node.op_type == "Requant_rtl"} == {requant.MEM_MODE}
 
 
-def test_a_converted_layer_computes_its_thresholds_on_every_input(minimized, converted):
+def test_a_converted_layer_computes_its_thresholds_on_every_input(converted):
     """Independently of the proof: qonnx's MultiThreshold against FINN's Python Requant model and
     the RTL's integers, on every input of each converted layer with a narrow input."""
-    original, part = minimized
     model, _, staircases = converted
     checked = 0
     for node in model.graph.node:
@@ -69,16 +67,15 @@ def test_a_converted_layer_computes_its_thresholds_on_every_input(minimized, con
         expected = multithreshold(inputs, thresholds.astype(np.float32), 1.0, act_val)
         scale, bias = inst.get_scale(model), inst.get_bias(model)
         assert np.array_equal(requant.python_model(node, inputs, scale, bias), expected)
-        integers, _ = requant.rtl_integers(inst, model, part)
+        integers = requant.rtl_integers(inst, model)
         assert np.array_equal(requant.rtl_model(inputs, integers, odt).astype(np.float32), expected)
         checked += 1
     assert checked >= 1
 
 
 def test_a_layer_whose_thresholds_are_not_a_uniform_staircase_stays_thresholding(minimized, converted):
-    original, part = minimized
     _, kept, staircases = converted
-    model = ModelWrapper(original.model.SerializeToString())
+    model = ModelWrapper(minimized.model.SerializeToString())
     convertible = [node for node in model.graph.node if node.op_type == "Thresholding_rtl"
                    and node.name not in kept]
     node = convertible[0]
@@ -86,21 +83,20 @@ def test_a_layer_whose_thresholds_are_not_a_uniform_staircase_stays_thresholding
     middle = thresholds.shape[-1] // 2
     thresholds[0, middle] += 3  # one step of one channel off the staircase by 3 inputs
     model.set_initializer(node.input[1], thresholds)
-    model, kept_now, _ = requant.convert(model, part)
+    model, kept_now, _ = requant.convert(model)
     assert set(kept_now) == set(kept) | {node.name}
     assert kept_now[node.name].startswith("no ")
 
 
-def test_a_changed_requant_parameter_fails_the_proof_naming_the_layer(minimized, converted):
-    _, part = minimized
+def test_a_changed_requant_parameter_fails_the_proof_naming_the_layer(converted):
     model, _, staircases = converted
     model = ModelWrapper(model.model.SerializeToString())
-    assert requant.proof_failures(model, part, staircases) == []
+    assert requant.proof_failures(model, staircases) == []
     node = next(node for node in model.graph.node if node.op_type == "Requant_rtl")
     bias = model.get_initializer(node.input[2]).copy()
     bias[-1] += 1.0  # one output level on the last channel
     model.set_initializer(node.input[2], bias)
-    (failure,) = requant.proof_failures(model, part, staircases)
+    (failure,) = requant.proof_failures(model, staircases)
     assert failure.startswith(f"requant: {node.name} ") and "1 of" in failure
 
 

@@ -101,8 +101,7 @@ class Build:
     def step_requant(self, model, cfg):
         """Each Thresholding_rtl layer that a Requant_rtl computes exactly, proven on every input
         (requant.py), becomes one; the line says how many went each way and why."""
-        model, self.requant_kept, self.staircases = requant.convert(model,
-                                                                    cfg._resolve_fpga_part())
+        model, self.requant_kept, self.staircases = requant.convert(model)
         print("    " + requant.summary(model, self.requant_kept))
         return model
 
@@ -122,7 +121,7 @@ class Build:
         reported = json.loads((cfg.get_report_directory() / "estimate_layer_resources.json")
                               .read_text())
         self.failures += reproduction_failures(self.design, reported)
-        self.failures += requant.proof_failures(model, cfg._resolve_fpga_part(), self.staircases)
+        self.failures += requant.proof_failures(model, self.staircases)
         self.estimates = summarize_design(self.design, self.tried, self.target, self.args)
         self.estimates["failures"] = self.failures
         self.estimates["seconds"] = self.cache.seconds  # steps 1-4, run or loaded

@@ -7,9 +7,10 @@ holds weights, thresholds or line buffers gets the memory that fits (weights: FI
 block, distributed or ultra, with `mem_mode` internal_decoupled and `runtime_writeable_weights`
 1 for URAM; thresholds: `depth_trigger_bram` / `depth_trigger_uram`; sliding-window buffers:
 `ram_style`; Requant parameters: `mem_mode` internal_decoupled, its one option), and every HLS
-matrix or depthwise unit its multipliers (FINN's `resType`: LUTs or DSPs): each layer's cheapest
-option relative to the budget where those fit together, else the placement that fits with the
-least share of the budget, found exactly (a 0-1 program), else, none fitting, the nearest one.
+matrix or depthwise unit its multipliers (FINN's `resType`: LUTs or DSPs): from each layer's
+cheapest option relative to the budget, layers move off a resource that is over until none is;
+where the moves run out, the placement that fits with its fullest resource least full is found
+exactly (a 0-1 program), if one does.
 Fitting is not monotonic in the frame rate: a little parallelism packs weights badly (a URAM is
 72 bits wide; one 4-bit weight per cycle uses 4 of them), a lot costs LUTs and DSPs. So the
 search doubles the frame rate from SetFolding's least parallel design until two designs in a

@@ -14,9 +14,9 @@ known: each threshold bounds where the line crosses its level (`crossing_bounds`
 sides inside the input range, from one side where FINN clipped it to the range's end), the
 step with the most room between those bounds (`centred_step`), and per channel the fewest
 MANTISSA_BITS whose scale m * 2**e (and a bias B * 2**e) meets every bound
-(`dyadic_parameters`). An 8-bit output over a wide accumulator can need 28 bits (255 steps of
-thousands of inputs each), more than finn-rtllib's requant core keeps (24): hence the project's
-core, which takes the integers as they are. Scale and bias are stored in float64, which holds
+(`dyadic_parameters`). An 8-bit output over a wide accumulator can need more mantissa bits than
+finn-rtllib's requant core keeps (docs/finn_build.md): hence the project's core, which takes
+the integers as they are. Scale and bias are stored in float64, which holds
 them exactly, so FINN's Python model (Requant.execute_node: x*scale + bias + 1/2) computes them
 without rounding.
 
@@ -69,13 +69,12 @@ def python_model(node, points, scale, bias):
     return context[node.output[0]]
 
 
-def rtl_integers(inst, model, part):
-    """(scale, bias, shift) per channel and the multiplier's input width: the integers
-    requant_decoupled.sv computes with (FINN's decompose_params for the part's DSP), from their
-    [PE][CF] layout to channel order."""
+def rtl_integers(inst, model):
+    """(scale, bias, shift) per channel: the integers the project's core computes with
+    (requant_rtl's decompose_params), from their [PE][CF] layout to channel order."""
     params = inst.decompose_params(model)
     return tuple(np.asarray(params[key], dtype=object).T.reshape(-1)
-                 for key in ("scale", "bias", "shift")), params["x_width"]
+                 for key in ("scale", "bias", "shift"))
 
 
 def rtl_model(points, integers, odt):
@@ -195,7 +194,7 @@ def thresholds_of(inst, model):
     return np.broadcast_to(thresholds, (inst.get_nodeattr("NumChannels"), thresholds.shape[-1]))
 
 
-def mismatches(node, model, part, staircase_of):
+def mismatches(node, model, staircase_of):
     """[C] per channel: whether FINN's Python model or the RTL's integers of the Requant_rtl
     `node` (its parameters in `model`) differ somewhere from `staircase_of` = (thresholds [C, N],
     ActVal), the threshold layer it computes."""
@@ -206,13 +205,11 @@ def mismatches(node, model, part, staircase_of):
     expected = staircase(thresholds, points, act_val)
     scale, bias = requant.get_scale(model), requant.get_bias(model)
     wrong = python_model(node, points, scale, bias) != expected
-    integers, x_width = rtl_integers(requant, model, part)
-    if idt.bitwidth() > x_width:  # the RTL keeps the input's top bits only
-        return np.ones(thresholds.shape[0], dtype=bool)
+    integers = rtl_integers(requant, model)
     return (wrong | (rtl_model(points, integers, odt) != expected)).any(axis=0)
 
 
-def exact_parameters(inst, model, part):
+def exact_parameters(inst, model):
     """((scale, bias) float64 per channel, None) for a Requant that computes the Thresholding_rtl
     op `inst` exactly, or (None, why not). Each channel takes the fewest MANTISSA_BITS that
     reproduce its thresholds."""
@@ -230,7 +227,7 @@ def exact_parameters(inst, model, part):
     return tuple(np.array(values, dtype=np.float64) for values in zip(*found)), None
 
 
-def convert(model, part):
+def convert(model):
     """Each Thresholding_rtl layer with a proven Requant form becomes a Requant_rtl layer:
     (model, {layer kept as Thresholding: why}, {Requant output tensor: (thresholds, ActVal)},
     the staircases `proof_failures` proves the folded design against)."""
@@ -243,13 +240,13 @@ def convert(model, part):
         reason = why_not(inst)
         parameters = None
         if reason is None:
-            parameters, reason = exact_parameters(inst, model, part)
+            parameters, reason = exact_parameters(inst, model)
         if parameters is not None:
             names = [model.make_new_valueinfo_name() for _ in range(2)]
             for name, value in zip(names, parameters):
                 model.set_initializer(name, value)
             replacement = requant_node(inst, *names)
-            wrong = mismatches(replacement, model, part, staircase_of)
+            wrong = mismatches(replacement, model, staircase_of)
             if wrong.any():
                 reason = (f"the multiply-add differs from its thresholds ({int(wrong.sum())} "
                           f"of {len(wrong)} channels)")
@@ -266,7 +263,7 @@ def convert(model, part):
     return model.transform(GiveUniqueNodeNames()), kept, staircases
 
 
-def proof_failures(model, part, staircases):
+def proof_failures(model, staircases):
     """One line per Requant_rtl layer of the folded `model` whose Python model or RTL integers
     differ from the thresholds it replaced (`staircases`, from `convert`) on some input."""
     lines = []
@@ -276,7 +273,7 @@ def proof_failures(model, part, staircases):
         if node.output[0] not in staircases:
             lines.append(f"requant: {node.name}: not made by the project's proven conversion")
             continue
-        wrong = mismatches(node, model, part, staircases[node.output[0]])
+        wrong = mismatches(node, model, staircases[node.output[0]])
         if wrong.any():
             lines.append(f"requant: {node.name} differs from the thresholds it replaced on "
                          f"{int(wrong.sum())} of {len(wrong)} channels (first: "

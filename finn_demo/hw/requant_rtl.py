@@ -26,8 +26,9 @@ from qonnx.util.basic import roundup_to_integer_multiple
 from finn.custom_op.fpgadataflow.rtl import requant_rtl
 from finn.util.basic import get_dsp_block
 
-RTL = Path(__file__).resolve().parent / "rtl"
-CORE, WRAPPER = RTL / "requant_exact.sv", RTL / "requant_exact_wrapper.v"
+# The core and its FINN wrapper, beside this module (bench/section_code.py hashes them with it).
+RUNTIME_FILES = ("rtl/requant_exact.sv", "rtl/requant_exact_wrapper.v")
+CORE, WRAPPER = (Path(__file__).resolve().parent / name for name in RUNTIME_FILES)
 
 
 def twos_complement_bits(values):

@@ -49,7 +49,8 @@ from finn.util.settings import get_settings
 
 OUTPUT = "verilator"  # the --outputs name
 LAYER_CHOICES = ("all", "slowest")  # finn_build.py --verilator_layers
-TESTBENCH = Path(__file__).with_name("verilator_tb") / "testbench.cpp"
+RUNTIME_FILES = ("verilator_tb/testbench.cpp",)  # hashed with this module (bench/section_code.py)
+TESTBENCH = Path(__file__).resolve().parent / RUNTIME_FILES[0]
 TOP = "finn_sim_top"
 FLAGS = ["--cc", "--exe", "--build", "--top-module", TOP,
          "-DFINN_SIMULATION",  # finn-rtllib's behavioural models instead of Xilinx primitives

@@ -210,8 +210,7 @@ def exact_placement(choices, budget, fixed):
     items = [(name, option) for name, costs in choices.items() for option in costs]
     usage = np.array([[counted(choices[name][option], resource) for name, option in items]
                       for resource in RESOURCES])
-    fixed_totals = total(fixed)
-    used = np.array([fixed_totals[resource] for resource in RESOURCES])
+    used = np.array([total(fixed)[resource] for resource in RESOURCES])
     limit = np.array([budget[resource] for resource in RESOURCES], dtype=float)
     one_each = np.array([[name == layer for name, _ in items] for layer in choices], dtype=float)
     shares = usage[limit > 0] / limit[limit > 0, None]  # rows: share of a budget (t = last var)
